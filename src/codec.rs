@@ -14,7 +14,7 @@
 
 use std::{fmt, io};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Longest user or room name, in bytes (names are ASCII).
@@ -83,13 +83,17 @@ impl Decoder for LineCodec {
 
             let Some(newline) = newline else {
                 if self.discarding {
-                    buf.clear();
+                    // Still inside an over-long line: drop what was searched and look on.
+                    buf.advance(window);
                     self.scanned = 0;
-                    return Ok(None);
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    continue;
                 }
                 if buf.len() >= self.max_line_bytes.saturating_add(2) {
                     // No newline within the limit: whatever follows, this line is too long.
-                    buf.clear();
+                    buf.advance(window);
                     self.scanned = 0;
                     self.discarding = true;
                     return Ok(Some(Frame::TooLong));
@@ -589,7 +593,10 @@ mod tests {
 
     #[test]
     fn unfinished_line_at_eof_is_dropped() {
-        assert_eq!(decode_all(&mut LineCodec::new(100), b"who\ntalk|bob|hal"), vec![line("who")]);
+        assert_eq!(
+            decode_all(&mut LineCodec::new(100), b"who\ntalk|bob|hal"),
+            vec![line("who")]
+        );
     }
 
     #[test]
@@ -608,11 +615,23 @@ mod tests {
     fn parses_every_request() {
         let cases: [(&[u8], Request); 10] = [
             (b"login|alice", Request::Login { name: "alice" }),
-            (b"talk|bob|hi | there", Request::Talk { to: "bob", text: "hi | there" }),
+            (
+                b"talk|bob|hi | there",
+                Request::Talk {
+                    to: "bob",
+                    text: "hi | there",
+                },
+            ),
             (b"who", Request::Who),
             (b"join|rust", Request::Join { room: "rust" }),
             (b"leave|rust", Request::Leave { room: "rust" }),
-            (b"say|rust|a|b", Request::Say { room: "rust", text: "a|b" }),
+            (
+                b"say|rust|a|b",
+                Request::Say {
+                    room: "rust",
+                    text: "a|b",
+                },
+            ),
             (b"rooms", Request::Rooms),
             (b"ping", Request::Ping),
             (b"pong", Request::Pong),
@@ -651,14 +670,30 @@ mod tests {
             (Event::Users(vec!["a", "B"]), "users|a,B\n"),
             (Event::Rooms(vec![]), "rooms|\n"),
             (
-                Event::Members { room: "rust", names: vec!["a", "b"] },
+                Event::Members {
+                    room: "rust",
+                    names: vec!["a", "b"],
+                },
                 "members|rust|a,b\n",
             ),
-            (Event::Say { room: "r", from: "a", text: "x|y" }, "say|r|a|x|y\n"),
+            (
+                Event::Say {
+                    room: "r",
+                    from: "a",
+                    text: "x|y",
+                },
+                "say|r|a|x|y\n",
+            ),
             (Event::Bye(None), "bye\n"),
             (Event::Bye(Some(ByeReason::TooSlow)), "bye|too-slow\n"),
-            (Event::Error(ErrorKind::BadEncoding, ""), "error|bad-encoding|\n"),
-            (Event::Error(ErrorKind::LineTooLong, "4096"), "error|line-too-long|4096\n"),
+            (
+                Event::Error(ErrorKind::BadEncoding, ""),
+                "error|bad-encoding|\n",
+            ),
+            (
+                Event::Error(ErrorKind::LineTooLong, "4096"),
+                "error|line-too-long|4096\n",
+            ),
         ];
         for (event, wire) in cases {
             assert_eq!(&event.to_line()[..], wire.as_bytes());
@@ -769,6 +804,37 @@ mod tests {
                 }
                 prop_assert!(buf.len() <= max + 2 + 2048);
             }
+        }
+
+        #[test]
+        fn each_line_yields_exactly_one_frame_in_order_however_the_input_is_split(
+            lines in prop::collection::vec(("[a-z|]{1,8}", 0usize..40, any::<bool>()), 0..12),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let max = 16;
+            let mut input = Vec::new();
+            let mut expected = Vec::new();
+            for (word, padding, crlf) in &lines {
+                let content = format!("{word}{}", "x".repeat(*padding));
+                input.extend_from_slice(content.as_bytes());
+                input.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+                expected.push(if content.len() > max { Frame::TooLong } else { line(&content) });
+            }
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+            cuts.push(input.len());
+            cuts.sort_unstable();
+            let mut codec = LineCodec::new(max);
+            let mut buf = BytesMut::new();
+            let mut frames = Vec::new();
+            let mut start = 0;
+            for cut in cuts {
+                buf.extend_from_slice(&input[start..cut]);
+                start = cut;
+                while let Some(frame) = codec.decode(&mut buf).expect("decoding never fails") {
+                    frames.push(frame);
+                }
+            }
+            prop_assert_eq!(frames, expected);
         }
 
         #[test]

@@ -1,0 +1,418 @@
+//! The `ChatServer` actor: who is online, which rooms exist, and who is in them.
+//!
+//! It is the single owner of that state, so every change (a login, a join, a disconnect) is
+//! applied in one order that every client observes. It never waits on anyone: replies and
+//! notices are queued on the connections' [`Outbox`]es, which never block. Replies to a request
+//! are written by the server itself, not returned to the session, so they are ordered correctly
+//! with the notices it sends (a new user sees `ok|login` before anyone's `logout`).
+//!
+//! Direct messages do not pass through here after the first one: a session asks once for the
+//! recipient's outbox ([`Resolve`]) and then writes to it itself, so the server's mailbox is not
+//! on the hot path.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+use actix::prelude::*;
+use log::info;
+
+use crate::{
+    codec::{ErrorKind, Event},
+    config::Presence,
+    outbox::Outbox,
+};
+
+/// Identifies one connection for the lifetime of the process.
+pub type ConnId = u64;
+
+/// Names are unique and looked up ignoring ASCII case; this is the folded form.
+fn fold(name: &str) -> Box<str> {
+    name.to_ascii_lowercase().into_boxed_str()
+}
+
+/// Logs in the connection `conn` as `name` (already checked to be a valid name). The reply
+/// (`ok|login|…` and the peer list, or `error|name-taken|…`) is written to `outbox`; the result
+/// is the name as logged in.
+#[derive(Message)]
+#[rtype(result = "Option<Arc<str>>")]
+pub struct Login {
+    pub conn: ConnId,
+    pub peer: SocketAddr,
+    pub name: String,
+    pub outbox: Outbox,
+}
+
+/// The connection `conn` is gone or going: drop it from every room and tell the others.
+/// Harmless for a connection that never logged in.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub conn: ConnId,
+    /// Why, for the log.
+    pub reason: &'static str,
+}
+
+/// Looks up the outbox of the user called `name`, for a session to write to directly.
+#[derive(Message)]
+#[rtype(result = "Option<Outbox>")]
+pub struct Resolve {
+    pub name: String,
+}
+
+/// `who`: the sorted list of users is written to `conn`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Who {
+    pub conn: ConnId,
+}
+
+/// `rooms`: the sorted list of rooms is written to `conn`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ListRooms {
+    pub conn: ConnId,
+}
+
+/// `join|ROOM` (the room name already checked to be valid).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub conn: ConnId,
+    pub room: String,
+}
+
+/// `leave|ROOM`
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub conn: ConnId,
+    pub room: String,
+}
+
+/// `say|ROOM|TEXT`
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Say {
+    pub conn: ConnId,
+    pub room: String,
+    pub text: String,
+}
+
+/// The process is shutting down: every connection is about to go, so stop telling the rest
+/// about each departure (with presence on, that would be quadratic in the number of users).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stopping;
+
+struct User {
+    name: Arc<str>,
+    key: Box<str>,
+    outbox: Outbox,
+    /// Order of login, to list peers oldest first.
+    since: u64,
+    /// Folded names of the rooms this user is in.
+    rooms: Vec<Box<str>>,
+}
+
+struct Room {
+    /// The name as its first member spelled it.
+    name: Arc<str>,
+    /// By folded user name, so iteration is the sorted member list.
+    members: BTreeMap<Box<str>, Member>,
+}
+
+struct Member {
+    name: Arc<str>,
+    outbox: Outbox,
+}
+
+/// The actor that owns the user map and the rooms.
+pub struct ChatServer {
+    presence: Presence,
+    users: HashMap<ConnId, User>,
+    by_name: HashMap<Box<str>, ConnId>,
+    /// Logged-in connections by login order.
+    online: BTreeMap<u64, ConnId>,
+    next_login: u64,
+    rooms: BTreeMap<Box<str>, Room>,
+    stopping: bool,
+}
+
+impl ChatServer {
+    pub fn new(presence: Presence) -> Self {
+        Self {
+            presence,
+            users: HashMap::new(),
+            by_name: HashMap::new(),
+            online: BTreeMap::new(),
+            next_login: 0,
+            rooms: BTreeMap::new(),
+            stopping: false,
+        }
+    }
+
+    /// Queues `event` once for every logged-in user except `except`.
+    fn broadcast(&self, event: &Event<'_>, except: ConnId) {
+        let line = event.to_line();
+        for (&conn, user) in &self.users {
+            if conn != except {
+                // A closed outbox belongs to a user whose Disconnect is on its way.
+                let _ = user.outbox.send_line(&line);
+            }
+        }
+    }
+
+    /// Queues `event` for every member of `room` except `except`.
+    fn tell_room(room: &Room, event: &Event<'_>, except: &str) {
+        let line = event.to_line();
+        for (key, member) in &room.members {
+            if &**key != except {
+                let _ = member.outbox.send_line(&line);
+            }
+        }
+    }
+
+    /// Replies to `conn`, if it is still logged in.
+    fn reply(&self, conn: ConnId, event: &Event<'_>) {
+        if let Some(user) = self.users.get(&conn) {
+            let _ = user.outbox.send(event);
+        }
+    }
+}
+
+impl Actor for ChatServer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Every session has at most one request in flight, so the mailbox is bounded by the
+        // number of connections; the default capacity of 16 would only add parking overhead.
+        // (In actix, a capacity of 0 means unbounded.)
+        ctx.set_mailbox_capacity(0);
+    }
+}
+
+impl Handler<Login> for ChatServer {
+    type Result = Option<Arc<str>>;
+
+    fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
+        let key = fold(&msg.name);
+        if self.by_name.contains_key(&key) {
+            let _ = msg
+                .outbox
+                .send(&Event::Error(ErrorKind::NameTaken, &msg.name));
+            return None;
+        }
+        let name: Arc<str> = msg.name.into();
+        let mut greeting = Event::LoggedIn(&name).to_line();
+        if self.presence == Presence::All {
+            for conn in self.online.values() {
+                if let Some(peer) = self.users.get(conn) {
+                    Event::Online(&peer.name).encode(&mut greeting);
+                }
+            }
+            self.broadcast(&Event::Online(&name), msg.conn);
+        }
+        // If this fails the session is already closing; its Disconnect follows.
+        let _ = msg.outbox.send_line(&greeting);
+
+        let since = self.next_login;
+        self.next_login += 1;
+        self.online.insert(since, msg.conn);
+        self.by_name.insert(key.clone(), msg.conn);
+        self.users.insert(
+            msg.conn,
+            User {
+                name: name.clone(),
+                key,
+                outbox: msg.outbox,
+                since,
+                rooms: Vec::new(),
+            },
+        );
+        info!(
+            "{name} logged in from {} ({} online)",
+            msg.peer,
+            self.users.len()
+        );
+        Some(name)
+    }
+}
+
+impl Handler<Disconnect> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
+        let Some(user) = self.users.remove(&msg.conn) else {
+            return;
+        };
+        self.by_name.remove(&user.key);
+        self.online.remove(&user.since);
+        for room_key in &user.rooms {
+            let Some(room) = self.rooms.get_mut(room_key) else {
+                continue;
+            };
+            room.members.remove(&user.key);
+            if room.members.is_empty() {
+                self.rooms.remove(room_key);
+            } else if !self.stopping {
+                let event = Event::RoomLeft {
+                    room: &room.name,
+                    name: &user.name,
+                };
+                Self::tell_room(room, &event, &user.key);
+            }
+        }
+        if self.presence == Presence::All && !self.stopping {
+            self.broadcast(&Event::Offline(&user.name), msg.conn);
+        }
+        info!(
+            "{} logged out: {} ({} online)",
+            user.name,
+            msg.reason,
+            self.users.len()
+        );
+    }
+}
+
+impl Handler<Resolve> for ChatServer {
+    type Result = Option<Outbox>;
+
+    fn handle(&mut self, msg: Resolve, _: &mut Context<Self>) -> Self::Result {
+        let conn = self.by_name.get(&fold(&msg.name))?;
+        self.users.get(conn).map(|user| user.outbox.clone())
+    }
+}
+
+impl Handler<Who> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Who, _: &mut Context<Self>) {
+        let mut users: Vec<&User> = self.users.values().collect();
+        users.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let names = users.iter().map(|user| &*user.name).collect();
+        self.reply(msg.conn, &Event::Users(names));
+    }
+}
+
+impl Handler<ListRooms> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) {
+        let names = self.rooms.values().map(|room| &*room.name).collect();
+        self.reply(msg.conn, &Event::Rooms(names));
+    }
+}
+
+impl Handler<Join> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
+        let Some(user) = self.users.get_mut(&msg.conn) else {
+            return;
+        };
+        let room_key = fold(&msg.room);
+        if user.rooms.contains(&room_key) {
+            let _ = user
+                .outbox
+                .send(&Event::Error(ErrorKind::AlreadyInRoom, &msg.room));
+            return;
+        }
+        user.rooms.push(room_key.clone());
+        let room = self.rooms.entry(room_key).or_insert_with(|| Room {
+            name: msg.room.as_str().into(),
+            members: BTreeMap::new(),
+        });
+        Self::tell_room(
+            room,
+            &Event::RoomJoined {
+                room: &room.name,
+                name: &user.name,
+            },
+            &user.key,
+        );
+        room.members.insert(
+            user.key.clone(),
+            Member {
+                name: user.name.clone(),
+                outbox: user.outbox.clone(),
+            },
+        );
+        let mut reply = Event::Joined(&room.name).to_line();
+        let names = room.members.values().map(|m| &*m.name).collect();
+        Event::Members {
+            room: &room.name,
+            names,
+        }
+        .encode(&mut reply);
+        let _ = user.outbox.send_line(&reply);
+    }
+}
+
+impl Handler<Leave> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+        let Some(user) = self.users.get_mut(&msg.conn) else {
+            return;
+        };
+        let room_key = fold(&msg.room);
+        let Some(index) = user.rooms.iter().position(|r| *r == room_key) else {
+            let _ = user
+                .outbox
+                .send(&Event::Error(ErrorKind::NotInRoom, &msg.room));
+            return;
+        };
+        user.rooms.swap_remove(index);
+        let Some(room) = self.rooms.get_mut(&room_key) else {
+            return;
+        };
+        room.members.remove(&user.key);
+        let _ = user.outbox.send(&Event::Left(&room.name));
+        if room.members.is_empty() {
+            self.rooms.remove(&room_key);
+        } else {
+            let event = Event::RoomLeft {
+                room: &room.name,
+                name: &user.name,
+            };
+            Self::tell_room(room, &event, &user.key);
+        }
+    }
+}
+
+impl Handler<Say> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Say, _: &mut Context<Self>) {
+        let Some(user) = self.users.get(&msg.conn) else {
+            return;
+        };
+        let room = self
+            .rooms
+            .get(&fold(&msg.room))
+            .filter(|room| room.members.contains_key(&user.key));
+        let Some(room) = room else {
+            let _ = user
+                .outbox
+                .send(&Event::Error(ErrorKind::NotInRoom, &msg.room));
+            return;
+        };
+        let event = Event::Say {
+            room: &room.name,
+            from: &user.name,
+            text: &msg.text,
+        };
+        Self::tell_room(room, &event, &user.key);
+    }
+}
+
+impl Handler<Stopping> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, _: Stopping, _: &mut Context<Self>) {
+        self.stopping = true;
+    }
+}

@@ -1,0 +1,171 @@
+//! Accepting connections and running the server until shutdown.
+//!
+//! [`run`] owns the listener. It starts the [`ChatServer`] on an arbiter of its own and spreads
+//! sessions over worker arbiters (one thread each), so every core serves connections while the
+//! user map stays single-owner. A semaphore caps live connections; shutdown is a cancellation
+//! token every session watches, followed by a bounded wait for them all to finish.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use actix::prelude::*;
+use log::{debug, info, warn};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    time::{sleep, timeout},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    actors::{chat_server::Stopping, ChatServer, Session, SessionContext},
+    codec::{ByeReason, Event},
+    config::{secs, Settings},
+};
+
+/// Longest pause between accept attempts while the process is out of file descriptors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a refused connection is given to read its `bye|server-full`.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Serves `listener` until `shutdown` completes, then says `bye|shutdown` to every client and
+/// waits up to `server.shutdown_grace_secs` for their connections to close.
+///
+/// Must be called inside an actix `System`.
+pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Future) {
+    let chat_arbiter = Arbiter::new();
+    let presence = settings.server.presence;
+    let chat =
+        ChatServer::start_in_arbiter(&chat_arbiter.handle(), move |_| ChatServer::new(presence));
+    let workers: Vec<Arbiter> = (0..settings.worker_count())
+        .map(|_| Arbiter::new())
+        .collect();
+    let stop = CancellationToken::new();
+    let context = Arc::new(SessionContext::new(&settings, chat.clone(), stop.clone()));
+    let max_connections = settings.server.max_connections;
+    let slots = Arc::new(Semaphore::new(max_connections));
+
+    let acceptor = Acceptor {
+        listener,
+        slots: slots.clone(),
+        workers: workers.iter().map(Arbiter::handle).collect(),
+        context,
+        next_conn: AtomicU64::new(0),
+    };
+    tokio::select! {
+        () = acceptor.run() => {}
+        _ = shutdown => {}
+    }
+
+    // The acceptor (and with it the listener) is dropped here: no new connections.
+    let live = max_connections - slots.available_permits();
+    info!("shutting down: closing {live} connections");
+    chat.do_send(Stopping);
+    stop.cancel();
+    let grace = secs(settings.server.shutdown_grace_secs);
+    // Every live session holds one permit; all of them back means all sessions are done.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    match timeout(grace, slots.acquire_many(all)).await {
+        Ok(_) => info!("all connections closed"),
+        Err(_) => warn!(
+            "{} connections still open after {grace:?}; closing them",
+            max_connections - slots.available_permits()
+        ),
+    }
+    for worker in &workers {
+        worker.stop();
+    }
+    chat_arbiter.stop();
+}
+
+struct Acceptor {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    workers: Vec<ArbiterHandle>,
+    context: Arc<SessionContext>,
+    next_conn: AtomicU64,
+}
+
+impl Acceptor {
+    async fn run(&self) {
+        let mut backoff = Duration::ZERO;
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    backoff = Duration::ZERO;
+                    self.admit(stream, peer);
+                }
+                Err(error) if is_resource_exhaustion(&error) => {
+                    // Out of file descriptors or memory: retrying at once would spin. Pause,
+                    // longer each time, and say so once per episode rather than per attempt.
+                    if backoff.is_zero() {
+                        warn!("cannot accept connections: {error}; pausing accepts");
+                    }
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                    sleep(backoff).await;
+                }
+                // The peer gave up before we accepted (ECONNABORTED and the like): not ours.
+                Err(error) => debug!("accept failed: {error}"),
+            }
+        }
+    }
+
+    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            debug!("refusing {peer}: server full");
+            actix_rt::spawn(refuse(stream));
+            return;
+        };
+        // Small lines must not wait for Nagle's algorithm.
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!("{peer}: cannot set TCP_NODELAY: {error}");
+        }
+        // Move the socket to a worker thread's own reactor rather than leave it on this one.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => return debug!("{peer}: cannot hand over the socket: {error}"),
+        };
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let worker = &self.workers[conn as usize % self.workers.len()];
+        let context = self.context.clone();
+        worker.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let (reader, writer) = stream.into_split();
+                    Session::start(reader, writer, conn, peer, context, permit);
+                }
+                Err(error) => debug!("{peer}: cannot register the socket: {error}"),
+            }
+        });
+    }
+}
+
+/// Tells a connection over the limit why it is being closed. Its input is read and discarded
+/// for a moment so that our close does not become a reset that destroys the message.
+async fn refuse(mut stream: TcpStream) {
+    let bye = Event::Bye(Some(ByeReason::ServerFull)).to_line();
+    let _ = timeout(REFUSAL_LINGER, async {
+        stream.write_all(&bye).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 512];
+        while stream.read(&mut sink).await? > 0 {}
+        io::Result::Ok(())
+    })
+    .await;
+}
+
+fn is_resource_exhaustion(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
