@@ -1,0 +1,160 @@
+//! Helpers shared by the integration tests: an in-process server on `127.0.0.1:0` and a raw
+//! line client whose every read has a timeout.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::{net::SocketAddr, time::Duration};
+
+use actor_chat::{
+    codec::{Frame, LineCodec},
+    config::Settings,
+    server,
+};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpListener, TcpStream,
+    },
+    sync::oneshot,
+    task::JoinHandle,
+    time::timeout,
+};
+use futures_util::StreamExt;
+
+/// Generous: a read that takes this long means the line is not coming.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default settings, bound to an ephemeral loopback port, with two workers so that sessions
+/// really are spread over threads.
+pub fn settings() -> Settings {
+    let mut settings = Settings::default();
+    settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.server.workers = 2;
+    settings
+}
+
+/// A server running inside the current actix system.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    running: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start(settings: Settings) -> TestServer {
+        let listener = TcpListener::bind(settings.server.bind)
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = actix_rt::spawn(server::run(settings, listener, stopped));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            running,
+        }
+    }
+
+    /// Asks the server to shut down and waits (bounded) until `run` returns.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        timeout(Duration::from_secs(30), &mut self.running)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task did not panic");
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// Connects and logs in as `name`, consuming `ok|login|NAME` (but not the peer list).
+    pub async fn login(&self, name: &str) -> Client {
+        let mut client = self.connect().await;
+        client.send(&format!("login|{name}")).await;
+        client.expect(&format!("ok|login|{name}")).await;
+        client
+    }
+}
+
+/// A raw protocol client.
+pub struct Client {
+    reader: tokio_util::codec::FramedRead<OwnedReadHalf, LineCodec>,
+    writer: OwnedWriteHalf,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = timeout(READ_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let (reader, writer) = stream.into_split();
+        Client {
+            reader: tokio_util::codec::FramedRead::new(reader, LineCodec::new(1 << 22)),
+            writer,
+        }
+    }
+
+    /// Sends one line; `\n` is added.
+    pub async fn send(&mut self, line: &str) {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        self.send_raw(&bytes).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        timeout(READ_TIMEOUT, self.writer.write_all(bytes))
+            .await
+            .expect("write in time")
+            .expect("write");
+    }
+
+    /// The next line, or `None` at end of stream.
+    pub async fn try_recv(&mut self) -> Option<String> {
+        let frame = timeout(READ_TIMEOUT, self.reader.next())
+            .await
+            .expect("a line (or the end of the stream) within the read timeout")?;
+        match frame {
+            Ok(Frame::Line(line)) => Some(String::from_utf8(line.to_vec()).expect("utf-8")),
+            Ok(Frame::TooLong) => panic!("server sent an over-long line"),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(error) => panic!("read failed: {error}"),
+        }
+    }
+
+    /// The next line; fails the test at end of stream.
+    pub async fn recv(&mut self) -> String {
+        self.try_recv()
+            .await
+            .expect("a line, but the connection closed")
+    }
+
+    pub async fn expect(&mut self, line: &str) {
+        assert_eq!(self.recv().await, line);
+    }
+
+    /// Proves nothing else was queued for this client: the server answers a client's lines in
+    /// order, so the next line after a `ping` must be its `pong`.
+    pub async fn expect_nothing_pending(&mut self) {
+        self.send("ping").await;
+        self.expect("pong").await;
+    }
+
+    /// Expects the server to close the connection (after any lines, which are returned).
+    pub async fn expect_closed(&mut self) -> Vec<String> {
+        let mut rest = Vec::new();
+        while let Some(line) = self.try_recv().await {
+            rest.push(line);
+        }
+        rest
+    }
+
+    /// Half-closes: the server sees end of input.
+    pub async fn shutdown_write(&mut self) {
+        let _ = self.writer.shutdown().await;
+    }
+}
