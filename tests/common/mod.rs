@@ -82,7 +82,17 @@ impl TestServer {
 
 /// A raw protocol client.
 pub struct Client {
+    lines: Lines,
+    writer: Writer,
+}
+
+/// The reading half of a [`Client`].
+pub struct Lines {
     reader: tokio_util::codec::FramedRead<OwnedReadHalf, LineCodec>,
+}
+
+/// The writing half of a [`Client`].
+pub struct Writer {
     writer: OwnedWriteHalf,
 }
 
@@ -94,11 +104,55 @@ impl Client {
             .expect("connect");
         let (reader, writer) = stream.into_split();
         Client {
-            reader: tokio_util::codec::FramedRead::new(reader, LineCodec::new(1 << 22)),
-            writer,
+            lines: Lines {
+                reader: tokio_util::codec::FramedRead::new(reader, LineCodec::new(1 << 22)),
+            },
+            writer: Writer { writer },
         }
     }
 
+    /// For reading and writing from different tasks.
+    pub fn split(self) -> (Lines, Writer) {
+        (self.lines, self.writer)
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        self.writer.send(line).await
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.send_raw(bytes).await
+    }
+
+    pub async fn shutdown_write(&mut self) {
+        self.writer.shutdown().await
+    }
+
+    pub async fn try_recv(&mut self) -> Option<String> {
+        self.lines.try_recv().await
+    }
+
+    pub async fn recv(&mut self) -> String {
+        self.lines.recv().await
+    }
+
+    pub async fn expect(&mut self, line: &str) {
+        self.lines.expect(line).await
+    }
+
+    pub async fn expect_closed(&mut self) -> Vec<String> {
+        self.lines.expect_closed().await
+    }
+
+    /// Proves nothing else was queued for this client: the server answers a client's lines in
+    /// order, so the next line after a `ping` must be its `pong`.
+    pub async fn expect_nothing_pending(&mut self) {
+        self.send("ping").await;
+        self.expect("pong").await;
+    }
+}
+
+impl Writer {
     /// Sends one line; `\n` is added.
     pub async fn send(&mut self, line: &str) {
         let mut bytes = line.as_bytes().to_vec();
@@ -107,12 +161,24 @@ impl Client {
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        timeout(READ_TIMEOUT, self.writer.write_all(bytes))
+        self.try_send_raw(bytes)
             .await
-            .expect("write in time")
-            .expect("write");
+            .expect("write within the timeout");
     }
 
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        timeout(READ_TIMEOUT, self.writer.write_all(bytes))
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Half-closes: the server sees end of input.
+    pub async fn shutdown(&mut self) {
+        let _ = self.writer.shutdown().await;
+    }
+}
+
+impl Lines {
     /// The next line, or `None` at end of stream.
     pub async fn try_recv(&mut self) -> Option<String> {
         let frame = timeout(READ_TIMEOUT, self.reader.next())
@@ -137,24 +203,12 @@ impl Client {
         assert_eq!(self.recv().await, line);
     }
 
-    /// Proves nothing else was queued for this client: the server answers a client's lines in
-    /// order, so the next line after a `ping` must be its `pong`.
-    pub async fn expect_nothing_pending(&mut self) {
-        self.send("ping").await;
-        self.expect("pong").await;
-    }
-
-    /// Expects the server to close the connection (after any lines, which are returned).
+    /// Expects the server to close the connection; returns the lines before the end.
     pub async fn expect_closed(&mut self) -> Vec<String> {
         let mut rest = Vec::new();
         while let Some(line) = self.try_recv().await {
             rest.push(line);
         }
         rest
-    }
-
-    /// Half-closes: the server sees end of input.
-    pub async fn shutdown_write(&mut self) {
-        let _ = self.writer.shutdown().await;
     }
 }
