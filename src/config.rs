@@ -192,13 +192,22 @@ impl Settings {
             );
         }
         if self.limits.lines_per_sec > 0 && self.limits.burst == 0 {
-            return invalid("limits.burst", "must be at least 1 when flood control is on");
+            return invalid(
+                "limits.burst",
+                "must be at least 1 when flood control is on",
+            );
         }
         let durations: [(&'static str, f64); 4] = [
-            ("server.shutdown_grace_secs", self.server.shutdown_grace_secs),
+            (
+                "server.shutdown_grace_secs",
+                self.server.shutdown_grace_secs,
+            ),
             ("heartbeat.interval_secs", self.heartbeat.interval_secs),
             ("heartbeat.timeout_secs", self.heartbeat.timeout_secs),
-            ("heartbeat.login_timeout_secs", self.heartbeat.login_timeout_secs),
+            (
+                "heartbeat.login_timeout_secs",
+                self.heartbeat.login_timeout_secs,
+            ),
         ];
         for (key, secs) in durations {
             if !(secs > 0.0 && Duration::try_from_secs_f64(secs).is_ok()) {
@@ -257,7 +266,10 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let default = Settings::load_from(Some(&root.join("config/default.toml")), env(&[]))
             .expect("config/default.toml loads");
-        assert_eq!(default.server.bind, SocketAddr::from(([127, 0, 0, 1], 9999)));
+        assert_eq!(
+            default.server.bind,
+            SocketAddr::from(([127, 0, 0, 1], 9999))
+        );
         assert_eq!(default.limits.max_line_bytes, 4096);
         assert_eq!(default.server.presence, Presence::All);
 

@@ -293,7 +293,10 @@ impl OutboxWriter {
 }
 
 fn register(slot: &mut Option<Waker>, waker: &Waker) {
-    if !slot.as_ref().is_some_and(|current| current.will_wake(waker)) {
+    if !slot
+        .as_ref()
+        .is_some_and(|current| current.will_wake(waker))
+    {
         *slot = Some(waker.clone());
     }
 }
