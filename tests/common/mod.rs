@@ -5,6 +5,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+pub mod process;
+
 use actor_chat::{
     codec::{Frame, LineCodec},
     config::Settings,

@@ -1,0 +1,125 @@
+//! Running the built binaries as child processes, for tests of what a user really runs.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    time::{Duration, Instant},
+};
+
+/// How long a child gets to start or to stop.
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `actor-chat-server`, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Receiver<String>,
+}
+
+impl ServerProcess {
+    /// A command for the server binary on `config`, bound to an ephemeral loopback port and
+    /// logging at info (so that `listening on ADDR` is printed).
+    pub fn command(config: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_actor-chat-server"));
+        command
+            .arg("--config")
+            .arg(format!("{}/{config}", env!("CARGO_MANIFEST_DIR")))
+            .env("CHAT__SERVER__BIND", "127.0.0.1:0")
+            .env("RUST_LOG", "info");
+        command
+    }
+
+    pub fn start(config: &str) -> ServerProcess {
+        Self::spawn(Self::command(config))
+    }
+
+    /// Spawns `command` and waits for it to report the address it listens on.
+    pub fn spawn(mut command: Command) -> ServerProcess {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (lines, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        let line = server
+            .wait_for_log("listening on ")
+            .expect("the server logs its address");
+        let addr = line
+            .rsplit("listening on ")
+            .next()
+            .and_then(|addr| addr.trim().parse().ok())
+            .expect("a socket address after 'listening on'");
+        server.addr = addr;
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first log line from now on that contains `needle`, if one comes in time.
+    pub fn wait_for_log(&mut self, needle: &str) -> Option<String> {
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Resident memory of the server process, from `/proc/PID/status`.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.pid()).expect("pid fits");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill({pid}, {signal})");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> Option<ExitStatus> {
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

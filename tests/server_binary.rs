@@ -1,0 +1,159 @@
+//! The server binary as an operator runs it: configuration errors, signals, memory under a
+//! slow reader, running out of file descriptors.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::{process::ServerProcess, Client};
+
+fn run_to_exit(command: &mut Command) -> (Option<i32>, String) {
+    let output = command.output().expect("run the server binary");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_stops_start_up_with_exit_code_2_and_names_the_key() {
+    let server = env!("CARGO_BIN_EXE_actor-chat-server");
+    let (code, stderr) = run_to_exit(Command::new(server).args(["--config", "/no/such.toml"]));
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("/no/such.toml"), "{stderr}");
+
+    let (code, stderr) = run_to_exit(
+        Command::new(server)
+            .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml")])
+            .env("CHAT__SERVER__WORKERS", "many"),
+    );
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("server.workers"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[actix::test]
+async fn sigterm_says_bye_to_everyone_and_exits_0() {
+    let mut server = ServerProcess::start("config/default.toml");
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut client = Client::connect(server.addr).await;
+        client.send(&format!("login|user{i}")).await;
+        client.expect(&format!("ok|login|user{i}")).await;
+        clients.push(client);
+    }
+    server.signal(libc::SIGTERM);
+    for client in &mut clients {
+        let lines = client.expect_closed().await;
+        assert_eq!(lines.last().map(String::as_str), Some("bye|shutdown"));
+    }
+    let status = server.wait_exit().expect("exits within the grace period");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[actix::test]
+async fn a_second_signal_exits_at_once() {
+    let mut server = ServerProcess::start("config/default.toml");
+    // A client that never reads or closes keeps the graceful shutdown waiting.
+    let mut stubborn = Client::connect(server.addr).await;
+    stubborn.send("login|stubborn").await;
+    server.signal(libc::SIGINT);
+    server
+        .wait_for_log("shutdown requested")
+        .expect("the first signal starts a graceful shutdown");
+    server.signal(libc::SIGINT);
+    let status = server.wait_exit().expect("exits");
+    assert_eq!(status.code(), Some(130));
+}
+
+#[actix::test]
+async fn memory_stays_flat_while_a_reader_that_never_reads_is_sent_100_mb() {
+    let mut command = ServerProcess::command("config/default.toml");
+    command.env("CHAT__LIMITS__LINES_PER_SEC", "0");
+    let server = ServerProcess::spawn(command);
+    let mut slow = Client::connect(server.addr).await;
+    slow.send("login|slow").await;
+    slow.expect("ok|login|slow").await;
+    let mut sender = Client::connect(server.addr).await;
+    sender.send("login|sender").await;
+    sender.expect("ok|login|sender").await;
+    sender.expect("login|slow").await;
+    let before = server.rss_kib();
+
+    let (mut lines, mut writer) = sender.split();
+    let sending = actix_rt::spawn(async move {
+        let line = format!("talk|slow|{}\n", "m".repeat(4000));
+        let batch = line.repeat(25);
+        for _ in 0..1000 {
+            writer.send_raw(batch.as_bytes()).await;
+        }
+        writer.send("ping").await;
+        writer
+    });
+    let mut peak = before;
+    loop {
+        peak = peak.max(server.rss_kib());
+        match lines.recv().await.as_str() {
+            "pong" => break,
+            "logout|slow" | "error|no-such-user|slow" => {}
+            other => panic!("unexpected line for the sender: {other}"),
+        }
+    }
+    let _writer = sending.await.expect("the sender was never held up");
+    let after = server.rss_kib();
+    eprintln!("server RSS: before {before} KiB, peak {peak} KiB, after {after} KiB");
+    assert!(
+        peak < before + 8 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+    drop(slow);
+}
+
+#[actix::test]
+async fn running_out_of_file_descriptors_pauses_accepting_without_dying_or_spinning() {
+    let mut command = ServerProcess::command("config/default.toml");
+    command.env("CHAT__SERVER__PRESENCE", "none");
+    // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut server = ServerProcess::spawn(command);
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.expect("the backlog takes it"));
+    }
+    server
+        .wait_for_log("cannot accept connections")
+        .expect("running out of descriptors is logged");
+    let cpu_before = cpu_ticks(server.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_spent = cpu_ticks(server.pid()) - cpu_before;
+    // A spinning accept loop would burn a whole core (100 ticks a second).
+    assert!(cpu_spent < 50, "{cpu_spent} ticks of CPU in one second");
+
+    drop(held);
+    let mut alice = Client::connect(server.addr).await;
+    alice.send("login|alice").await;
+    alice.expect("ok|login|alice").await;
+    alice.expect_nothing_pending().await;
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after_name = stat.rsplit(')').next().expect("a stat line");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
