@@ -364,7 +364,7 @@ enum ClientError {
     Refused(Option<ByeReason>),
     #[error("the server closed the connection before the login completed")]
     ClosedBeforeLogin,
-    #[error("the server closed the connection")]
+    #[error("the server closed the connection unexpectedly")]
     Closed,
     #[error("lost the connection to the server: {}", describe_io(.0))]
     Lost(io::Error),
@@ -649,6 +649,10 @@ fn encode(request: Request<'_>) -> Bytes {
 /// Reads lines with rustyline until the user leaves or the session interrupts us. The editor
 /// is handed back rather than dropped so its SIGINT handler stays installed until the session
 /// is done interrupting (see [`stop_editor`]).
+///
+/// Known rustyline 17.0.2 limitation (kkawakam/rustyline#976): once an external printer exists,
+/// keys that arrive in one read (a paste, a scripted pty) are handled one per later arrival, so
+/// the tail of a paste may wait for the next keystroke. Typed input is unaffected.
 fn read_terminal(mut editor: DefaultEditor, lines: mpsc::Sender<String>) -> DefaultEditor {
     // Ctrl-C, Ctrl-D, an error, or the session telling us it is over: all end the loop, and
     // the session takes the end of input to mean leave.
