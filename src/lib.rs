@@ -5,6 +5,7 @@
 //! to a listener. The client (`client`) and the server share the wire format in [`codec`].
 
 pub mod actors;
+pub mod bench;
 pub mod client;
 pub mod codec;
 pub mod config;

@@ -1,0 +1,110 @@
+//! idle: hold many logged-in connections and read what they cost the server in memory.
+//!
+//! The server's RSS is read from /proc before the first connection and again once every
+//! connection is logged in and a settle pause has passed; the difference over the count is the
+//! figure. Held connections answer the server's `ping`, so a long settle does not get them
+//! timed out, and any that the server closes anyway are counted (the run then fails, since the
+//! figure would be off).
+
+use std::sync::{
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+    Arc,
+};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::{
+    io::AsyncWriteExt,
+    time::{sleep_until, Instant},
+};
+
+use super::{
+    net::{self, Identity},
+    progress::Progress,
+    report::{IdleReport, Report},
+    stats::rss_kib,
+    traffic::user_name,
+    BenchError, Options,
+};
+use crate::codec::Request;
+
+/// Opens `clients` connections, waits `settle`, and reports the server's RSS per connection.
+pub async fn run(
+    options: &Options,
+    clients: usize,
+    settle: Duration,
+    deadline: Instant,
+) -> Result<Report, BenchError> {
+    let pid = options
+        .server_pid
+        .ok_or_else(|| BenchError::Usage("idle needs --server-pid".to_owned()))?;
+    let rss = |pid| rss_kib(pid).map_err(|source| BenchError::ServerPid { pid, source });
+    let rss_before = rss(pid)?;
+    let began = Instant::now();
+    let who = (0..clients)
+        .map(|i| Identity {
+            name: user_name(&options.run_id, i),
+            room: None,
+        })
+        .collect();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let conns = {
+        let count = connected.clone();
+        let _bar = Progress::start(options.progress, "connecting", clients as u64, move || {
+            let done = count.load(Ordering::Relaxed);
+            (done as u64, format!("{done}/{clients} logged in"))
+        });
+        net::connect_all(
+            options.server,
+            who,
+            options.connect_concurrency,
+            deadline,
+            connected,
+        )
+        .await?
+    };
+    let connect_time = began.elapsed();
+    let closed = Arc::new(AtomicU64::new(0));
+    let keepers: Vec<_> = conns
+        .into_iter()
+        .map(|conn| tokio::spawn(keep(conn, closed.clone())))
+        .collect();
+    sleep_until((Instant::now() + settle).min(deadline)).await;
+    let rss_after = rss(pid)?;
+    for keeper in &keepers {
+        keeper.abort();
+    }
+    for keeper in keepers {
+        let _ = keeper.await; // cancelled: returns at once
+    }
+    let per_conn_bytes = rss_after.saturating_sub(rss_before) as f64 * 1024.0 / clients as f64;
+    Ok(Report {
+        mode: "idle",
+        connections: clients,
+        elapsed_s: began.elapsed().as_secs_f64(),
+        idle: Some(IdleReport {
+            connect_s: connect_time.as_secs_f64(),
+            logins_per_s: clients as f64 / connect_time.as_secs_f64(),
+            settle_s: settle.as_secs_f64(),
+            rss_before_kib: rss_before,
+            rss_after_kib: rss_after,
+            rss_per_conn_bytes: per_conn_bytes,
+            rss_per_conn_kib: per_conn_bytes / 1024.0,
+            closed: closed.load(Ordering::Acquire),
+        }),
+        ..Report::default()
+    })
+}
+
+/// Holds one connection open, answering `ping`, until the server closes it or the task is
+/// aborted.
+async fn keep(mut conn: net::Conn, closed: Arc<AtomicU64>) {
+    let mut pong = BytesMut::new();
+    Request::Pong.encode(&mut pong);
+    while let Ok(Some(line)) = conn.next_line().await {
+        if &line[..] == b"ping" && conn.write.write_all(&pong).await.is_err() {
+            break;
+        }
+    }
+    closed.fetch_add(1, Ordering::Relaxed);
+}

@@ -1,0 +1,358 @@
+//! The load generator behind `actor-chat-bench`: drives a running server over loopback and
+//! measures it.
+//!
+//! Four workloads ([`Workload`]):
+//!
+//! * **pairs** — clients in pairs send each other direct messages (`talk`);
+//! * **room** — rooms of members who each `say` lines that fan out to the rest of the room;
+//! * **churn** — workers loop connect → login → exit, for the login rate;
+//! * **idle** — many logged-in connections held open, for the server's memory per connection.
+//!
+//! pairs and room share one engine ([`traffic`]): a pair is a "room" of two whose transport is
+//! `talk` instead of `say`. Every message carries its send time and a per-sender sequence number
+//! in its text, so the receiving side (the same process) measures latency and notices loss or
+//! reordering without any bookkeeping per message.
+//!
+//! The generator shares a small box with the server it measures, so it is built to be cheap per
+//! message: one task reads and one writes per connection, each wake-up writes a whole batch in
+//! one syscall from a reused buffer, lines are framed by the project's own [`LineCodec`]
+//! (no allocation per line), latencies go into a few shared HDR histograms, and the runtime is
+//! single-threaded unless `--threads` says otherwise.
+//!
+//! Everything is bounded: only loopback servers are accepted ([`resolve_server`]), every phase
+//! runs against one global deadline ([`Options::timeout`]), and what has not arrived by then is
+//! counted as lost.
+//!
+//! [`LineCodec`]: crate::codec::LineCodec
+
+mod churn;
+mod idle;
+mod net;
+mod progress;
+mod report;
+mod stats;
+mod traffic;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+pub use report::{ChurnReport, IdleReport, Report, TrafficReport};
+
+/// Where and how to run, common to every workload.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The server; must be a loopback address (see [`resolve_server`]).
+    pub server: SocketAddr,
+    /// Global deadline for the whole run, connecting included. Whatever has not arrived by then
+    /// counts as lost, so a stalled server cannot hang the tool.
+    pub timeout: Duration,
+    /// Runtime threads. 1 (the default) runs everything on the calling thread, so the tool takes
+    /// one core and leaves the rest to the server.
+    pub threads: usize,
+    /// The server's process id, to report its CPU use (pairs, room) and memory (idle, required).
+    pub server_pid: Option<u32>,
+    /// How many connections may be opening at once: enough to connect thousands of clients in
+    /// a second, few enough never to overflow the server's listen backlog.
+    pub connect_concurrency: usize,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Prefix of every user and room name; distinct per run so two runs never collide.
+    pub run_id: String,
+    /// What to do.
+    pub workload: Workload,
+}
+
+/// One of the four workloads.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// `clients` clients in pairs exchanging direct messages.
+    Pairs {
+        /// Number of clients; must be even.
+        clients: usize,
+        /// Message pacing and size.
+        traffic: TrafficOptions,
+    },
+    /// `rooms` rooms of `members` members each saying lines to their room.
+    Room {
+        /// Number of rooms.
+        rooms: usize,
+        /// Members per room, at least 2 (a lone member has nobody to deliver to).
+        members: usize,
+        /// Message pacing and size.
+        traffic: TrafficOptions,
+    },
+    /// `workers` loops of connect → login → exit (waiting for `bye`) for `duration`.
+    Churn {
+        /// Concurrent connect/login/exit loops.
+        workers: usize,
+        /// How long to keep looping.
+        duration: Duration,
+    },
+    /// Hold `clients` logged-in connections and measure the server's RSS per connection.
+    Idle {
+        /// Connections to hold.
+        clients: usize,
+        /// Pause between the last login and the second RSS reading, so the server's allocator
+        /// and queues have settled.
+        settle: Duration,
+    },
+}
+
+/// Pacing of the messaging workloads.
+#[derive(Debug, Clone)]
+pub struct TrafficOptions {
+    /// Closed loop: messages per sender.
+    pub messages: u64,
+    /// Closed loop: most messages per sender sent but not yet received by everyone they are
+    /// for. A reception frees a slot, so the offered load adapts to what the server sustains.
+    pub window: u64,
+    /// Open loop: total messages per second over all senders, whatever the server does (for
+    /// latency at a fixed load). `None` means closed loop.
+    pub rate: Option<f64>,
+    /// Open loop: how long to send.
+    pub duration: Duration,
+    /// Padding bytes added to each message text, to vary the message size.
+    pub size: usize,
+}
+
+/// Why a run could not be carried out; each message is one sentence meant for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The `--server` value is not an address.
+    #[error("`{0}` is not an IP address and port such as 127.0.0.1:9999")]
+    BadAddress(String),
+    /// The server address is not loopback: the tool only measures servers on this machine.
+    #[error("refusing to load {0}: actor-chat-bench only talks to loopback servers (127.0.0.0/8 or ::1)")]
+    NotLoopback(SocketAddr),
+    /// Options that make no sense together.
+    #[error("{0}")]
+    Usage(String),
+    /// Nothing accepts connections at the address.
+    #[error("cannot connect to {addr}: {source}; is actor-chat-server running there?")]
+    Unreachable {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The server answered a login with an error.
+    #[error("the server refused the login of {name}: {reply}")]
+    LoginRefused { name: String, reply: String },
+    /// The server closed a connection before its login completed.
+    #[error("the server closed the connection of {name} before it was logged in{reason}")]
+    ClosedDuringLogin { name: String, reason: String },
+    /// The global deadline passed before the workload could even start.
+    #[error("the deadline (--timeout) passed with only {done} of {wanted} connections logged in")]
+    ConnectTimeout { done: usize, wanted: usize },
+    /// `--server-pid` does not name a readable process.
+    #[error(
+        "cannot read the memory of process {pid} from /proc: {source}; is --server-pid right?"
+    )]
+    ServerPid { pid: u32, source: std::io::Error },
+    /// Any other I/O failure, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Parses a `--server` value and checks that it is a loopback address.
+///
+/// Accepts `IP:PORT` (`[::1]:PORT` for IPv6) and `localhost:PORT`. Host names other than
+/// `localhost` are not resolved: the check must hold for the address actually connected to, and
+/// it is made before any connection is attempted.
+pub fn resolve_server(text: &str) -> Result<SocketAddr, BenchError> {
+    let addr = match text.strip_prefix("localhost:") {
+        Some(port) => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+            .map_err(|_| BenchError::BadAddress(text.to_owned()))?,
+        None => text
+            .parse::<SocketAddr>()
+            .map_err(|_| BenchError::BadAddress(text.to_owned()))?,
+    };
+    if !addr.ip().is_loopback() {
+        return Err(BenchError::NotLoopback(addr));
+    }
+    Ok(addr)
+}
+
+/// A run prefix that differs between runs: the process id mixed with the clock, in base 36.
+///
+/// Names are unique case-insensitively on the server, so a second run against the same server
+/// (or a leftover connection of a killed run) must not reuse the first run's names.
+pub fn default_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
+        .unwrap_or(0);
+    let mut n = (u64::from(std::process::id()) << 20 ^ nanos) % 36u64.pow(5);
+    let mut id = String::with_capacity(5);
+    for _ in 0..5 {
+        let digit = (n % 36) as u32;
+        id.push(char::from_digit(digit, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    id
+}
+
+impl Options {
+    /// Rejects option combinations that cannot run, before anything connects.
+    fn validate(&self) -> Result<(), BenchError> {
+        let usage = |message: &str| Err(BenchError::Usage(message.to_owned()));
+        if self.threads == 0 {
+            return usage("--threads must be at least 1");
+        }
+        if self.connect_concurrency == 0 {
+            return usage("--concurrency must be at least 1");
+        }
+        if self.run_id.is_empty()
+            || self.run_id.len() > 8
+            || !crate::codec::is_valid_name(&self.run_id)
+            || self.run_id.contains('-')
+        {
+            return usage("--run-id must be 1 to 8 letters, digits, `_` or `.`");
+        }
+        let check_traffic = |traffic: &TrafficOptions| match traffic.rate {
+            Some(rate) if !(rate.is_finite() && rate > 0.0) => usage("--rate must be positive"),
+            Some(_) if traffic.duration.is_zero() => usage("--duration must be positive"),
+            None if traffic.window == 0 => usage("--window must be at least 1"),
+            _ => Ok(()),
+        };
+        match &self.workload {
+            Workload::Pairs { clients, traffic } => {
+                if *clients < 2 || clients % 2 != 0 {
+                    return usage("pairs needs an even number of clients, at least 2");
+                }
+                check_traffic(traffic)
+            }
+            Workload::Room {
+                rooms,
+                members,
+                traffic,
+            } => {
+                if *rooms == 0 || *members < 2 {
+                    return usage("room needs at least one room of at least 2 members");
+                }
+                check_traffic(traffic)
+            }
+            Workload::Churn { workers, duration } => {
+                if *workers == 0 || duration.is_zero() {
+                    return usage("churn needs at least one worker and a positive --duration");
+                }
+                Ok(())
+            }
+            Workload::Idle { clients, .. } => {
+                if *clients == 0 {
+                    return usage("idle needs at least one client");
+                }
+                if self.server_pid.is_none() {
+                    return usage("idle needs --server-pid to read the server's memory");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs the workload to completion (or to the deadline) and reports what it measured.
+///
+/// Builds its own tokio runtime: current-thread for `threads == 1`, multi-threaded otherwise.
+pub fn run(options: Options) -> Result<Report, BenchError> {
+    options.validate()?;
+    // Thousands of connections need thousands of descriptors; the usual soft limit is 1024.
+    // Failing to raise it is not fatal: small runs fit, and a large one reports the error.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = if options.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(|source| BenchError::Io {
+        context: "cannot start the runtime",
+        source,
+    })?;
+    runtime.block_on(run_async(options))
+}
+
+async fn run_async(options: Options) -> Result<Report, BenchError> {
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    let cpu_before = stats::CpuSample::take(options.server_pid);
+    let started = Instant::now();
+    let mut report = match &options.workload {
+        Workload::Pairs { clients, traffic } => {
+            let shape = traffic::Shape::pairs(*clients);
+            traffic::run(&options, shape, traffic, deadline).await?
+        }
+        Workload::Room {
+            rooms,
+            members,
+            traffic,
+        } => {
+            let shape = traffic::Shape::rooms(*rooms, *members);
+            traffic::run(&options, shape, traffic, deadline).await?
+        }
+        Workload::Churn { workers, duration } => {
+            churn::run(&options, *workers, *duration, deadline).await?
+        }
+        Workload::Idle { clients, settle } => {
+            idle::run(&options, *clients, *settle, deadline).await?
+        }
+    };
+    let wall = started.elapsed();
+    let cpu_after = stats::CpuSample::take(options.server_pid);
+    report.bench_cpu_pct = stats::percent(cpu_after.own - cpu_before.own, wall);
+    if let (Some(after), Some(before)) = (cpu_after.server, cpu_before.server) {
+        report.server_cpu_pct = Some(stats::percent(after - before, wall));
+    }
+    report.server = options.server.to_string();
+    report.run = options.run_id.clone();
+    report.threads = options.threads;
+    report.passed = report.passed();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_servers_are_accepted() {
+        assert!(resolve_server("127.0.0.1:9999").is_ok());
+        assert!(resolve_server("127.3.2.1:1").is_ok());
+        assert!(resolve_server("[::1]:9999").is_ok());
+        assert_eq!(
+            resolve_server("localhost:80").ok(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 80)))
+        );
+        assert!(matches!(
+            resolve_server("10.1.2.3:9999"),
+            Err(BenchError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            resolve_server("[2001:db8::1]:9999"),
+            Err(BenchError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            resolve_server("example.com:9999"),
+            Err(BenchError::BadAddress(_))
+        ));
+        assert!(matches!(
+            resolve_server("127.0.0.1"),
+            Err(BenchError::BadAddress(_))
+        ));
+    }
+
+    #[test]
+    fn run_ids_are_short_valid_names() {
+        let id = default_run_id();
+        assert_eq!(id.len(), 5);
+        assert!(crate::codec::is_valid_name(&format!("bench{id}-99999")));
+    }
+}

@@ -1,0 +1,231 @@
+//! Connecting and logging in, for every workload.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use bytes::BytesMut;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpStream,
+    },
+    time::{sleep, timeout_at, Instant},
+};
+use tokio_util::codec::Decoder;
+
+use super::BenchError;
+use crate::codec::{Event, Frame, LineCodec, Request};
+
+/// Longest server line the tool accepts. A `members|ROOM|…` list of a big room is the longest
+/// line the server sends (33 bytes per member); anything longer is skipped by the codec.
+const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Connect attempts before giving up on an address that refuses: enough to ride out a burst
+/// of refusals while the server's accept queue drains, short (about 0.3 s) when nothing listens.
+const CONNECT_ATTEMPTS: u32 = 5;
+
+/// A logged-in connection, split so that one task may read while another writes.
+pub struct Conn {
+    pub read: OwnedReadHalf,
+    pub write: OwnedWriteHalf,
+    /// Bytes read but not yet framed; may already hold lines that followed the login reply.
+    pub rbuf: BytesMut,
+    pub codec: LineCodec,
+}
+
+impl Conn {
+    /// The next line from the server, or `None` at the end of the stream.
+    pub async fn next_line(&mut self) -> io::Result<Option<BytesMut>> {
+        loop {
+            match self.codec.decode(&mut self.rbuf)? {
+                Some(Frame::Line(line)) => return Ok(Some(line)),
+                Some(Frame::TooLong) => continue,
+                None => {
+                    self.rbuf.reserve(1024);
+                    if self.read.read_buf(&mut self.rbuf).await? == 0 {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Connects, retrying a refused connection a few times with a growing pause.
+pub async fn connect(addr: SocketAddr) -> Result<TcpStream, BenchError> {
+    let mut pause = Duration::from_millis(10);
+    let mut attempt = 1;
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // The tool batches its own writes; Nagle would only add latency.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(error) if attempt < CONNECT_ATTEMPTS && retryable(&error) => {
+                sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(source) => return Err(BenchError::Unreachable { addr, source }),
+        }
+    }
+}
+
+fn retryable(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::TimedOut
+    )
+}
+
+/// Connects and logs in as `name`, then joins `room` if given; returns once the last reply
+/// (`ok|login|NAME` or `ok|join|ROOM`) has arrived. Both requests go out in one write, so
+/// joining costs no extra round trip.
+pub async fn handshake(
+    addr: SocketAddr,
+    name: &str,
+    room: Option<&str>,
+) -> Result<Conn, BenchError> {
+    let stream = connect(addr).await?;
+    let (read, mut write) = stream.into_split();
+    let mut conn_out = BytesMut::with_capacity(128);
+    Request::Login { name }.encode(&mut conn_out);
+    if let Some(room) = room {
+        Request::Join { room }.encode(&mut conn_out);
+    }
+    let closed = |reason: String| BenchError::ClosedDuringLogin {
+        name: name.to_owned(),
+        reason,
+    };
+    write
+        .write_all(&conn_out)
+        .await
+        .map_err(|error| closed(format!(" ({error})")))?;
+    let mut conn = Conn {
+        read,
+        write,
+        rbuf: BytesMut::with_capacity(512),
+        codec: LineCodec::new(MAX_LINE_BYTES),
+    };
+    let mut logged_in = false;
+    loop {
+        let line = match conn.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => return Err(closed(String::new())),
+            Err(error) => return Err(closed(format!(" ({error})"))),
+        };
+        let Ok(text) = std::str::from_utf8(&line) else {
+            continue;
+        };
+        match Event::parse(text) {
+            Ok(Event::LoggedIn(who)) if who == name => {
+                logged_in = true;
+                if room.is_none() {
+                    return Ok(conn);
+                }
+            }
+            Ok(Event::Joined(joined)) if logged_in && Some(joined) == room => return Ok(conn),
+            Ok(Event::Error(..)) => {
+                return Err(BenchError::LoginRefused {
+                    name: name.to_owned(),
+                    reply: text.to_owned(),
+                })
+            }
+            Ok(Event::Bye(_)) => return Err(closed(format!(" (it sent `{text}`)"))),
+            _ => {} // presence lists, room notices: not for the handshake
+        }
+    }
+}
+
+/// Who connection `i` is: its user name and the room it joins, if any.
+pub struct Identity {
+    pub name: String,
+    pub room: Option<String>,
+}
+
+/// Opens and logs in every connection in `who`, at most `concurrency` at a time, counting
+/// successes in `done` (for the progress bar). Returns them in order.
+///
+/// Bounded concurrency keeps the server's listen backlog from overflowing (a dropped SYN costs
+/// a one-second retransmit) while still opening thousands of connections a second.
+pub async fn connect_all(
+    addr: SocketAddr,
+    who: Vec<Identity>,
+    concurrency: usize,
+    deadline: Instant,
+    done: Arc<AtomicUsize>,
+) -> Result<Vec<Conn>, BenchError> {
+    let wanted = who.len();
+    let who = Arc::new(who);
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let first_error: Arc<Mutex<Option<BenchError>>> = Arc::new(Mutex::new(None));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.min(wanted) {
+        let (who, next, failed, first_error, done) = (
+            who.clone(),
+            next.clone(),
+            failed.clone(),
+            first_error.clone(),
+            done.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut opened = Vec::new();
+            while !failed.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(identity) = who.get(i) else { break };
+                let attempt = handshake(addr, &identity.name, identity.room.as_deref());
+                match timeout_at(deadline, attempt).await {
+                    Ok(Ok(conn)) => {
+                        opened.push((i, conn));
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(error)) => {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get_or_insert(error);
+                    }
+                    Err(_) => failed.store(true, Ordering::Relaxed),
+                }
+            }
+            opened
+        }));
+    }
+    let mut all = Vec::with_capacity(wanted);
+    for worker in workers {
+        // A worker only ends by returning (it never panics on network input); a join error
+        // would mean the runtime is shutting down, which the count check below reports.
+        if let Ok(opened) = worker.await {
+            all.extend(opened);
+        }
+    }
+    if let Some(error) = first_error
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    {
+        return Err(error);
+    }
+    if all.len() < wanted {
+        return Err(BenchError::ConnectTimeout {
+            done: all.len(),
+            wanted,
+        });
+    }
+    all.sort_unstable_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, conn)| conn).collect())
+}

@@ -1,0 +1,297 @@
+//! What a run measured: one flat JSON object for scripts (`--json`), a table for people.
+//!
+//! Flat on purpose: `jq .msgs_per_s` or a shell `grep` reads any figure without knowing the
+//! nesting, and fields that do not apply to a mode are left out rather than zeroed.
+
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+
+/// Everything a run reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// `pairs`, `room`, `churn` or `idle`.
+    pub mode: &'static str,
+    /// The server address measured.
+    pub server: String,
+    /// The run prefix in every name (`bench{run}-{i}`).
+    pub run: String,
+    /// Runtime threads the tool used.
+    pub threads: usize,
+    /// Connections held at once (churn: concurrent workers).
+    pub connections: usize,
+    /// Seconds the measured phase took (connecting excluded, except for churn where connecting
+    /// is the workload).
+    pub elapsed_s: f64,
+    /// Nothing lost, reordered or dropped; the exit code is 1 when false.
+    pub passed: bool,
+    /// The server's CPU use over the whole run, in % of one core (needs `--server-pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_pct: Option<f64>,
+    /// The tool's own CPU use over the whole run, in % of one core: if it nears 100 % with one
+    /// thread, the tool, not the server, is the bottleneck.
+    pub bench_cpu_pct: f64,
+    #[serde(flatten)]
+    pub traffic: Option<TrafficReport>,
+    #[serde(flatten)]
+    pub churn: Option<ChurnReport>,
+    #[serde(flatten)]
+    pub idle: Option<IdleReport>,
+}
+
+/// pairs and room.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrafficReport {
+    /// `closed` (window per sender) or `open` (fixed rate).
+    pub pacing: &'static str,
+    /// Pairs or rooms.
+    pub groups: usize,
+    /// Members of each (2 for pairs).
+    pub group_size: usize,
+    /// Closed loop: messages each sender sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_per_sender: Option<u64>,
+    /// Closed loop: most messages in flight per sender.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<u64>,
+    /// Open loop: offered messages per second, all senders together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Open loop: seconds of sending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// Padding bytes per message text.
+    pub size: usize,
+    /// Messages written (a room message counts once however many receive it).
+    pub sent: u64,
+    /// Receptions due: `sent × (group_size − 1)`.
+    pub expected: u64,
+    /// Receptions seen before the deadline.
+    pub delivered: u64,
+    /// `expected − delivered`.
+    pub lost: u64,
+    /// Receptions whose sequence number was not the next one from that sender.
+    pub out_of_order: u64,
+    /// Connections the server closed during the run.
+    pub disconnected: u64,
+    /// Server lines the tool did not expect (errors, foreign messages).
+    pub unexpected: u64,
+    /// Receptions per second, from the first send to the last arrival.
+    pub msgs_per_s: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_p999_ms: f64,
+    pub latency_max_ms: f64,
+    pub latency_mean_ms: f64,
+}
+
+/// churn.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChurnReport {
+    pub workers: usize,
+    pub duration_s: f64,
+    /// Completed connect → login → exit → `bye` cycles.
+    pub logins: u64,
+    /// Cycles cut short: the server closed without `bye`, or the deadline passed.
+    pub incomplete: u64,
+    pub logins_per_s: f64,
+    /// From starting to connect to `ok|login`.
+    pub login_p50_ms: f64,
+    pub login_p99_ms: f64,
+    pub login_max_ms: f64,
+}
+
+/// idle.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdleReport {
+    /// Seconds to open and log in every connection.
+    pub connect_s: f64,
+    pub logins_per_s: f64,
+    pub settle_s: f64,
+    /// Server RSS before the first connection.
+    pub rss_before_kib: u64,
+    /// Server RSS with every connection logged in, after settling.
+    pub rss_after_kib: u64,
+    /// `(after − before) / connections`.
+    pub rss_per_conn_bytes: f64,
+    pub rss_per_conn_kib: f64,
+    /// Connections the server closed while they were held (should be 0).
+    pub closed: u64,
+}
+
+impl Report {
+    /// Whether the run met the bar: no loss, no reordering, no dropped idle connection.
+    pub fn passed(&self) -> bool {
+        let traffic_ok = self
+            .traffic
+            .as_ref()
+            .is_none_or(|t| t.lost == 0 && t.out_of_order == 0);
+        let churn_ok = self.churn.as_ref().is_none_or(|c| c.incomplete == 0);
+        let idle_ok = self.idle.as_ref().is_none_or(|i| i.closed == 0);
+        traffic_ok && churn_ok && idle_ok
+    }
+
+    /// The summary table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = Table::default();
+        out.row("mode", self.mode);
+        out.row("server", format!("{} (run {})", self.server, self.run));
+        if let Some(t) = &self.traffic {
+            let shape = match self.mode {
+                "pairs" => format!("{} clients in {} pairs", self.connections, t.groups),
+                _ => format!("{} rooms of {} members", t.groups, t.group_size),
+            };
+            out.row("shape", shape);
+            let pacing = match (t.rate, t.window, t.messages_per_sender) {
+                (Some(rate), _, _) => format!(
+                    "open loop, {} msgs/s offered for {:.1} s",
+                    thousands(rate),
+                    t.duration_s.unwrap_or(0.0)
+                ),
+                (None, Some(window), Some(messages)) => {
+                    format!("closed loop, {messages} msgs per sender, window {window}")
+                }
+                _ => "closed loop".to_owned(),
+            };
+            out.row("pacing", format!("{pacing}, {} padding bytes", t.size));
+            out.row(
+                "delivered",
+                format!("{} of {} expected", t.delivered, t.expected),
+            );
+            out.row(
+                "lost",
+                format!("{} (out of order {})", t.lost, t.out_of_order),
+            );
+            if t.disconnected > 0 || t.unexpected > 0 {
+                out.row(
+                    "anomalies",
+                    format!(
+                        "{} disconnected, {} unexpected lines",
+                        t.disconnected, t.unexpected
+                    ),
+                );
+            }
+            out.row("elapsed", format!("{:.3} s", self.elapsed_s));
+            out.row("throughput", format!("{} msgs/s", thousands(t.msgs_per_s)));
+            out.row(
+                "latency",
+                format!(
+                    "p50 {:.3} ms   p99 {:.3} ms   p99.9 {:.3} ms   max {:.3} ms",
+                    t.latency_p50_ms, t.latency_p99_ms, t.latency_p999_ms, t.latency_max_ms
+                ),
+            );
+        }
+        if let Some(c) = &self.churn {
+            out.row("workers", c.workers);
+            out.row("logins", format!("{} in {:.2} s", c.logins, self.elapsed_s));
+            if c.incomplete > 0 {
+                out.row("incomplete", format!("{} cycles", c.incomplete));
+            }
+            out.row("rate", format!("{} logins/s", thousands(c.logins_per_s)));
+            out.row(
+                "login time",
+                format!(
+                    "p50 {:.3} ms   p99 {:.3} ms   max {:.3} ms",
+                    c.login_p50_ms, c.login_p99_ms, c.login_max_ms
+                ),
+            );
+        }
+        if let Some(i) = &self.idle {
+            out.row("connections", format!("{} held", self.connections));
+            out.row(
+                "connecting",
+                format!(
+                    "{:.2} s ({} logins/s)",
+                    i.connect_s,
+                    thousands(i.logins_per_s)
+                ),
+            );
+            out.row(
+                "server RSS",
+                format!(
+                    "{} KiB before, {} KiB after {:.1} s settling",
+                    i.rss_before_kib, i.rss_after_kib, i.settle_s
+                ),
+            );
+            out.row(
+                "per conn",
+                format!(
+                    "{:.0} bytes ({:.2} KiB)",
+                    i.rss_per_conn_bytes, i.rss_per_conn_kib
+                ),
+            );
+            if i.closed > 0 {
+                out.row("closed", format!("{} by the server", i.closed));
+            }
+        }
+        if let Some(cpu) = self.server_cpu_pct {
+            out.row("server CPU", format!("{cpu:.0} % of a core"));
+        }
+        out.row(
+            "bench CPU",
+            format!(
+                "{:.0} % of a core ({} thread{})",
+                self.bench_cpu_pct,
+                self.threads,
+                if self.threads == 1 { "" } else { "s" }
+            ),
+        );
+        out.row("result", if self.passed { "ok" } else { "FAILED" });
+        out.0
+    }
+}
+
+#[derive(Default)]
+struct Table(String);
+
+impl Table {
+    fn row(&mut self, key: &str, value: impl fmt::Display) {
+        // Writing into a String cannot fail.
+        let _ = writeln!(self.0, "{key:<12} {value}");
+    }
+}
+
+/// `1234567.8` as `1,234,568`: big rates are easier to read grouped.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1234567.8), "1,234,568");
+    }
+
+    #[test]
+    fn json_is_flat_and_omits_other_modes() {
+        let report = Report {
+            mode: "pairs",
+            traffic: Some(TrafficReport {
+                lost: 3,
+                ..TrafficReport::default()
+            }),
+            ..Report::default()
+        };
+        assert!(!report.passed());
+        let json = serde_json::to_value(&report).expect("serializable");
+        assert_eq!(json["mode"], "pairs");
+        assert_eq!(json["lost"], 3);
+        assert!(json.get("logins").is_none());
+        assert!(json.get("server_cpu_pct").is_none());
+        assert!(report.table().contains("FAILED"));
+    }
+}

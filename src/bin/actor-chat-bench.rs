@@ -1,0 +1,180 @@
+//! `actor-chat-bench MODE [options]`: load-tests a running actor-chat-server over loopback.
+//!
+//! Only parses the command line; the work is in [`actor_chat::bench`].
+
+use std::{io::IsTerminal, process::ExitCode, time::Duration};
+
+use actor_chat::bench::{self, BenchError, Options, TrafficOptions, Workload};
+use clap::{Args, Parser, Subcommand};
+
+/// Load generator for actor-chat-server: measures throughput, latency, login rate and memory
+/// per connection over loopback. Exits 1 if a message was lost or reordered, or on any error.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+    /// Server address (IP:PORT or localhost:PORT); loopback only.
+    #[arg(long, global = true, default_value = "127.0.0.1:9999")]
+    server: String,
+    /// Seconds before the run stops, whatever it is doing; what has not arrived counts as lost.
+    #[arg(long, global = true, default_value_t = 120.0)]
+    timeout: f64,
+    /// Runtime threads for the tool (1: everything on one core, leaving the rest to the server).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    /// The server's process id: report its CPU use; required by idle, for its memory.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Connections being opened at once.
+    #[arg(long, global = true, default_value_t = 64)]
+    concurrency: usize,
+    /// Prefix in every name (`bench{RUN}-{i}`); by default derived from the pid and the clock.
+    #[arg(long, global = true)]
+    run_id: Option<String>,
+    /// Print one JSON object on stdout instead of the table, and no progress bar.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Clients in pairs sending each other direct messages (talk).
+    Pairs {
+        /// Clients (even).
+        #[arg(short = 'n', long, default_value_t = 100)]
+        clients: usize,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// Rooms whose members each say lines to their room.
+    Room {
+        /// Rooms.
+        #[arg(short = 'k', long, default_value_t = 10)]
+        rooms: usize,
+        /// Members per room (at least 2).
+        #[arg(short = 'r', long, default_value_t = 10)]
+        members: usize,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// Workers looping connect → login → exit (waiting for bye).
+    Churn {
+        /// Concurrent loops.
+        #[arg(short = 'c', long, default_value_t = 8)]
+        workers: usize,
+        /// Seconds to loop.
+        #[arg(short = 'd', long, default_value_t = 5.0)]
+        duration: f64,
+    },
+    /// Hold logged-in connections and report the server's RSS per connection (needs
+    /// --server-pid).
+    Idle {
+        /// Connections to hold.
+        #[arg(short = 'n', long, default_value_t = 1000)]
+        clients: usize,
+        /// Seconds to wait after the last login before reading the server's RSS.
+        #[arg(long, default_value_t = 1.0)]
+        settle: f64,
+    },
+}
+
+#[derive(Args)]
+struct TrafficArgs {
+    /// Messages per sender, closed loop [default: 10000 for pairs, 1000 for room].
+    #[arg(short = 'm', long)]
+    messages: Option<u64>,
+    /// Most messages per sender sent but not yet received (closed loop).
+    #[arg(short = 'w', long, default_value_t = 16)]
+    window: u64,
+    /// Open loop instead: total messages per second, over all senders.
+    #[arg(long, conflicts_with = "messages")]
+    rate: Option<f64>,
+    /// Open loop: seconds of sending.
+    #[arg(short = 'd', long, default_value_t = 5.0, requires = "rate")]
+    duration: f64,
+    /// Padding bytes added to each message text.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+}
+
+impl TrafficArgs {
+    fn options(&self, default_messages: u64) -> Result<TrafficOptions, BenchError> {
+        Ok(TrafficOptions {
+            messages: self.messages.unwrap_or(default_messages),
+            window: self.window,
+            rate: self.rate,
+            duration: seconds(self.duration, "--duration")?,
+            size: self.size,
+        })
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration, BenchError> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| BenchError::Usage(format!("{flag} must be a number of seconds, 0 or more")))
+}
+
+fn options(cli: Cli) -> Result<Options, BenchError> {
+    let workload = match cli.mode {
+        Mode::Pairs { clients, traffic } => Workload::Pairs {
+            clients,
+            traffic: traffic.options(10_000)?,
+        },
+        Mode::Room {
+            rooms,
+            members,
+            traffic,
+        } => Workload::Room {
+            rooms,
+            members,
+            traffic: traffic.options(1_000)?,
+        },
+        Mode::Churn { workers, duration } => Workload::Churn {
+            workers,
+            duration: seconds(duration, "--duration")?,
+        },
+        Mode::Idle { clients, settle } => Workload::Idle {
+            clients,
+            settle: seconds(settle, "--settle")?,
+        },
+    };
+    Ok(Options {
+        server: bench::resolve_server(&cli.server)?,
+        timeout: seconds(cli.timeout, "--timeout")?,
+        threads: cli.threads,
+        server_pid: cli.server_pid,
+        connect_concurrency: cli.concurrency,
+        progress: !cli.json && std::io::stderr().is_terminal(),
+        run_id: cli.run_id.unwrap_or_else(bench::default_run_id),
+        workload,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let report = match options(cli).and_then(bench::run) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("actor-chat-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string(&report) {
+            Ok(line) => println!("{line}"),
+            Err(error) => {
+                eprintln!("actor-chat-bench: cannot write the report as JSON: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.table());
+    }
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
