@@ -1,0 +1,155 @@
+//! The two binaries together, as a person uses them: a server, and two `actor-chat-client`
+//! processes driven through piped stdin, checked by what each prints.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+};
+
+use common::process::{ServerProcess, PROCESS_TIMEOUT};
+
+/// A running client whose stdout is read line by line.
+struct ClientProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Receiver<String>,
+}
+
+impl ClientProcess {
+    fn start(server: &ServerProcess, name: &str) -> ClientProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"))
+            .arg(name)
+            .arg("--server")
+            .arg(server.addr.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the client binary");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ClientProcess {
+            child,
+            stdin,
+            stdout: received,
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("write to the client");
+        stdin.flush().expect("flush");
+    }
+
+    /// Reads printed lines until `expected`, failing on a timeout or end of output.
+    fn expect(&self, expected: &str) {
+        let mut seen = Vec::new();
+        loop {
+            match self.stdout.recv_timeout(PROCESS_TIMEOUT) {
+                Ok(line) if line == expected => return,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("never printed {expected:?}; printed {seen:?}"),
+            }
+        }
+    }
+
+    /// Closes stdin (end of input) and returns the exit code.
+    fn finish(mut self) -> Option<i32> {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + PROCESS_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("the client did not exit after end of input");
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_clients_chat_directly_and_in_a_room_and_leave() {
+    let server = ServerProcess::start("config/default.toml");
+    let mut bob = ClientProcess::start(&server, "bob");
+    bob.expect("* logged in as bob");
+    let mut alice = ClientProcess::start(&server, "alice");
+    alice.expect("* logged in as alice");
+    alice.expect("* bob is online");
+    bob.expect("* alice is online");
+
+    // As in the original, a plain line goes to whoever came online last.
+    alice.type_line("hello bob");
+    bob.expect("<alice> hello bob");
+    bob.type_line("/msg alice hi | alice");
+    alice.expect("<bob> hi | alice");
+
+    bob.type_line("/join #rust");
+    bob.expect("* you joined #rust (members: bob)");
+    alice.type_line("/join rust");
+    alice.expect("* you joined #rust (members: alice, bob)");
+    bob.expect("* alice joined #rust");
+    alice.type_line("/to #rust");
+    alice.type_line("hello room");
+    bob.expect("[#rust] <alice> hello room");
+    bob.type_line("/who");
+    bob.expect("users: alice, bob");
+    bob.type_line("/msg carol are you there?");
+    bob.expect("! no such user: carol");
+
+    // End of input: the client says exit, waits for bye, and exits 0.
+    assert_eq!(alice.finish(), Some(0));
+    bob.expect("* alice left #rust");
+    bob.expect("* alice left");
+    assert_eq!(bob.finish(), Some(0));
+}
+
+#[test]
+fn a_taken_name_or_a_missing_server_is_one_sentence_and_exit_1() {
+    let server = ServerProcess::start("config/default.toml");
+    let bob = ClientProcess::start(&server, "bob");
+    bob.expect("* logged in as bob");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"))
+        .args(["BOB", "--server", &server.addr.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the client");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim(), "the name \"BOB\" is already taken");
+
+    // A port nobody listens on: bind one, note it, close it.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = free.local_addr().expect("address");
+    drop(free);
+    let output = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"))
+        .args(["alice", "--server", &addr.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the client");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with(&format!("cannot connect to {addr}")), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"));
+    drop(bob);
+}
