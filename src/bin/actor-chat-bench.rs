@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 /// Load generator for actor-chat-server: measures throughput, latency, login rate and memory
 /// per connection over loopback. Exits 1 if a message was lost or reordered, or on any error.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,

@@ -1,0 +1,359 @@
+//! actor-chat-bench, end to end: the real server binary on an ephemeral loopback port, the real
+//! bench binary in each mode with small numbers and `--json`, and checks on the figures it
+//! reports. Every wait has a timeout, and every server is killed when its test ends.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Longest a bench run may take here; the runs below take well under a second each.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// A server process, killed on drop so that a failing test leaves nothing behind.
+struct Server {
+    child: Child,
+    /// `127.0.0.1:PORT`, from the server's `listening on ADDR` log line.
+    addr: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_actor-chat-server"))
+            .arg("--config")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/bench.toml"))
+            .env("CHAT__SERVER__BIND", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start actor-chat-server");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut server = Server {
+            child,
+            addr: String::new(),
+        };
+        let (found, address) = mpsc::channel();
+        // Keeps draining the log after the address line, so the server never blocks on it.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, addr)) = line.split_once("listening on ") {
+                    let _ = found.send(addr.trim().to_owned());
+                }
+            }
+        });
+        server.addr = address
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the server logs `listening on ADDR` within 10 s");
+        server
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a bench run printed, and how it ended.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Run {
+    /// The `--json` report.
+    fn json(&self) -> Value {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "bench failed: {}{}",
+            self.stdout,
+            self.stderr
+        );
+        serde_json::from_str(self.stdout.trim()).expect("stdout is one JSON object")
+    }
+}
+
+/// Runs actor-chat-bench with `args`, killing it if it outlives [`RUN_LIMIT`].
+fn bench(args: &[&str]) -> Run {
+    let began = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_actor-chat-bench"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start actor-chat-bench");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the bench") {
+            break status;
+        }
+        if began.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("actor-chat-bench {args:?} ran longer than {RUN_LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+        took: began.elapsed(),
+    }
+}
+
+fn u64_of(report: &Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {report}"))
+}
+
+fn f64_of(report: &Value, key: &str) -> f64 {
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} in {report}"))
+}
+
+#[test]
+fn pairs_closed_loop_delivers_every_message_in_order() {
+    let server = Server::start();
+    let report = bench(&[
+        "pairs",
+        "--server",
+        &server.addr,
+        "--server-pid",
+        &server.pid(),
+        "-n",
+        "6",
+        "-m",
+        "300",
+        "-w",
+        "8",
+        "--timeout",
+        "20",
+        "--json",
+    ])
+    .json();
+    assert_eq!(report["mode"], "pairs");
+    assert_eq!(report["pacing"], "closed");
+    // Each of the 6 clients sends 300 messages to its partner.
+    assert_eq!(u64_of(&report, "sent"), 6 * 300);
+    assert_eq!(u64_of(&report, "delivered"), 6 * 300);
+    assert_eq!(u64_of(&report, "lost"), 0);
+    assert_eq!(u64_of(&report, "out_of_order"), 0);
+    assert_eq!(u64_of(&report, "unexpected"), 0);
+    assert_eq!(report["passed"], true);
+    assert!(f64_of(&report, "msgs_per_s") > 0.0);
+    let (p50, p99, max) = (
+        f64_of(&report, "latency_p50_ms"),
+        f64_of(&report, "latency_p99_ms"),
+        f64_of(&report, "latency_max_ms"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    assert!(f64_of(&report, "server_cpu_pct") >= 0.0);
+}
+
+#[test]
+fn pairs_open_loop_sends_at_the_rate_for_the_duration() {
+    let server = Server::start();
+    let report = bench(&[
+        "pairs",
+        "--server",
+        &server.addr,
+        "-n",
+        "4",
+        "--rate",
+        "2000",
+        "--duration",
+        "0.5",
+        "--timeout",
+        "20",
+        "--json",
+    ])
+    .json();
+    assert_eq!(report["pacing"], "open");
+    let sent = u64_of(&report, "sent");
+    // 2000/s for 0.5 s is 1000; timers may stretch a loaded box, never add messages.
+    assert!((400..=1010).contains(&sent), "sent {sent}");
+    assert_eq!(u64_of(&report, "delivered"), sent);
+    assert_eq!(u64_of(&report, "lost"), 0);
+    assert_eq!(u64_of(&report, "out_of_order"), 0);
+}
+
+#[test]
+fn room_delivers_every_line_to_every_other_member() {
+    let server = Server::start();
+    let report = bench(&[
+        "room",
+        "--server",
+        &server.addr,
+        "--rooms",
+        "2",
+        "--members",
+        "4",
+        "-m",
+        "50",
+        "--timeout",
+        "20",
+        "--json",
+    ])
+    .json();
+    assert_eq!(report["mode"], "room");
+    // 2 rooms × 4 members × 50 lines, each to the 3 others.
+    assert_eq!(u64_of(&report, "sent"), 2 * 4 * 50);
+    assert_eq!(u64_of(&report, "delivered"), 2 * 4 * 50 * 3);
+    assert_eq!(u64_of(&report, "lost"), 0);
+    assert_eq!(u64_of(&report, "out_of_order"), 0);
+}
+
+#[test]
+fn churn_logs_in_and_out_repeatedly() {
+    let server = Server::start();
+    let report = bench(&[
+        "churn",
+        "--server",
+        &server.addr,
+        "--workers",
+        "2",
+        "--duration",
+        "0.3",
+        "--timeout",
+        "20",
+        "--json",
+    ])
+    .json();
+    assert_eq!(report["mode"], "churn");
+    assert!(u64_of(&report, "logins") > 0, "{report}");
+    assert_eq!(u64_of(&report, "incomplete"), 0);
+    assert!(f64_of(&report, "logins_per_s") > 0.0);
+}
+
+#[test]
+fn idle_reports_server_memory_per_connection() {
+    let server = Server::start();
+    let report = bench(&[
+        "idle",
+        "--server",
+        &server.addr,
+        "--server-pid",
+        &server.pid(),
+        "-n",
+        "300",
+        "--settle",
+        "0.2",
+        "--timeout",
+        "20",
+        "--json",
+    ])
+    .json();
+    assert_eq!(u64_of(&report, "connections"), 300);
+    assert_eq!(u64_of(&report, "closed"), 0);
+    assert!(u64_of(&report, "rss_after_kib") > u64_of(&report, "rss_before_kib"));
+    assert!(f64_of(&report, "rss_per_conn_bytes") > 0.0, "{report}");
+}
+
+#[test]
+fn table_is_printed_without_json() {
+    let server = Server::start();
+    let run = bench(&[
+        "pairs",
+        "--server",
+        &server.addr,
+        "-n",
+        "2",
+        "-m",
+        "10",
+        "--timeout",
+        "20",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("delivered    20 of 20 expected"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("result       ok"), "{}", run.stdout);
+}
+
+#[test]
+fn non_loopback_server_is_refused_before_connecting() {
+    // 10.1.2.3 is not reachable from here: a connect attempt would hang, not fail fast.
+    let run = bench(&["pairs", "--server", "10.1.2.3:9999", "--timeout", "20"]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("loopback"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    assert!(run.took < Duration::from_secs(2), "took {:?}", run.took);
+}
+
+#[test]
+fn unreachable_server_is_one_sentence_and_exit_1() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    }; // dropped: nothing listens there now
+    let addr = format!("127.0.0.1:{port}");
+    let run = bench(&["churn", "--server", &addr, "--timeout", "20"]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("cannot connect to {addr}")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.took < Duration::from_secs(5), "took {:?}", run.took);
+}
+
+#[test]
+fn refused_login_is_one_sentence_and_exit_1() {
+    let server = Server::start();
+    // Take the name the bench's first client will want.
+    let mut squatter = TcpStream::connect(&server.addr).expect("connect");
+    squatter
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    squatter.write_all(b"login|benchtaken-0\n").expect("login");
+    let mut reply = [0u8; 64];
+    let n = squatter.read(&mut reply).expect("login reply");
+    assert!(reply[..n].starts_with(b"ok|login|benchtaken-0"));
+
+    let run = bench(&[
+        "pairs",
+        "--server",
+        &server.addr,
+        "--run-id",
+        "taken",
+        "-n",
+        "2",
+        "--timeout",
+        "20",
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("name-taken"), "{}", run.stderr);
+}
