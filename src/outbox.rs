@@ -31,8 +31,6 @@ use tokio::io::AsyncWrite;
 
 use crate::codec::{ByeReason, Event};
 
-/// Write buffers larger than this are released once drained, so one burst does not pin memory.
-const KEEP_BUFFER_BYTES: usize = 64 * 1024;
 /// Batches written per poll before the writer yields to the other tasks on its thread.
 const BATCHES_PER_POLL: usize = 16;
 
@@ -246,6 +244,9 @@ impl OutboxWriter {
                             });
                         }
                         register(&mut queue.writer, cx.waker());
+                        // Idle: hold no buffer at all, so that thousands of quiet connections
+                        // cost next to nothing (the next line allocates one again).
+                        self.batch = BytesMut::new();
                         return Poll::Pending;
                     }
                     std::mem::swap(&mut queue.pending, &mut self.batch);
@@ -262,9 +263,6 @@ impl OutboxWriter {
                 Poll::Ready(Ok(written)) => {
                     self.at_line_start = self.batch[written - 1] == b'\n';
                     self.batch.advance(written);
-                    if self.batch.is_empty() && self.batch.capacity() > KEEP_BUFFER_BYTES {
-                        self.batch = BytesMut::new();
-                    }
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(WriterEnd::Failed(error)),
             }

@@ -24,7 +24,10 @@ fn bad_configuration_stops_start_up_with_exit_code_2_and_names_the_key() {
 
     let (code, stderr) = run_to_exit(
         Command::new(server)
-            .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml")])
+            .args([
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"),
+            ])
             .env("CHAT__SERVER__WORKERS", "many"),
     );
     assert_eq!(code, Some(2));
@@ -57,6 +60,7 @@ async fn a_second_signal_exits_at_once() {
     // A client that never reads or closes keeps the graceful shutdown waiting.
     let mut stubborn = Client::connect(server.addr).await;
     stubborn.send("login|stubborn").await;
+    stubborn.expect("ok|login|stubborn").await;
     server.signal(libc::SIGINT);
     server
         .wait_for_log("shutdown requested")
@@ -131,7 +135,11 @@ async fn running_out_of_file_descriptors_pauses_accepting_without_dying_or_spinn
     let mut server = ServerProcess::spawn(command);
     let mut held = Vec::new();
     for _ in 0..80 {
-        held.push(tokio::net::TcpStream::connect(server.addr).await.expect("the backlog takes it"));
+        held.push(
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .expect("the backlog takes it"),
+        );
     }
     server
         .wait_for_log("cannot accept connections")

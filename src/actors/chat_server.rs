@@ -29,8 +29,10 @@ use crate::{
 pub type ConnId = u64;
 
 /// Names are unique and looked up ignoring ASCII case; this is the folded form.
-fn fold(name: &str) -> Box<str> {
-    name.to_ascii_lowercase().into_boxed_str()
+type Key = Arc<str>;
+
+fn fold(name: &str) -> Key {
+    name.to_ascii_lowercase().into()
 }
 
 /// Logs in the connection `conn` as `name` (already checked to be a valid name). The reply
@@ -109,19 +111,19 @@ pub struct Stopping;
 
 struct User {
     name: Arc<str>,
-    key: Box<str>,
+    key: Key,
     outbox: Outbox,
     /// Order of login, to list peers oldest first.
     since: u64,
     /// Folded names of the rooms this user is in.
-    rooms: Vec<Box<str>>,
+    rooms: Vec<Key>,
 }
 
 struct Room {
     /// The name as its first member spelled it.
     name: Arc<str>,
     /// By folded user name, so iteration is the sorted member list.
-    members: BTreeMap<Box<str>, Member>,
+    members: BTreeMap<Key, Member>,
 }
 
 struct Member {
@@ -133,11 +135,11 @@ struct Member {
 pub struct ChatServer {
     presence: Presence,
     users: HashMap<ConnId, User>,
-    by_name: HashMap<Box<str>, ConnId>,
-    /// Logged-in connections by login order.
+    by_name: HashMap<Key, ConnId>,
+    /// Logged-in connections by login order, kept only when presence is on (for the peer list).
     online: BTreeMap<u64, ConnId>,
     next_login: u64,
-    rooms: BTreeMap<Box<str>, Room>,
+    rooms: BTreeMap<Key, Room>,
     stopping: bool,
 }
 
@@ -220,7 +222,9 @@ impl Handler<Login> for ChatServer {
 
         let since = self.next_login;
         self.next_login += 1;
-        self.online.insert(since, msg.conn);
+        if self.presence == Presence::All {
+            self.online.insert(since, msg.conn);
+        }
         self.by_name.insert(key.clone(), msg.conn);
         self.users.insert(
             msg.conn,

@@ -47,11 +47,18 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let shutdown = match signal::shutdown_requested() {
+            Ok(shutdown) => shutdown,
+            Err(error) => {
+                eprintln!("actor-chat-server: cannot handle signals: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
         match listener.local_addr() {
             Ok(addr) => info!("listening on {addr}"),
             Err(error) => warn!("listening, but the bound address is unknown: {error}"),
         }
-        server::run(settings, listener, signal::shutdown_requested()).await;
+        server::run(settings, listener, shutdown).await;
         info!("stopped");
         ExitCode::SUCCESS
     })
