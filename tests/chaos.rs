@@ -192,7 +192,9 @@ async fn stable_client(
         if roll < 60 {
             let to = stable_name(rng.random_range(0..STABLE));
             let seq = sent.entry(to.clone()).or_default();
-            writer.send(&format!("talk|{to}|dm {seq} from {name}")).await;
+            writer
+                .send(&format!("talk|{to}|dm {seq} from {name}"))
+                .await;
             *seq += 1;
         } else {
             writer.send_raw(&random_noise(&mut rng)).await;
@@ -207,7 +209,10 @@ async fn stable_client(
     barrier.wait().await;
     // …phase 2: everyone's are, so every message to us is queued before this `pong`.
     writer.send("ping").await;
-    pong_rx.recv().await.expect("pong after everyone's messages");
+    pong_rx
+        .recv()
+        .await
+        .expect("pong after everyone's messages");
     let (received, lines) = reader.await.expect("reader task");
     StableOutcome {
         name,
@@ -261,8 +266,11 @@ async fn volatile_client(addr: std::net::SocketAddr, i: usize) {
         for _ in 0..rng.random_range(5..40) {
             let line = if rng.random_bool(0.3) {
                 // Messages to stable users with a text the checkers ignore.
-                format!("talk|{}|noise {round}\n", stable_name(rng.random_range(0..STABLE)))
-                    .into_bytes()
+                format!(
+                    "talk|{}|noise {round}\n",
+                    stable_name(rng.random_range(0..STABLE))
+                )
+                .into_bytes()
             } else {
                 random_noise(&mut rng)
             };

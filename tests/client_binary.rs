@@ -148,7 +148,10 @@ fn a_taken_name_or_a_missing_server_is_one_sentence_and_exit_1() {
         .expect("run the client");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.starts_with(&format!("cannot connect to {addr}")), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("cannot connect to {addr}")),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(!stderr.contains("panicked"));
     drop(bob);

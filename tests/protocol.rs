@@ -37,7 +37,9 @@ async fn names_are_validated_and_unique_ignoring_case() {
     other.expect(&format!("ok|login|{}", "y".repeat(32))).await;
     other.expect("login|Alice").await;
     other.send("login|zed").await;
-    other.expect(&format!("error|already-logged-in|{}", "y".repeat(32))).await;
+    other
+        .expect(&format!("error|already-logged-in|{}", "y".repeat(32)))
+        .await;
     alice.send("login|Alice").await;
     alice.expect(&format!("login|{}", "y".repeat(32))).await;
     alice.expect("error|already-logged-in|Alice").await;
@@ -268,7 +270,9 @@ async fn bad_lines_get_one_error_each_and_the_connection_stays_usable() {
     // Exactly at the limit is fine.
     let at_limit = format!("talk|alice|{}", "z".repeat(4096 - "talk|alice|".len()));
     alice.send(&at_limit).await;
-    alice.expect(&format!("talk|alice|{}", "z".repeat(4096 - 11))).await;
+    alice
+        .expect(&format!("talk|alice|{}", "z".repeat(4096 - 11)))
+        .await;
     alice.expect_nothing_pending().await;
     server.shutdown().await;
 }

@@ -12,6 +12,7 @@ use actor_chat::{
     config::Settings,
     server,
 };
+use futures_util::StreamExt;
 use tokio::{
     io::AsyncWriteExt,
     net::{
@@ -22,7 +23,6 @@ use tokio::{
     task::JoinHandle,
     time::timeout,
 };
-use futures_util::StreamExt;
 
 /// Generous: a read that takes this long means the line is not coming.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
