@@ -357,3 +357,29 @@ fn refused_login_is_one_sentence_and_exit_1() {
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains("name-taken"), "{}", run.stderr);
 }
+
+#[test]
+fn a_run_too_long_for_its_timeout_stops_at_the_deadline() {
+    let server = Server::start();
+    let run = bench(&[
+        "pairs",
+        "--server",
+        &server.addr,
+        "-n",
+        "2",
+        "-m",
+        "1000000000",
+        "--timeout",
+        "0.5",
+        "--json",
+    ]);
+    assert!(run.took < Duration::from_secs(5), "took {:?}", run.took);
+    let report: Value = serde_json::from_str(run.stdout.trim()).expect("a JSON report");
+    let (sent, delivered) = (u64_of(&report, "sent"), u64_of(&report, "delivered"));
+    assert!(0 < sent && sent < 2 * 1_000_000_000, "{report}");
+    // What was still in flight at the deadline counts as lost, and losing fails the run.
+    assert_eq!(u64_of(&report, "lost"), sent - delivered);
+    let passed = report["passed"] == true;
+    assert_eq!(passed, sent == delivered);
+    assert_eq!(run.code, Some(if passed { 0 } else { 1 }));
+}

@@ -42,8 +42,8 @@ impl Progress {
             loop {
                 tick.tick().await;
                 let (position, message) = sample();
-                shown.set_position(position.min(total));
                 shown.set_message(message);
+                shown.set_position(position.min(total));
             }
         });
         Progress {
