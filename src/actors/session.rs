@@ -11,6 +11,7 @@
 //! its user is gone, sending fails and the session asks the server again.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     net::SocketAddr,
     pin::Pin,
@@ -270,14 +271,20 @@ impl Session {
 
     fn talk(&mut self, me: &str, to: &str, text: &str, ctx: &mut Context<Self>) {
         let event = Event::Talk { from: me, text };
-        let key = to.to_ascii_lowercase();
-        if let Some(peer) = self.peers.get(key.as_str()) {
+        // Names are mostly typed in lower case already: fold without allocating when possible.
+        let key = if to.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(to.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(to)
+        };
+        if let Some(peer) = self.peers.get(&*key) {
             if peer.send(&event).is_ok() {
                 return;
             }
             // That user has gone; someone else may have taken the name since.
-            self.peers.remove(key.as_str());
+            self.peers.remove(&*key);
         }
+        let key = key.into_owned();
         if !is_valid_name(to) {
             return self.reply(&Event::Error(ErrorKind::NoSuchUser, to));
         }
