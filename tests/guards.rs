@@ -44,9 +44,12 @@ async fn lines_over_the_rate_are_refused_not_executed() {
     settings.limits.burst = 3;
     let server = TestServer::start(settings).await;
     let mut anon = server.connect().await;
-    anon.send_raw(b"ping\nping\nping\nping\nwho\nlogin|alice\n")
-        .await;
-    for _ in 0..3 {
+    // Over-long lines count too: they cost the server as much as any other.
+    let mut burst = vec![b'x'; 5000];
+    burst.extend_from_slice(b"\nping\nping\nping\nwho\nlogin|alice\n");
+    anon.send_raw(&burst).await;
+    anon.expect("error|line-too-long|4096").await;
+    for _ in 0..2 {
         anon.expect("pong").await;
     }
     anon.expect("error|rate-limited|ping").await;

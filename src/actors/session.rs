@@ -163,28 +163,41 @@ impl Session {
         let _ = self.outbox.send(event);
     }
 
-    fn handle_line(&mut self, line: &[u8], ctx: &mut Context<Self>) {
+    /// Every frame, over-long ones included, is a sign of life and counts against the flood
+    /// budget.
+    fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         let now = Instant::now();
         self.last_heard = now;
         self.pinged = false;
-        let request = Request::parse(line);
-        if let Some(flood) = &mut self.flood {
-            match flood.check(now) {
-                Verdict::Allow => {}
-                Verdict::Limit => {
-                    let verb = request.map_or_else(|error| error.verb(), |r| r.verb());
-                    return self.reply(&Event::Error(ErrorKind::RateLimited, verb));
-                }
-                Verdict::Disconnect => {
-                    return self.close(Some(ByeReason::Flood), ctx, "flooding");
-                }
+        let parsed = match &frame {
+            Frame::Line(line) => Some(Request::parse(line)),
+            Frame::TooLong => None,
+        };
+        match self
+            .flood
+            .as_mut()
+            .map_or(Verdict::Allow, |flood| flood.check(now))
+        {
+            Verdict::Allow => {}
+            Verdict::Limit => {
+                let verb = match parsed {
+                    Some(Ok(request)) => request.verb(),
+                    Some(Err(error)) => error.verb(),
+                    None => "",
+                };
+                return self.reply(&Event::Error(ErrorKind::RateLimited, verb));
             }
+            Verdict::Disconnect => return self.close(Some(ByeReason::Flood), ctx, "flooding"),
         }
-        match request {
-            Ok(request) => self.execute(request, ctx),
-            Err(error) => {
+        match parsed {
+            Some(Ok(request)) => self.execute(request, ctx),
+            Some(Err(error)) => {
                 debug!("conn {}: {:?}", self.conn, error);
                 self.reply(&error.to_event());
+            }
+            None => {
+                let max = self.context.max_line_bytes.to_string();
+                self.reply(&Event::Error(ErrorKind::LineTooLong, &max));
             }
         }
     }
@@ -418,12 +431,7 @@ impl StreamHandler<Result<Frame, std::io::Error>> for Session {
             return; // draining input while our last lines go out
         }
         match frame {
-            Ok(Frame::Line(line)) => self.handle_line(&line, ctx),
-            Ok(Frame::TooLong) => {
-                self.last_heard = Instant::now();
-                let max = self.context.max_line_bytes.to_string();
-                self.reply(&Event::Error(ErrorKind::LineTooLong, &max));
-            }
+            Ok(frame) => self.handle_frame(frame, ctx),
             Err(error) => {
                 debug!("conn {} read failed: {error}", self.conn);
                 self.input_done = true;
