@@ -11,6 +11,12 @@ use serde::Deserialize;
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "CHAT";
 
+/// Upper bounds that keep every derived quantity (deadlines, buffer sizes, thread counts) far
+/// from overflow; no sensible configuration comes near them.
+const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+const MAX_LINE_LIMIT: usize = 1 << 20;
+const MAX_WORKERS: usize = 1024;
+
 /// Everything the server can be told, grouped as in `config/default.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -176,14 +182,17 @@ impl Settings {
                 reason: reason.to_owned(),
             })
         };
+        if self.server.workers > MAX_WORKERS {
+            return invalid("server.workers", "must be at most 1024 (0 = one per core)");
+        }
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be at least 1");
         }
         if u32::try_from(self.server.max_connections).is_err() {
             return invalid("server.max_connections", "must be below 2^32");
         }
-        if self.limits.max_line_bytes < 64 {
-            return invalid("limits.max_line_bytes", "must be at least 64");
+        if !(64..=MAX_LINE_LIMIT).contains(&self.limits.max_line_bytes) {
+            return invalid("limits.max_line_bytes", "must be between 64 and 1048576");
         }
         if self.limits.max_outbound_bytes < self.limits.max_line_bytes * 2 {
             return invalid(
@@ -210,8 +219,8 @@ impl Settings {
             ),
         ];
         for (key, secs) in durations {
-            if !(secs > 0.0 && Duration::try_from_secs_f64(secs).is_ok()) {
-                return invalid(key, "must be a positive number of seconds");
+            if !(secs > 0.0 && secs <= MAX_SECS) {
+                return invalid(key, "must be a positive number of seconds, at most a year");
             }
         }
         if self.heartbeat.timeout_secs <= self.heartbeat.interval_secs {
@@ -229,7 +238,7 @@ impl Settings {
         Ok(())
     }
 
-    /// Sessions per worker thread are spread over this many workers.
+    /// How many worker threads run sessions: `server.workers`, or one per core if it is 0.
     pub fn worker_count(&self) -> usize {
         match self.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -240,7 +249,7 @@ impl Settings {
 
 /// Seconds from the config as a [`Duration`]; [`Settings::load`] has already checked them.
 pub fn secs(secs: f64) -> Duration {
-    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]
@@ -312,6 +321,13 @@ mod tests {
         assert!(error.contains("heartbeat.timeout_secs"), "{error}");
         let error = error_of(None, &[("CHAT__LIMITS__MAX_LINE_BYTES", "3")]);
         assert!(error.contains("limits.max_line_bytes"), "{error}");
+        let huge = "9223372036854775808";
+        let error = error_of(None, &[("CHAT__LIMITS__MAX_LINE_BYTES", huge)]);
+        assert!(error.contains("limits.max_line_bytes"), "{error}");
+        let error = error_of(None, &[("CHAT__HEARTBEAT__LOGIN_TIMEOUT_SECS", "1e19")]);
+        assert!(error.contains("heartbeat.login_timeout_secs"), "{error}");
+        let error = error_of(None, &[("CHAT__SERVER__WORKERS", "100000")]);
+        assert!(error.contains("server.workers"), "{error}");
     }
 
     #[test]

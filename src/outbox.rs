@@ -99,9 +99,13 @@ impl Shared {
     }
 }
 
-impl Queue {
-    fn wake_writer(&mut self) -> Option<Waker> {
-        self.writer.take()
+/// Wakes the writer, if it was waiting, after the lock is released (a woken writer on another
+/// thread would otherwise contend for it at once).
+fn release_and_wake(mut queue: MutexGuard<'_, Queue>) {
+    let waker = queue.writer.take();
+    drop(queue);
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 
@@ -125,23 +129,18 @@ impl Outbox {
         }
         let before = queue.pending.len();
         encode(&mut queue.pending);
-        let result = if queue.pending.len() + queue.in_flight > self.shared.cap {
+        if queue.pending.len() + queue.in_flight > self.shared.cap {
             // Free the backlog now: this peer will never read it.
             queue.pending = BytesMut::new();
             queue.state = State::Aborted(ByeReason::TooSlow);
-            Err(Closed)
-        } else if before > 0 {
-            // The writer was already told about the earlier bytes.
-            return Ok(());
-        } else {
-            Ok(())
-        };
-        let waker = queue.wake_writer();
-        drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
+            release_and_wake(queue);
+            return Err(Closed);
         }
-        result
+        if before == 0 {
+            // Otherwise the writer was already told about the earlier bytes.
+            release_and_wake(queue);
+        }
+        Ok(())
     }
 
     /// Closes gracefully: what is queued is written, then `farewell` if given, then the write
@@ -155,11 +154,7 @@ impl Outbox {
             farewell.encode(&mut queue.pending);
         }
         queue.state = State::Closing;
-        let waker = queue.wake_writer();
-        drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        release_and_wake(queue);
     }
 
     /// Closes at once: what is queued is dropped and `bye|REASON` is attempted without waiting.
@@ -171,11 +166,7 @@ impl Outbox {
         }
         queue.pending = BytesMut::new();
         queue.state = State::Aborted(reason);
-        let waker = queue.wake_writer();
-        drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        release_and_wake(queue);
     }
 
     /// Whether sends to this connection now fail.
@@ -184,7 +175,8 @@ impl Outbox {
     }
 
     /// Bytes queued and not yet written to the socket.
-    pub fn queued_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn queued_bytes(&self) -> usize {
         let queue = self.shared.lock();
         queue.pending.len() + queue.in_flight
     }
@@ -213,12 +205,8 @@ pub struct OutboxWriter {
 impl OutboxWriter {
     /// Writes until the outbox is closed or aborted, or the socket fails.
     pub async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> WriterEnd {
-        let end = poll_fn(|cx| self.poll_drive(cx, &mut sink)).await;
-        let mut queue = self.shared.lock();
-        queue.state = State::Finished;
-        queue.pending = BytesMut::new();
-        queue.in_flight = 0;
-        end
+        poll_fn(|cx| self.poll_drive(cx, &mut sink)).await
+        // Dropping `self` marks the outbox finished.
     }
 
     fn poll_drive<W: AsyncWrite + Unpin>(
@@ -247,6 +235,7 @@ impl OutboxWriter {
                         // Idle: hold no buffer at all, so that thousands of quiet connections
                         // cost next to nothing (the next line allocates one again).
                         self.batch = BytesMut::new();
+                        queue.pending = BytesMut::new();
                         return Poll::Pending;
                     }
                     std::mem::swap(&mut queue.pending, &mut self.batch);
@@ -268,6 +257,7 @@ impl OutboxWriter {
             }
         }
         // Plenty written in one go: let the other connections on this thread have a turn.
+        self.shared.lock().in_flight = self.batch.len();
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -287,6 +277,18 @@ impl OutboxWriter {
         // Ignoring the outcome is the point: this is best effort, and the caller closes anyway.
         let _ = Pin::new(sink).poll_write(cx, &self.batch);
         WriterEnd::Aborted(reason)
+    }
+}
+
+impl Drop for OutboxWriter {
+    /// However the writer ends — finished, or dropped unfinished because its task died — the
+    /// outbox stops accepting lines, so senders learn the user is gone instead of queueing
+    /// into a void.
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.state = State::Finished;
+        queue.pending = BytesMut::new();
+        queue.in_flight = 0;
     }
 }
 

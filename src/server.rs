@@ -36,6 +36,9 @@ use crate::{
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// How long a refused connection is given to read its `bye|server-full`.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// Refused connections being told why at once; past this, more are closed without a word, so
+/// a connection storm cannot turn refusals into a descriptor leak of their own.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 /// Serves `listener` until `shutdown` completes, then says `bye|shutdown` to every client and
 /// waits up to `server.shutdown_grace_secs` for their connections to close.
@@ -60,6 +63,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Futur
         workers: workers.iter().map(Arbiter::handle).collect(),
         context,
         next_conn: AtomicU64::new(0),
+        refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
     };
     tokio::select! {
         () = acceptor.run() => {}
@@ -93,6 +97,7 @@ struct Acceptor {
     workers: Vec<ArbiterHandle>,
     context: Arc<SessionContext>,
     next_conn: AtomicU64,
+    refusals: Arc<Semaphore>,
 }
 
 impl Acceptor {
@@ -122,7 +127,12 @@ impl Acceptor {
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             debug!("refusing {peer}: server full");
-            actix_rt::spawn(refuse(stream));
+            if let Ok(refusal) = self.refusals.clone().try_acquire_owned() {
+                actix_rt::spawn(async move {
+                    refuse(stream).await;
+                    drop(refusal);
+                });
+            }
             return;
         };
         // Small lines must not wait for Nagle's algorithm.

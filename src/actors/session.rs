@@ -127,10 +127,14 @@ impl Session {
                 codec,
                 READ_BUFFER_BYTES,
             )));
-            ctx.spawn(
-                wrap_future(outbox_writer.run(writer))
-                    .map(|end, session: &mut Session, ctx| session.writer_ended(end, ctx)),
-            );
+            // The writer is a task of its own, not a future of this actor: while the session
+            // waits on the ChatServer (`ctx.wait`), its own futures are not polled, and its
+            // output must keep flowing regardless.
+            let session = ctx.address();
+            actix_rt::spawn(async move {
+                let end = outbox_writer.run(writer).await;
+                session.do_send(WriterEnded(end));
+            });
             ctx.spawn(wrap_future(context.shutdown.clone().cancelled_owned()).map(
                 |(), session: &mut Session, ctx| {
                     session.close(Some(ByeReason::Shutdown), ctx, "server shutting down")
@@ -451,10 +455,25 @@ impl StreamHandler<Result<Frame, std::io::Error>> for Session {
     }
 }
 
+/// The connection's writer has finished (see [`Session::writer_ended`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterEnded(WriterEnd);
+
+impl Handler<WriterEnded> for Session {
+    type Result = ();
+
+    fn handle(&mut self, WriterEnded(end): WriterEnded, ctx: &mut Self::Context) {
+        self.writer_ended(end, ctx);
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
-        // Normally already done; this covers a session that panicked or whose arbiter stopped.
+        // Normally already done (then these do nothing); this covers a session that panicked
+        // or whose arbiter stopped: the server forgets the user, and the writer task ends.
         self.unregister("session ended");
+        self.outbox.abort(ByeReason::Shutdown);
     }
 }
 
