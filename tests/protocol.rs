@@ -8,10 +8,7 @@ use common::{settings, TestServer};
 #[actix::test]
 async fn login_lists_peers_oldest_first_and_tells_everyone_else() {
     let server = TestServer::start(settings()).await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    bob.expect("login|alice").await;
-    alice.expect("login|bob").await;
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]).await;
     let mut carol = server.login("carol").await;
     carol.expect("login|alice").await;
     carol.expect("login|bob").await;
@@ -72,15 +69,7 @@ async fn only_login_ping_pong_and_exit_work_before_login() {
 #[actix::test]
 async fn talk_delivers_to_the_named_user_only_and_replies_nothing() {
     let server = TestServer::start(settings()).await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    bob.expect("login|alice").await;
-    alice.expect("login|bob").await;
-    let mut carol = server.login("carol").await;
-    carol.expect("login|alice").await;
-    carol.expect("login|bob").await;
-    alice.expect("login|carol").await;
-    bob.expect("login|carol").await;
+    let [mut alice, mut bob, mut carol] = server.login_all(["alice", "bob", "carol"]).await;
 
     alice.send("talk|BOB|hi | there, bob").await;
     alice.expect_nothing_pending().await;
@@ -118,10 +107,7 @@ async fn direct_messages_arrive_in_order() {
 #[actix::test]
 async fn a_name_taken_over_by_a_new_connection_gets_the_messages_meant_for_it() {
     let server = TestServer::start(settings()).await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    bob.expect("login|alice").await;
-    alice.expect("login|bob").await;
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]).await;
     alice.send("talk|bob|first").await;
     bob.expect("talk|alice|first").await;
 
@@ -202,10 +188,7 @@ async fn rooms_join_say_leave_and_vanish_when_empty() {
 #[actix::test]
 async fn exit_says_bye_closes_and_tells_rooms_and_everyone() {
     let server = TestServer::start(settings()).await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    bob.expect("login|alice").await;
-    alice.expect("login|bob").await;
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]).await;
     for client in [&mut alice, &mut bob] {
         client.send("join|rust").await;
         client.expect("ok|join|rust").await;
@@ -225,10 +208,7 @@ async fn exit_says_bye_closes_and_tells_rooms_and_everyone() {
 #[actix::test]
 async fn a_dropped_connection_is_a_disconnect() {
     let server = TestServer::start(settings()).await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    bob.expect("login|alice").await;
-    alice.expect("login|bob").await;
+    let [mut alice, mut bob] = server.login_all(["alice", "bob"]).await;
     bob.send("join|rust").await;
     bob.expect("ok|join|rust").await;
     alice.send("join|rust").await;

@@ -73,6 +73,24 @@ impl TestServer {
         Client::connect(self.addr).await
     }
 
+    /// Logs in `names` one after another on a server with presence on, consuming every peer
+    /// list and online notice, so that a test starts from quiet connections.
+    pub async fn login_all<const N: usize>(&self, names: [&str; N]) -> [Client; N] {
+        let mut clients: Vec<Client> = Vec::with_capacity(N);
+        for name in names {
+            let mut client = self.login(name).await;
+            for (earlier, peer) in clients.iter_mut().zip(names) {
+                client.expect(&format!("login|{peer}")).await;
+                earlier.expect(&format!("login|{name}")).await;
+            }
+            clients.push(client);
+        }
+        match clients.try_into() {
+            Ok(clients) => clients,
+            Err(_) => unreachable!("one client per name"),
+        }
+    }
+
     /// Connects and logs in as `name`, consuming `ok|login|NAME` (but not the peer list).
     pub async fn login(&self, name: &str) -> Client {
         let mut client = self.connect().await;
