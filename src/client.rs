@@ -36,9 +36,11 @@ use crate::codec::{is_valid_name, ByeReason, ErrorKind, Event, Frame, LineCodec,
 /// Where the client connects when neither `--server` nor `CHAT_SERVER` says otherwise.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";
 
-/// Server lines can be long (a `users|…` list of thousands of names); the client trusts its
-/// server far more than the server trusts clients, so the limit only guards against a runaway.
-const MAX_SERVER_LINE: usize = 1 << 20;
+/// Longest server line a client of this crate (the terminal client, the load generator)
+/// accepts; longer ones are skipped. Server lines can be long (a `users|…` list of thousands of
+/// names); a client trusts its server far more than the server trusts clients, so the limit
+/// only guards against a runaway.
+pub const MAX_SERVER_LINE: usize = 1 << 20;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that accepts the connection but never answers the login is not a chat server.
@@ -548,11 +550,17 @@ async fn converse(
     let mut bye_deadline = None;
     loop {
         tokio::select! {
+            // Server lines first: the greeting's `login|PEER` lines may already be buffered
+            // when piped input arrives, and a line must be read against the target they set.
+            biased;
             frame = reader.next() => {
                 let line = match frame {
                     Some(Ok(Frame::Line(line))) => line,
                     Some(Ok(Frame::TooLong)) => {
-                        output.line("! skipped a server line longer than 1 MiB");
+                        output.line(&format!(
+                            "! skipped a server line longer than {} MiB",
+                            MAX_SERVER_LINE >> 20
+                        ));
                         continue;
                     }
                     Some(Err(err)) => return Err(ClientError::Lost(err)),
@@ -569,13 +577,11 @@ async fn converse(
                         // reading either: a lost pong changes nothing.
                         let _ = outbound.try_send(encode(Request::Pong));
                     }
-                    Ok(Event::Bye(reason)) => {
-                        return Ok(if bye_deadline.is_some() {
-                            Ending::Quit
-                        } else {
-                            Ending::ClosedByServer(reason)
-                        });
-                    }
+                    // Only a plain `bye` answers our `exit`: a `bye|REASON` (shutdown,
+                    // too-slow…) means the server closed on its own, even mid-quit, and some
+                    // of what we sent may have been dropped.
+                    Ok(Event::Bye(None)) if bye_deadline.is_some() => return Ok(Ending::Quit),
+                    Ok(Event::Bye(reason)) => return Ok(Ending::ClosedByServer(reason)),
                     Ok(event) => {
                         chat.observe(&event);
                         if let Some(line) = render_event(&event) {

@@ -22,11 +22,10 @@ use tokio::{
 use tokio_util::codec::Decoder;
 
 use super::BenchError;
-use crate::codec::{Event, Frame, LineCodec, Request};
-
-/// Longest server line the tool accepts. A `members|ROOM|…` list of a big room is the longest
-/// line the server sends (33 bytes per member); anything longer is skipped by the codec.
-const MAX_LINE_BYTES: usize = 1 << 20;
+use crate::{
+    client::MAX_SERVER_LINE,
+    codec::{Event, Frame, LineCodec, Request},
+};
 
 /// Connect attempts before giving up on an address that refuses: enough to ride out a burst
 /// of refusals while the server's accept queue drains, short (about 0.3 s) when nothing listens.
@@ -117,7 +116,9 @@ pub async fn handshake(
         read,
         write,
         rbuf: BytesMut::with_capacity(512),
-        codec: LineCodec::new(MAX_LINE_BYTES),
+        // A `members|ROOM|…` list of a big room is the longest line the server sends (33 bytes
+        // per member); anything longer is skipped by the codec.
+        codec: LineCodec::new(MAX_SERVER_LINE),
     };
     let mut logged_in = false;
     loop {
@@ -136,7 +137,12 @@ pub async fn handshake(
                     return Ok(conn);
                 }
             }
-            Ok(Event::Joined(joined)) if logged_in && Some(joined) == room => return Ok(conn),
+            // Room names are unique ignoring ASCII case, and the reply may spell it the server's way.
+            Ok(Event::Joined(joined))
+                if logged_in && room.is_some_and(|room| room.eq_ignore_ascii_case(joined)) =>
+            {
+                return Ok(conn)
+            }
             Ok(Event::Error(..)) => {
                 return Err(BenchError::LoginRefused {
                     name: name.to_owned(),
