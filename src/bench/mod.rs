@@ -39,6 +39,7 @@ use std::{
 };
 
 pub use report::{ChurnReport, IdleReport, Report, TrafficReport};
+pub use stats::{cpu_time, rss_kib};
 
 /// Where and how to run, common to every workload.
 #[derive(Debug, Clone)]

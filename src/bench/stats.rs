@@ -146,8 +146,9 @@ pub fn percent(used: Duration, wall: Duration) -> f64 {
     }
 }
 
-/// User plus system CPU time of a process, from `/proc/PID/stat`.
-fn cpu_time(pid: &str) -> Option<Duration> {
+/// User plus system CPU time a process has used so far, from `/proc/PID/stat`; `pid` is a
+/// process id or `self`. `None` if the process is gone or the line does not parse.
+pub fn cpu_time(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; every field after its `)` is numeric.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();

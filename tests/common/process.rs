@@ -86,15 +86,14 @@ impl ServerProcess {
         }
     }
 
-    /// Resident memory of the server process, from `/proc/PID/status`.
+    /// Resident memory of the server process, read the way actor-chat-bench reads it.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line")
+        actor_chat::bench::rss_kib(self.pid()).expect("read the server's VmRSS")
+    }
+
+    /// User plus system CPU time the server process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        actor_chat::bench::cpu_time(&self.pid().to_string()).expect("read the server's CPU time")
     }
 
     pub fn signal(&self, signal: i32) {
@@ -104,16 +103,24 @@ impl ServerProcess {
         assert_eq!(result, 0, "kill({pid}, {signal})");
     }
 
-    /// Waits (bounded) for the process to exit.
+    /// Waits (bounded by [`PROCESS_TIMEOUT`]) for the process to exit.
     pub fn wait_exit(&mut self) -> Option<ExitStatus> {
-        let deadline = Instant::now() + PROCESS_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        wait_with_deadline(&mut self.child, PROCESS_TIMEOUT)
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; `None` if it is still running then (the caller
+/// decides whether to kill it). std has no wait with a timeout, hence the polling.
+pub fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child process") {
+            return Some(status);
         }
-        None
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
