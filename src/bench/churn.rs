@@ -35,7 +35,7 @@ pub async fn run(
     deadline: Instant,
 ) -> Result<Report, BenchError> {
     let start = Instant::now();
-    let stop = (start + duration).min(deadline);
+    let stop = super::not_after(start, duration, deadline);
     let logins = Arc::new(AtomicU64::new(0));
     let incomplete = Arc::new(AtomicU64::new(0));
     let _bar = {

@@ -69,7 +69,7 @@ pub async fn run(
         .into_iter()
         .map(|conn| tokio::spawn(keep(conn, closed.clone())))
         .collect();
-    sleep_until((Instant::now() + settle).min(deadline)).await;
+    sleep_until(super::not_after(Instant::now(), settle, deadline)).await;
     let rss_after = rss(pid)?;
     for keeper in &keepers {
         keeper.abort();

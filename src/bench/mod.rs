@@ -41,6 +41,14 @@ use std::{
 pub use report::{ChurnReport, IdleReport, Report, TrafficReport};
 pub use stats::{cpu_time, rss_kib};
 
+/// Longest `--timeout`, `--duration` or `--settle`: a day is more than any run needs, and the
+/// bound keeps every deadline computed from them far from `Instant`'s limits.
+pub const MAX_SECONDS: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Highest open-loop `--rate`, messages per second: far beyond what one box sustains, low
+/// enough that pacing arithmetic stays exact.
+pub const MAX_RATE: f64 = 10_000_000.0;
+
 /// Where and how to run, common to every workload.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -202,6 +210,17 @@ impl Options {
     /// Rejects option combinations that cannot run, before anything connects.
     fn validate(&self) -> Result<(), BenchError> {
         let usage = |message: &str| Err(BenchError::Usage(message.to_owned()));
+        let at_most_a_day = |seconds: Duration, flag: &str| {
+            if seconds > MAX_SECONDS {
+                usage(&format!(
+                    "{flag} must be at most {} seconds (one day)",
+                    MAX_SECONDS.as_secs()
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_most_a_day(self.timeout, "--timeout")?;
         if self.threads == 0 {
             return usage("--threads must be at least 1");
         }
@@ -216,10 +235,12 @@ impl Options {
             return usage("--run-id must be 1 to 8 letters, digits, `_` or `.`");
         }
         let check_traffic = |traffic: &TrafficOptions| match traffic.rate {
-            Some(rate) if !(rate.is_finite() && rate > 0.0) => usage("--rate must be positive"),
+            Some(rate) if !(rate > 0.0 && rate <= MAX_RATE) => usage(&format!(
+                "--rate must be more than 0 and at most {MAX_RATE} messages per second"
+            )),
             Some(_) if traffic.duration.is_zero() => usage("--duration must be positive"),
             None if traffic.window == 0 => usage("--window must be at least 1"),
-            _ => Ok(()),
+            _ => at_most_a_day(traffic.duration, "--duration"),
         };
         match &self.workload {
             Workload::Pairs { clients, traffic } => {
@@ -242,16 +263,16 @@ impl Options {
                 if *workers == 0 || duration.is_zero() {
                     return usage("churn needs at least one worker and a positive --duration");
                 }
-                Ok(())
+                at_most_a_day(*duration, "--duration")
             }
-            Workload::Idle { clients, .. } => {
+            Workload::Idle { clients, settle } => {
                 if *clients == 0 {
                     return usage("idle needs at least one client");
                 }
                 if self.server_pid.is_none() {
                     return usage("idle needs --server-pid to read the server's memory");
                 }
-                Ok(())
+                at_most_a_day(*settle, "--settle")
             }
         }
     }
@@ -282,8 +303,22 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
     runtime.block_on(run_async(options))
 }
 
+/// `wait` after `from`, but never after `deadline` (nor past the end of time).
+fn not_after(
+    from: tokio::time::Instant,
+    wait: Duration,
+    deadline: tokio::time::Instant,
+) -> tokio::time::Instant {
+    from.checked_add(wait)
+        .map_or(deadline, |end| end.min(deadline))
+}
+
 async fn run_async(options: Options) -> Result<Report, BenchError> {
-    let deadline = tokio::time::Instant::now() + options.timeout;
+    // `validate` bounds the timeout to a day, so this cannot overflow; checked all the same,
+    // since a panic would be a worse answer than a sentence.
+    let deadline = tokio::time::Instant::now()
+        .checked_add(options.timeout)
+        .ok_or_else(|| BenchError::Usage("--timeout is too long".to_owned()))?;
     let cpu_before = stats::CpuSample::take(options.server_pid);
     let started = Instant::now();
     let mut report = match &options.workload {
@@ -308,9 +343,11 @@ async fn run_async(options: Options) -> Result<Report, BenchError> {
     };
     let wall = started.elapsed();
     let cpu_after = stats::CpuSample::take(options.server_pid);
-    report.bench_cpu_pct = stats::percent(cpu_after.own - cpu_before.own, wall);
+    // Tick-rounded readings from /proc: a later one is never meant to be smaller, but a
+    // subtraction that could panic on it is not worth the risk.
+    report.bench_cpu_pct = stats::percent(cpu_after.own.saturating_sub(cpu_before.own), wall);
     if let (Some(after), Some(before)) = (cpu_after.server, cpu_before.server) {
-        report.server_cpu_pct = Some(stats::percent(after - before, wall));
+        report.server_cpu_pct = Some(stats::percent(after.saturating_sub(before), wall));
     }
     report.server = options.server.to_string();
     report.run = options.run_id.clone();
@@ -348,6 +385,54 @@ mod tests {
             resolve_server("127.0.0.1"),
             Err(BenchError::BadAddress(_))
         ));
+    }
+
+    fn pairs(timeout: Duration, rate: Option<f64>, duration: Duration) -> Options {
+        Options {
+            server: SocketAddr::from(([127, 0, 0, 1], 9999)),
+            timeout,
+            threads: 1,
+            server_pid: None,
+            connect_concurrency: 1,
+            progress: false,
+            run_id: "t".to_owned(),
+            workload: Workload::Pairs {
+                clients: 2,
+                traffic: TrafficOptions {
+                    messages: 1,
+                    window: 1,
+                    rate,
+                    duration,
+                    size: 0,
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn absurd_times_and_rates_are_refused_before_they_can_overflow() {
+        let second = Duration::from_secs(1);
+        assert!(pairs(MAX_SECONDS, Some(MAX_RATE), MAX_SECONDS)
+            .validate()
+            .is_ok());
+        for options in [
+            pairs(
+                Duration::from_secs(10_000_000_000_000_000_000),
+                None,
+                second,
+            ),
+            pairs(second, Some(1.0), MAX_SECONDS + second),
+            pairs(second, Some(MAX_RATE * 2.0), second),
+            pairs(second, Some(0.0), second),
+            pairs(second, Some(f64::NAN), second),
+            pairs(second, Some(f64::INFINITY), second),
+        ] {
+            let error = options.validate().err().map(|error| error.to_string());
+            assert!(
+                error.as_deref().is_some_and(|text| text.starts_with("--")),
+                "{error:?}"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub struct Report {
     /// Seconds the measured phase took (connecting excluded, except for churn where connecting
     /// is the workload).
     pub elapsed_s: f64,
-    /// Nothing lost, reordered or dropped; the exit code is 1 when false.
+    /// Nothing lost, reordered or dropped, and nothing unexpected from the server; the exit
+    /// code is 1 when false.
     pub passed: bool,
     /// The server's CPU use over the whole run, in % of one core (needs `--server-pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,8 +71,12 @@ pub struct TrafficReport {
     pub delivered: u64,
     /// `expected − delivered`.
     pub lost: u64,
-    /// Receptions whose sequence number was not the next one from that sender.
+    /// Receptions whose sequence number was lower than the next one due from that sender:
+    /// overtaken by a later message, or duplicates.
     pub out_of_order: u64,
+    /// Receptions whose sequence number was higher than the next one due from that sender:
+    /// the ones skipped were lost or come later (then also counted in `out_of_order`).
+    pub gaps: u64,
     /// Connections the server closed during the run.
     pub disconnected: u64,
     /// Server lines the tool did not expect (errors, foreign messages).
@@ -120,12 +125,13 @@ pub struct IdleReport {
 }
 
 impl Report {
-    /// Whether the run met the bar: no loss, no reordering, no dropped idle connection.
+    /// Whether the run met the bar: no loss, no reordering, no connection closed by the server,
+    /// no line the tool did not expect. (Gaps need no check of their own: each one is a loss
+    /// or a later out-of-order reception.)
     pub fn passed(&self) -> bool {
-        let traffic_ok = self
-            .traffic
-            .as_ref()
-            .is_none_or(|t| t.lost == 0 && t.out_of_order == 0);
+        let traffic_ok = self.traffic.as_ref().is_none_or(|t| {
+            t.lost == 0 && t.out_of_order == 0 && t.disconnected == 0 && t.unexpected == 0
+        });
         let churn_ok = self.churn.as_ref().is_none_or(|c| c.incomplete == 0);
         let idle_ok = self.idle.as_ref().is_none_or(|i| i.closed == 0);
         traffic_ok && churn_ok && idle_ok
@@ -160,7 +166,10 @@ impl Report {
             );
             out.row(
                 "lost",
-                format!("{} (out of order {})", t.lost, t.out_of_order),
+                format!(
+                    "{} (out of order {}, gaps {})",
+                    t.lost, t.out_of_order, t.gaps
+                ),
             );
             if t.disconnected > 0 || t.unexpected > 0 {
                 out.row(
@@ -293,5 +302,23 @@ mod tests {
         assert!(json.get("logins").is_none());
         assert!(json.get("server_cpu_pct").is_none());
         assert!(report.table().contains("FAILED"));
+    }
+
+    #[test]
+    fn any_traffic_anomaly_fails_the_run() {
+        let with = |change: fn(&mut TrafficReport)| {
+            let mut traffic = TrafficReport::default();
+            change(&mut traffic);
+            Report {
+                traffic: Some(traffic),
+                ..Report::default()
+            }
+            .passed()
+        };
+        assert!(with(|_| {}));
+        assert!(!with(|t| t.lost = 1));
+        assert!(!with(|t| t.out_of_order = 1));
+        assert!(!with(|t| t.disconnected = 1));
+        assert!(!with(|t| t.unexpected = 1));
     }
 }

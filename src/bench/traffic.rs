@@ -6,7 +6,7 @@
 //! counting is the same: `expected = sent × (size − 1)`.
 //!
 //! Each connection has a reader task and a writer task. The reader frames and parses what
-//! arrives, records latencies and sequence gaps, and credits the *sender* of each message
+//! arrives, records latencies, reorderings and sequence gaps, and credits the *sender* of each message
 //! (`Member::acked`), waking it: that credit is what frees a closed-loop window slot. Readers
 //! never write, so a stalled write can never stop a connection from draining what the server
 //! sends it (which the server would punish with `bye|too-slow`); a `ping` is handed to the
@@ -98,6 +98,7 @@ struct Shared {
     sent: AtomicU64,
     delivered: AtomicU64,
     out_of_order: AtomicU64,
+    gaps: AtomicU64,
     unexpected: AtomicU64,
     disconnected: AtomicU64,
     /// Receptions due in all, once every writer is done; `u64::MAX` until then.
@@ -132,6 +133,7 @@ enum Pace {
         /// not all wake at once.
         first_tick: Instant,
         period: Duration,
+        /// The end of the sending duration or the run's deadline, whichever comes first.
         stop: Instant,
     },
 }
@@ -186,6 +188,7 @@ pub async fn run(
         sent: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         out_of_order: AtomicU64::new(0),
+        gaps: AtomicU64::new(0),
         unexpected: AtomicU64::new(0),
         disconnected: AtomicU64::new(0),
         target: AtomicU64::new(u64::MAX),
@@ -199,10 +202,15 @@ pub async fn run(
     let started_us = shared.clock.now_us();
     let start = Instant::now();
     // Open loop: each sender's share of the rate, and the tick that paces it. Tokio's timers
-    // tick at most once a millisecond; a faster sender sends several messages per tick.
+    // tick at most once a millisecond; a faster sender sends several messages per tick. A
+    // sender whose share is less than one message over the whole duration sends only its first
+    // (due at once), so its period is capped at the duration: that keeps the ticks below, and
+    // the arithmetic on them, within the run.
     let open = traffic.rate.map(|rate| {
         let rate = rate / members as f64;
-        let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_millis(1));
+        let period = Duration::try_from_secs_f64(1.0 / rate)
+            .map_or(traffic.duration, |period| period.min(traffic.duration))
+            .max(Duration::from_millis(1));
         (rate, period)
     });
     let planned = match traffic.rate {
@@ -219,7 +227,7 @@ pub async fn run(
             start,
             first_tick: start + period.mul_f64(i as f64 / members as f64),
             period,
-            stop: start + traffic.duration,
+            stop: super::not_after(start, traffic.duration, deadline),
         },
     };
     let padding: Arc<str> = "x".repeat(traffic.size).into();
@@ -311,6 +319,7 @@ pub async fn run(
             delivered,
             lost: expected.saturating_sub(delivered),
             out_of_order: shared.out_of_order.load(Ordering::Acquire),
+            gaps: shared.gaps.load(Ordering::Acquire),
             disconnected: shared.disconnected.load(Ordering::Acquire),
             unexpected: shared.unexpected.load(Ordering::Acquire),
             msgs_per_s: delivered as f64 / elapsed.as_secs_f64(),
@@ -340,7 +349,8 @@ async fn read_loop(
     let mut latencies: Vec<u64> = Vec::with_capacity(64);
     loop {
         let now = shared.clock.now_us();
-        let (mut got, mut pings, mut unexpected, mut out_of_order) = (0u64, 0u32, 0u64, 0u64);
+        let (mut got, mut pings, mut unexpected) = (0u64, 0u32, 0u64);
+        let (mut out_of_order, mut gaps) = (0u64, 0u64);
         // LineCodec only fails on I/O errors, which cannot come from a buffer.
         while let Ok(Some(frame)) = codec.decode(&mut rbuf) {
             let Frame::Line(line) = frame else {
@@ -373,8 +383,12 @@ async fn read_loop(
                 unexpected += 1;
                 continue;
             };
-            if seq != next_seq[slot] {
-                out_of_order += 1;
+            // Behind what is due: it was overtaken, or it is a duplicate. Ahead: the ones in
+            // between are missing here, lost or still to come out of order.
+            match seq.cmp(&next_seq[slot]) {
+                std::cmp::Ordering::Less => out_of_order += 1,
+                std::cmp::Ordering::Greater => gaps += 1,
+                std::cmp::Ordering::Equal => {}
             }
             next_seq[slot] = next_seq[slot].max(seq + 1);
             latencies.push(now.saturating_sub(stamp));
@@ -409,6 +423,9 @@ async fn read_loop(
             shared
                 .out_of_order
                 .fetch_add(out_of_order, Ordering::Relaxed);
+        }
+        if gaps > 0 {
+            shared.gaps.fetch_add(gaps, Ordering::Relaxed);
         }
         if unexpected > 0 {
             shared.unexpected.fetch_add(unexpected, Ordering::Relaxed);
@@ -490,7 +507,7 @@ impl Writer {
                         _ = member.wake.notified() => {}
                     }
                     let now = Instant::now();
-                    if now >= stop || now >= self.deadline {
+                    if now >= stop {
                         break;
                     }
                     // Due so far: one at the start, then one every 1/rate seconds.
