@@ -2,70 +2,22 @@
 //! bench binary in each mode with small numbers and `--json`, and checks on the figures it
 //! reports. Every wait has a timeout, and every server is killed when its test ends.
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::{Command, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use common::process::{wait_with_deadline, ServerProcess, PROCESS_TIMEOUT};
 use serde_json::Value;
 
-/// Longest a bench run may take here; the runs below take well under a second each.
-const RUN_LIMIT: Duration = Duration::from_secs(30);
-
-/// A server process, killed on drop so that a failing test leaves nothing behind.
-struct Server {
-    child: Child,
-    /// `127.0.0.1:PORT`, from the server's `listening on ADDR` log line.
-    addr: String,
-}
-
-impl Server {
-    fn start() -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_actor-chat-server"))
-            .arg("--config")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/bench.toml"))
-            .env("CHAT__SERVER__BIND", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start actor-chat-server");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut server = Server {
-            child,
-            addr: String::new(),
-        };
-        let (found, address) = mpsc::channel();
-        // Keeps draining the log after the address line, so the server never blocks on it.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some((_, addr)) = line.split_once("listening on ") {
-                    let _ = found.send(addr.trim().to_owned());
-                }
-            }
-        });
-        server.addr = address
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the server logs `listening on ADDR` within 10 s");
-        server
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A server on the bench configuration, killed when the test ends.
+fn server() -> ServerProcess {
+    ServerProcess::start("config/bench.toml")
 }
 
 /// What a bench run printed, and how it ended.
@@ -73,7 +25,6 @@ struct Run {
     code: Option<i32>,
     stdout: String,
     stderr: String,
-    took: Duration,
 }
 
 impl Run {
@@ -90,9 +41,9 @@ impl Run {
     }
 }
 
-/// Runs actor-chat-bench with `args`, killing it if it outlives [`RUN_LIMIT`].
+/// Runs actor-chat-bench with `args`, killing it if it outlives [`PROCESS_TIMEOUT`] (longer
+/// than any `--timeout` given below, so the tool's own deadline is what normally ends a run).
 fn bench(args: &[&str]) -> Run {
-    let began = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_actor-chat-bench"))
         .args(args)
         .stdin(Stdio::null())
@@ -109,22 +60,15 @@ fn bench(args: &[&str]) -> Run {
     };
     let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll the bench") {
-            break status;
-        }
-        if began.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("actor-chat-bench {args:?} ran longer than {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
+    let Some(status) = wait_with_deadline(&mut child, PROCESS_TIMEOUT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("actor-chat-bench {args:?} ran longer than {PROCESS_TIMEOUT:?}");
     };
     Run {
         code: status.code(),
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
-        took: began.elapsed(),
     }
 }
 
@@ -142,13 +86,14 @@ fn f64_of(report: &Value, key: &str) -> f64 {
 
 #[test]
 fn pairs_closed_loop_delivers_every_message_in_order() {
-    let server = Server::start();
+    let server = server();
+    let addr = server.addr.to_string();
     let report = bench(&[
         "pairs",
         "--server",
-        &server.addr,
+        &addr,
         "--server-pid",
-        &server.pid(),
+        &server.pid().to_string(),
         "-n",
         "6",
         "-m",
@@ -176,16 +121,17 @@ fn pairs_closed_loop_delivers_every_message_in_order() {
         f64_of(&report, "latency_max_ms"),
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
-    assert!(f64_of(&report, "server_cpu_pct") >= 0.0);
+    assert!(f64_of(&report, "server_cpu_pct").is_finite(), "{report}");
 }
 
 #[test]
 fn pairs_open_loop_sends_at_the_rate_for_the_duration() {
-    let server = Server::start();
+    let server = server();
+    let addr = server.addr.to_string();
     let report = bench(&[
         "pairs",
         "--server",
-        &server.addr,
+        &addr,
         "-n",
         "4",
         "--rate",
@@ -199,8 +145,9 @@ fn pairs_open_loop_sends_at_the_rate_for_the_duration() {
     .json();
     assert_eq!(report["pacing"], "open");
     let sent = u64_of(&report, "sent");
-    // 2000/s for 0.5 s is 1000; timers may stretch a loaded box, never add messages.
-    assert!((400..=1010).contains(&sent), "sent {sent}");
+    // 2000/s for 0.5 s: each of the 4 senders sends one at once, then 500/s for 0.5 s. A
+    // slow box may send fewer, never more.
+    assert!(sent <= 4 * (1 + 250), "sent {sent}");
     assert_eq!(u64_of(&report, "delivered"), sent);
     assert_eq!(u64_of(&report, "lost"), 0);
     assert_eq!(u64_of(&report, "out_of_order"), 0);
@@ -208,11 +155,12 @@ fn pairs_open_loop_sends_at_the_rate_for_the_duration() {
 
 #[test]
 fn room_delivers_every_line_to_every_other_member() {
-    let server = Server::start();
+    let server = server();
+    let addr = server.addr.to_string();
     let report = bench(&[
         "room",
         "--server",
-        &server.addr,
+        &addr,
         "--rooms",
         "2",
         "--members",
@@ -234,11 +182,12 @@ fn room_delivers_every_line_to_every_other_member() {
 
 #[test]
 fn churn_logs_in_and_out_repeatedly() {
-    let server = Server::start();
+    let server = server();
+    let addr = server.addr.to_string();
     let report = bench(&[
         "churn",
         "--server",
-        &server.addr,
+        &addr,
         "--workers",
         "2",
         "--duration",
@@ -256,13 +205,14 @@ fn churn_logs_in_and_out_repeatedly() {
 
 #[test]
 fn idle_reports_server_memory_per_connection() {
-    let server = Server::start();
+    let server = server();
+    let addr = server.addr.to_string();
     let report = bench(&[
         "idle",
         "--server",
-        &server.addr,
+        &addr,
         "--server-pid",
-        &server.pid(),
+        &server.pid().to_string(),
         "-n",
         "300",
         "--settle",
@@ -280,11 +230,12 @@ fn idle_reports_server_memory_per_connection() {
 
 #[test]
 fn table_is_printed_without_json() {
-    let server = Server::start();
+    let server = server();
+    let addr = server.addr.to_string();
     let run = bench(&[
         "pairs",
         "--server",
-        &server.addr,
+        &addr,
         "-n",
         "2",
         "-m",
@@ -303,12 +254,12 @@ fn table_is_printed_without_json() {
 
 #[test]
 fn non_loopback_server_is_refused_before_connecting() {
-    // 10.1.2.3 is not reachable from here: a connect attempt would hang, not fail fast.
+    // 10.1.2.3 is not reachable from here: a connect attempt would hang until the tool's
+    // deadline and then report a timeout, not the loopback rule.
     let run = bench(&["pairs", "--server", "10.1.2.3:9999", "--timeout", "20"]);
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("loopback"), "{}", run.stderr);
     assert!(run.stdout.is_empty());
-    assert!(run.took < Duration::from_secs(2), "took {:?}", run.took);
 }
 
 #[test]
@@ -326,14 +277,14 @@ fn unreachable_server_is_one_sentence_and_exit_1() {
         "{}",
         run.stderr
     );
-    assert!(run.took < Duration::from_secs(5), "took {:?}", run.took);
 }
 
 #[test]
 fn refused_login_is_one_sentence_and_exit_1() {
-    let server = Server::start();
+    let server = server();
+    let addr = server.addr.to_string();
     // Take the name the bench's first client will want.
-    let mut squatter = TcpStream::connect(&server.addr).expect("connect");
+    let mut squatter = TcpStream::connect(server.addr).expect("connect");
     squatter
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
@@ -345,7 +296,7 @@ fn refused_login_is_one_sentence_and_exit_1() {
     let run = bench(&[
         "pairs",
         "--server",
-        &server.addr,
+        &addr,
         "--run-id",
         "taken",
         "-n",
@@ -360,11 +311,12 @@ fn refused_login_is_one_sentence_and_exit_1() {
 
 #[test]
 fn a_run_too_long_for_its_timeout_stops_at_the_deadline() {
-    let server = Server::start();
+    let server = server();
+    let addr = server.addr.to_string();
     let run = bench(&[
         "pairs",
         "--server",
-        &server.addr,
+        &addr,
         "-n",
         "2",
         "-m",
@@ -373,7 +325,6 @@ fn a_run_too_long_for_its_timeout_stops_at_the_deadline() {
         "0.5",
         "--json",
     ]);
-    assert!(run.took < Duration::from_secs(5), "took {:?}", run.took);
     let report: Value = serde_json::from_str(run.stdout.trim()).expect("a JSON report");
     let (sent, delivered) = (u64_of(&report, "sent"), u64_of(&report, "delivered"));
     assert!(0 < sent && sent < 2 * 1_000_000_000, "{report}");
@@ -382,4 +333,44 @@ fn a_run_too_long_for_its_timeout_stops_at_the_deadline() {
     let passed = report["passed"] == true;
     assert_eq!(passed, sent == delivered);
     assert_eq!(run.code, Some(if passed { 0 } else { 1 }));
+}
+
+#[test]
+fn absurd_times_and_rates_are_one_sentence_and_exit_1() {
+    for args in [
+        &["pairs", "--timeout", "1e19"][..],
+        &["pairs", "--rate", "1e300", "--duration", "1"],
+        &["pairs", "--rate", "2000", "--duration", "1e12"],
+        &["churn", "--duration", "1e12"],
+        &["idle", "--server-pid", "1", "--settle", "1e12"],
+    ] {
+        let run = bench(args);
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn a_rate_too_low_for_a_second_message_sends_one_per_sender() {
+    let server = server();
+    let addr = server.addr.to_string();
+    let report = bench(&[
+        "pairs",
+        "--server",
+        &addr,
+        "-n",
+        "2",
+        "--rate",
+        "1e-300",
+        "--duration",
+        "0.2",
+        "--timeout",
+        "20",
+        "--json",
+    ])
+    .json();
+    let sent = u64_of(&report, "sent");
+    assert!(sent <= 2, "{report}");
+    assert_eq!(u64_of(&report, "delivered"), sent);
 }
