@@ -56,18 +56,40 @@ async fn sigterm_says_bye_to_everyone_and_exits_0() {
 
 #[actix::test]
 async fn a_second_signal_exits_at_once() {
-    let mut server = ServerProcess::start("config/default.toml");
-    // A client that never reads or closes keeps the graceful shutdown waiting.
+    let mut command = ServerProcess::command("config/default.toml");
+    // A long grace, no flood control and no outbox cap, so nothing but the second signal can
+    // end the graceful shutdown within the test's wait.
+    command
+        .env("CHAT__SERVER__SHUTDOWN_GRACE_SECS", "60")
+        .env("CHAT__LIMITS__LINES_PER_SEC", "0")
+        .env("CHAT__LIMITS__MAX_OUTBOUND_BYTES", "268435456");
+    let mut server = ServerProcess::spawn(command);
+    // A client that never reads, with far more queued for it than the kernel's socket buffers
+    // hold: its session cannot flush, so the graceful shutdown has to wait for it.
     let mut stubborn = Client::connect(server.addr).await;
     stubborn.send("login|stubborn").await;
     stubborn.expect("ok|login|stubborn").await;
+    let mut sender = Client::connect(server.addr).await;
+    sender.send("login|sender").await;
+    sender.expect("ok|login|sender").await;
+    sender.expect("login|stubborn").await;
+    let batch = format!("talk|stubborn|{}\n", "m".repeat(4000)).repeat(25);
+    for _ in 0..160 {
+        sender.send_raw(batch.as_bytes()).await; // 160 × 25 × 4 KB: 16 MB
+    }
+    // The server answers a client's lines in order: once `pong` comes, every talk was taken.
+    sender.expect_nothing_pending().await;
+
     server.signal(libc::SIGINT);
     server
         .wait_for_log("shutdown requested")
         .expect("the first signal starts a graceful shutdown");
     server.signal(libc::SIGINT);
-    let status = server.wait_exit().expect("exits");
+    let status = server
+        .wait_exit()
+        .expect("exits long before the grace ends");
     assert_eq!(status.code(), Some(130));
+    drop(stubborn);
 }
 
 #[actix::test]
