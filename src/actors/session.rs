@@ -1,6 +1,7 @@
 //! The `Session` actor: one per connection. It reads and parses the client's lines, enforces
 //! the per-connection guards (heartbeat, login deadline, flood control), runs commands through
-//! the [`ChatServer`], and owns the connection's [`OutboxWriter`].
+//! the [`ChatServer`], and starts the connection's writer, an
+//! [`OutboxWriter`](crate::outbox::OutboxWriter) task whose end ends the session.
 //!
 //! Ordering: a session sends the server at most one request at a time and stops reading until
 //! it is answered (`ctx.wait`), so its commands take effect in the order typed and the server's

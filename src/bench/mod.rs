@@ -8,7 +8,7 @@
 //! * **churn** — workers loop connect → login → exit, for the login rate;
 //! * **idle** — many logged-in connections held open, for the server's memory per connection.
 //!
-//! pairs and room share one engine ([`traffic`]): a pair is a "room" of two whose transport is
+//! pairs and room share one engine (`traffic`): a pair is a "room" of two whose transport is
 //! `talk` instead of `say`. Every message carries its send time and a per-sender sequence number
 //! in its text, so the receiving side (the same process) measures latency and notices loss or
 //! reordering without any bookkeeping per message.
