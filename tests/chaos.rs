@@ -39,6 +39,17 @@ async fn the_server_survives_chaos_and_loses_nothing_for_well_behaved_clients() 
     let server = TestServer::start(settings).await;
     let addr = server.addr;
 
+    // Logged in first, the observer hears every later login and logout.
+    let (mut observer_lines, mut observer) = server.login("observer").await.split();
+    let (heard, mut observer_rx) = mpsc::unbounded_channel();
+    let observing = actix_rt::spawn(async move {
+        while let Some(line) = observer_lines.try_recv().await {
+            if heard.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
     // The one that never reads, and senders that make sure it falls behind: 27 MB, more than
     // the kernel's socket buffers and the outbox cap together, each sender within its burst.
     let mut sloth = server.login("sloth").await;
@@ -122,32 +133,40 @@ async fn the_server_survives_chaos_and_loses_nothing_for_well_behaved_clients() 
     assert!(checked > 1000, "only {checked} messages were checked");
 
     // `who` lists exactly the users still connected: the stable ones (the sloth was cut off).
+    // Replay the observer's notices until they say so, then ask `who` once.
     let mut expected: BTreeSet<String> = (0..STABLE).map(stable_name).collect();
     expected.insert("observer".to_owned());
-    let mut observer = server.login("observer").await;
-    let expected = expected.into_iter().collect::<Vec<_>>().join(",");
-    let mut users = String::new();
-    for _ in 0..100 {
-        observer.send("who").await;
-        users = loop {
-            let line = observer.recv().await;
-            if let Some(list) = line.strip_prefix("users|") {
-                break sorted_csv(list);
-            }
-        };
-        if users == expected {
-            break;
+    let mut online: BTreeSet<String> = ["observer".to_owned()].into();
+    while online != expected {
+        let line = next_heard(&mut observer_rx).await;
+        if let Some(name) = line.strip_prefix("login|") {
+            online.insert(name.to_owned());
+        } else if let Some(name) = line.strip_prefix("logout|") {
+            online.remove(name);
         }
-        // Departures are processed in order with everything else; give the last ones a moment.
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(users, expected);
+    observer.send("who").await;
+    let users = loop {
+        if let Some(list) = next_heard(&mut observer_rx).await.strip_prefix("users|") {
+            break sorted_csv(list);
+        }
+    };
+    assert_eq!(users, expected.into_iter().collect::<Vec<_>>().join(","));
     // The reader that never read was cut off (it finds some messages, then the end).
     sloth.expect_closed().await;
     observer.send("ping").await;
-    while observer.recv().await != "pong" {}
+    while next_heard(&mut observer_rx).await != "pong" {}
+    observing.abort();
     drop(survivors);
     server.shutdown().await;
+}
+
+/// The observer's next line, within the read timeout.
+async fn next_heard(heard: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(common::READ_TIMEOUT, heard.recv())
+        .await
+        .expect("the observer hears something in time")
+        .expect("the observer's connection stays open")
 }
 
 fn stable_name(i: usize) -> String {
