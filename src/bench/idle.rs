@@ -7,7 +7,7 @@
 //! figure would be off).
 
 use std::sync::{
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicU64, Ordering},
     Arc,
 };
 use std::time::Duration;
@@ -20,7 +20,6 @@ use tokio::{
 
 use super::{
     net::{self, Identity},
-    progress::Progress,
     report::{IdleReport, Report},
     stats::rss_kib,
     traffic::user_name,
@@ -47,22 +46,7 @@ pub async fn run(
             room: None,
         })
         .collect();
-    let connected = Arc::new(AtomicUsize::new(0));
-    let conns = {
-        let count = connected.clone();
-        let _bar = Progress::start(options.progress, "connecting", clients as u64, move || {
-            let done = count.load(Ordering::Relaxed);
-            (done as u64, format!("{done}/{clients} logged in"))
-        });
-        net::connect_all(
-            options.server,
-            who,
-            options.connect_concurrency,
-            deadline,
-            connected,
-        )
-        .await?
-    };
+    let conns = net::connect_with_progress(options, who, deadline).await?;
     let connect_time = began.elapsed();
     let closed = Arc::new(AtomicU64::new(0));
     let keepers: Vec<_> = conns

@@ -21,7 +21,7 @@ use tokio::{
 };
 use tokio_util::codec::Decoder;
 
-use super::BenchError;
+use super::{progress::Progress, BenchError, Options};
 use crate::{
     client::MAX_SERVER_LINE,
     codec::{Event, Frame, LineCodec, Request},
@@ -166,6 +166,29 @@ pub struct Identity {
 ///
 /// Bounded concurrency keeps the server's listen backlog from overflowing (a dropped SYN costs
 /// a one-second retransmit) while still opening thousands of connections a second.
+/// [`connect_all`] for `who`, with a progress bar while the connections log in.
+pub async fn connect_with_progress(
+    options: &Options,
+    who: Vec<Identity>,
+    deadline: Instant,
+) -> Result<Vec<Conn>, BenchError> {
+    let total = who.len();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let count = connected.clone();
+    let _bar = Progress::start(options.progress, "connecting", total as u64, move || {
+        let done = count.load(Ordering::Relaxed);
+        (done as u64, format!("{done}/{total} logged in"))
+    });
+    connect_all(
+        options.server,
+        who,
+        options.connect_concurrency,
+        deadline,
+        connected,
+    )
+    .await
+}
+
 pub async fn connect_all(
     addr: SocketAddr,
     who: Vec<Identity>,

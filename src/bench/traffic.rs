@@ -162,22 +162,7 @@ pub async fn run(
             room: shape.rooms.then(|| room_name(run, i / shape.size)),
         })
         .collect();
-    let connected = Arc::new(AtomicUsize::new(0));
-    let conns = {
-        let count = connected.clone();
-        let _bar = Progress::start(options.progress, "connecting", members as u64, move || {
-            let done = count.load(Ordering::Relaxed);
-            (done as u64, format!("{done}/{members} logged in"))
-        });
-        net::connect_all(
-            options.server,
-            who,
-            options.connect_concurrency,
-            deadline,
-            connected,
-        )
-        .await?
-    };
+    let conns = net::connect_with_progress(options, who, deadline).await?;
 
     let shared = Arc::new(Shared {
         clock: Clock::new(),
