@@ -510,10 +510,7 @@ async fn login(
             Some(Err(err)) => return Err(ClientError::Lost(err)),
             None => return Err(ClientError::ClosedBeforeLogin),
         };
-        let Ok(text) = std::str::from_utf8(&line) else {
-            continue;
-        };
-        match Event::parse(text) {
+        match Event::parse(&line) {
             Ok(Event::LoggedIn(name)) => return Ok(name.to_owned()),
             Ok(Event::Ping) => writer
                 .write_all(&encode(Request::Pong))
@@ -566,12 +563,8 @@ async fn converse(
                     Some(Err(err)) => return Err(ClientError::Lost(err)),
                     None => return Err(ClientError::Closed),
                 };
-                let Ok(text) = std::str::from_utf8(&line) else {
-                    output.line(&sanitize(String::from_utf8_lossy(&line).into_owned()));
-                    continue;
-                };
-                match Event::parse(text) {
-                    Err(_) => output.line(&sanitize(text.to_owned())),
+                match Event::parse(&line) {
+                    Err(_) => output.line(&sanitize(String::from_utf8_lossy(&line).into_owned())),
                     Ok(Event::Ping) => {
                         // Only fails when the queue is full, and then the server is not
                         // reading either: a lost pong changes nothing.

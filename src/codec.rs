@@ -397,8 +397,10 @@ pub enum Event<'a> {
 pub struct BadEvent;
 
 impl<'a> Event<'a> {
-    /// Parses one server line (without its terminator).
-    pub fn parse(line: &'a str) -> Result<Event<'a>, BadEvent> {
+    /// Parses one server line (without its terminator), as [`Request::parse`] does a client's:
+    /// a line that is not UTF-8 is not an event either.
+    pub fn parse(line: &'a [u8]) -> Result<Event<'a>, BadEvent> {
+        let line = std::str::from_utf8(line).map_err(|_| BadEvent)?;
         let (verb, args) = match line.split_once('|') {
             Some((verb, args)) => (verb, Some(args)),
             None => (line, None),
@@ -774,9 +776,7 @@ mod tests {
                         prop_assert!(!line.contains(&b'\n'));
                         // The parser accepts or rejects, never panics.
                         let _ = Request::parse(&line);
-                        if let Ok(text) = std::str::from_utf8(&line) {
-                            let _ = Event::parse(text);
-                        }
+                        let _ = Event::parse(&line);
                     }
                 }
                 prop_assert!(buf.len() <= max + 1, "{} bytes left buffered", buf.len());
@@ -824,8 +824,7 @@ mod tests {
                 panic!("{event:?} did not frame as one line");
             };
             prop_assert!(buf.is_empty());
-            let text = std::str::from_utf8(&line).expect("events are UTF-8");
-            prop_assert_eq!(Event::parse(text), Ok(event));
+            prop_assert_eq!(Event::parse(&line), Ok(event));
         }
 
         #[test]

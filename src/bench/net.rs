@@ -127,10 +127,7 @@ pub async fn handshake(
             Ok(None) => return Err(closed(String::new())),
             Err(error) => return Err(closed(format!(" ({error})"))),
         };
-        let Ok(text) = std::str::from_utf8(&line) else {
-            continue;
-        };
-        match Event::parse(text) {
+        match Event::parse(&line) {
             Ok(Event::LoggedIn(who)) if who == name => {
                 logged_in = true;
                 if room.is_none() {
@@ -146,10 +143,13 @@ pub async fn handshake(
             Ok(Event::Error(..)) => {
                 return Err(BenchError::LoginRefused {
                     name: name.to_owned(),
-                    reply: text.to_owned(),
+                    reply: String::from_utf8_lossy(&line).into_owned(),
                 })
             }
-            Ok(Event::Bye(_)) => return Err(closed(format!(" (it sent `{text}`)"))),
+            Ok(Event::Bye(_)) => {
+                let text = String::from_utf8_lossy(&line);
+                return Err(closed(format!(" (it sent `{text}`)")));
+            }
             _ => {} // presence lists, room notices: not for the handshake
         }
     }

@@ -342,11 +342,7 @@ async fn read_loop(
                 unexpected += 1;
                 continue;
             };
-            let Ok(text) = std::str::from_utf8(&line) else {
-                unexpected += 1;
-                continue;
-            };
-            let (from, body) = match Event::parse(text) {
+            let (from, body) = match Event::parse(&line) {
                 Ok(Event::Talk { from, text }) => (from, text),
                 Ok(Event::Say { from, text, .. }) => (from, text),
                 Ok(Event::Ping) => {
