@@ -123,11 +123,8 @@ impl Session {
         Session::create(move |ctx| {
             let (outbox, outbox_writer) = outbox::outbox(context.max_outbound_bytes);
             let codec = LineCodec::new(context.max_line_bytes);
-            ctx.add_stream(LineStream(FramedRead::with_capacity(
-                reader,
-                codec,
-                READ_BUFFER_BYTES,
-            )));
+            // No buffer yet: `LineStream` sizes it when there is input to read.
+            ctx.add_stream(LineStream(FramedRead::with_capacity(reader, codec, 0)));
             // The writer is a task of its own, not a future of this actor: while the session
             // waits on the ChatServer (`ctx.wait`), its own futures are not polled, and its
             // output must keep flowing regardless.
