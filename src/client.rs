@@ -31,16 +31,21 @@ use tokio::{
 };
 use tokio_util::codec::FramedRead;
 
-use crate::codec::{is_valid_name, ByeReason, ErrorKind, Event, Frame, LineCodec, Request};
+use crate::{
+    codec::{
+        is_valid_name, max_list_reply_bytes, ByeReason, ErrorKind, Event, Frame, LineCodec, Request,
+    },
+    config::MAX_LISTED,
+};
 
 /// Where the client connects when neither `--server` nor `CHAT_SERVER` says otherwise.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";
 
 /// Longest server line a client of this crate (the terminal client, the load generator)
-/// accepts; longer ones are skipped. Server lines can be long (a `users|…` list of thousands of
-/// names); a client trusts its server far more than the server trusts clients, so the limit
-/// only guards against a runaway.
-pub const MAX_SERVER_LINE: usize = 1 << 20;
+/// accepts; longer ones are skipped. Server lines can be long — a `users|…` list of everyone
+/// online — so this is the longest list any valid server configuration can send (≈ 39 MB, only
+/// ever allocated if a server sends it); beyond that a line is a runaway.
+pub const MAX_SERVER_LINE: usize = max_list_reply_bytes(MAX_LISTED);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that accepts the connection but never answers the login is not a chat server.
@@ -323,6 +328,9 @@ fn describe_error(kind: ErrorKind, arg: &str) -> String {
         ErrorKind::LineTooLong => format!("that line is too long (the limit is {arg} bytes)"),
         ErrorKind::BadEncoding => "the server could not read that line: it is not UTF-8".to_owned(),
         ErrorKind::RateLimited => "slow down: rate limited".to_owned(),
+        ErrorKind::TooManyRooms => {
+            format!("cannot join #{arg}: you are in too many rooms, or the server has too many")
+        }
     }
 }
 

@@ -20,6 +20,15 @@ use tokio_util::codec::Decoder;
 /// Longest user or room name, in bytes (names are ASCII).
 pub const MAX_NAME_LEN: usize = 32;
 
+/// The most bytes a reply listing `names` users or rooms can take: each name costs at most
+/// `login|NAME\n` (the peer list at login; in a comma-separated list it is `NAME,`), and the
+/// longest header is `members|ROOM|`.
+pub const fn max_list_reply_bytes(names: usize) -> usize {
+    let entry = "login|".len() + MAX_NAME_LEN + 1;
+    let header = "members|".len() + MAX_NAME_LEN + 1;
+    names * entry + header
+}
+
 /// Whether `name` is a valid user or room name: 1–32 characters from `A-Z a-z 0-9 _ . -`.
 pub fn is_valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
@@ -263,10 +272,11 @@ pub enum ErrorKind {
     LineTooLong,
     BadEncoding,
     RateLimited,
+    TooManyRooms,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 12] = [
+    const ALL: [ErrorKind; 13] = [
         ErrorKind::BadName,
         ErrorKind::NameTaken,
         ErrorKind::AlreadyLoggedIn,
@@ -279,6 +289,7 @@ impl ErrorKind {
         ErrorKind::LineTooLong,
         ErrorKind::BadEncoding,
         ErrorKind::RateLimited,
+        ErrorKind::TooManyRooms,
     ];
 
     /// The kind as written on the wire.
@@ -296,6 +307,7 @@ impl ErrorKind {
             ErrorKind::LineTooLong => "line-too-long",
             ErrorKind::BadEncoding => "bad-encoding",
             ErrorKind::RateLimited => "rate-limited",
+            ErrorKind::TooManyRooms => "too-many-rooms",
         }
     }
 
@@ -537,6 +549,31 @@ mod tests {
 
     fn line(s: &str) -> Frame {
         Frame::Line(BytesMut::from(s))
+    }
+
+    #[test]
+    fn max_list_reply_bytes_bounds_every_list_the_server_sends() {
+        let longest = "n".repeat(MAX_NAME_LEN);
+        for count in [1, 2, 3, 10, 1000] {
+            let names = vec![longest.as_str(); count];
+            let bound = max_list_reply_bytes(count);
+            let lists = [
+                Event::Users(names.clone()),
+                Event::Rooms(names.clone()),
+                Event::Members {
+                    room: &longest,
+                    names: names.clone(),
+                },
+            ];
+            for list in lists {
+                assert!(list.to_line().len() <= bound, "{count} names: {list:?}");
+            }
+            let peer_list = count * Event::Online(&longest).to_line().len();
+            assert!(
+                peer_list <= bound,
+                "{count} login lines: {peer_list} > {bound}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+use crate::codec::max_list_reply_bytes;
+
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "CHAT";
 
@@ -16,6 +18,10 @@ pub const ENV_PREFIX: &str = "CHAT";
 const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 const MAX_LINE_LIMIT: usize = 1 << 20;
 const MAX_WORKERS: usize = 1024;
+const MAX_ROOMS_PER_USER: usize = 1024;
+/// Most connections (and most rooms) a server may be configured for; clients size their line
+/// limit from it (see [`crate::client::MAX_SERVER_LINE`]).
+pub const MAX_LISTED: usize = 1_000_000;
 
 /// Everything the server can be told, grouped as in `config/default.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -36,6 +42,8 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Connections served at once; the next one is told `bye|server-full`.
     pub max_connections: usize,
+    /// Rooms that may exist at once; joining a new one past it gets `too-many-rooms`.
+    pub max_rooms: usize,
     /// Who hears about logins and logouts.
     pub presence: Presence,
     /// How long a stopping server, or a closing connection, may spend flushing what it owes.
@@ -48,6 +56,7 @@ impl Default for ServerSettings {
             bind: SocketAddr::from(([127, 0, 0, 1], 9999)),
             workers: 0,
             max_connections: 10_000,
+            max_rooms: 10_000,
             presence: Presence::All,
             shutdown_grace_secs: 5.0,
         }
@@ -75,6 +84,8 @@ pub struct Limits {
     pub lines_per_sec: u32,
     /// Lines a connection may send in a burst above the sustained rate.
     pub burst: u32,
+    /// Rooms one user may be in at once.
+    pub rooms_per_user: usize,
 }
 
 impl Default for Limits {
@@ -84,6 +95,7 @@ impl Default for Limits {
             max_outbound_bytes: 1 << 20,
             lines_per_sec: 50,
             burst: 100,
+            rooms_per_user: 32,
         }
     }
 }
@@ -185,11 +197,14 @@ impl Settings {
         if self.server.workers > MAX_WORKERS {
             return invalid("server.workers", "must be at most 1024 (0 = one per core)");
         }
-        if self.server.max_connections == 0 {
-            return invalid("server.max_connections", "must be at least 1");
+        if !(1..=MAX_LISTED).contains(&self.server.max_connections) {
+            return invalid("server.max_connections", "must be between 1 and 1000000");
         }
-        if u32::try_from(self.server.max_connections).is_err() {
-            return invalid("server.max_connections", "must be below 2^32");
+        if !(1..=MAX_LISTED).contains(&self.server.max_rooms) {
+            return invalid("server.max_rooms", "must be between 1 and 1000000");
+        }
+        if !(1..=MAX_ROOMS_PER_USER).contains(&self.limits.rooms_per_user) {
+            return invalid("limits.rooms_per_user", "must be between 1 and 1024");
         }
         if !(64..=MAX_LINE_LIMIT).contains(&self.limits.max_line_bytes) {
             return invalid("limits.max_line_bytes", "must be between 64 and 1048576");
@@ -198,6 +213,20 @@ impl Settings {
             return invalid(
                 "limits.max_outbound_bytes",
                 "must be at least twice limits.max_line_bytes",
+            );
+        }
+        // A reply that lists every user (`users|…`, the peer list at login, a room's members)
+        // or every room must fit in a client's queue, or asking for it would cut the asker off
+        // as too slow.
+        let longest_list =
+            max_list_reply_bytes(self.server.max_connections.max(self.server.max_rooms));
+        if self.limits.max_outbound_bytes < longest_list {
+            return invalid(
+                "limits.max_outbound_bytes",
+                &format!(
+                    "must be at least {longest_list} here, so that a list of every user (up to \
+                     server.max_connections) or every room (up to server.max_rooms) fits"
+                ),
             );
         }
         if self.limits.lines_per_sec > 0 && self.limits.burst == 0 {
@@ -328,6 +357,28 @@ mod tests {
         assert!(error.contains("heartbeat.login_timeout_secs"), "{error}");
         let error = error_of(None, &[("CHAT__SERVER__WORKERS", "100000")]);
         assert!(error.contains("server.workers"), "{error}");
+    }
+
+    #[test]
+    fn a_list_of_every_user_or_room_must_fit_in_the_outbound_cap() {
+        let error = error_of(None, &[("CHAT__SERVER__MAX_CONNECTIONS", "50000")]);
+        assert!(error.contains("limits.max_outbound_bytes"), "{error}");
+        let error = error_of(None, &[("CHAT__SERVER__MAX_ROOMS", "50000")]);
+        assert!(error.contains("limits.max_outbound_bytes"), "{error}");
+        let needed = max_list_reply_bytes(50_000).to_string();
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT__SERVER__MAX_CONNECTIONS", "50000"),
+                ("CHAT__LIMITS__MAX_OUTBOUND_BYTES", &needed),
+            ]),
+        )
+        .expect("a cap that holds the list is enough");
+        assert_eq!(settings.server.max_connections, 50_000);
+        let error = error_of(None, &[("CHAT__LIMITS__ROOMS_PER_USER", "0")]);
+        assert!(error.contains("limits.rooms_per_user"), "{error}");
+        let error = error_of(None, &[("CHAT__SERVER__MAX_ROOMS", "0")]);
+        assert!(error.contains("server.max_rooms"), "{error}");
     }
 
     #[test]

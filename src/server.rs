@@ -46,9 +46,10 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 /// Must be called inside an actix `System`.
 pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Future) {
     let chat_arbiter = Arbiter::new();
-    let presence = settings.server.presence;
-    let chat =
-        ChatServer::start_in_arbiter(&chat_arbiter.handle(), move |_| ChatServer::new(presence));
+    let chat_settings = settings.clone();
+    let chat = ChatServer::start_in_arbiter(&chat_arbiter.handle(), move |_| {
+        ChatServer::new(&chat_settings)
+    });
     let workers: Vec<Arbiter> = (0..settings.worker_count())
         .map(|_| Arbiter::new())
         .collect();

@@ -1,5 +1,5 @@
 //! The guards that keep one bad client from hurting the others: heartbeats, login deadline,
-//! flood control, connection limit, slow consumers, framing edge cases.
+//! flood control, connection and room limits, slow consumers, framing edge cases.
 
 mod common;
 
@@ -117,6 +117,57 @@ async fn connections_over_the_limit_are_turned_away_until_one_leaves() {
     }
     let mut carol = admitted.expect("a slot frees up after a client leaves");
     carol.expect_nothing_pending().await;
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn room_limits_refuse_a_join_past_them_and_free_up_on_leave() {
+    let mut settings = settings();
+    settings.server.presence = Presence::None;
+    settings.limits.rooms_per_user = 2;
+    settings.server.max_rooms = 3;
+    let server = TestServer::start(settings).await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
+
+    for room in ["a", "b"] {
+        alice.send(&format!("join|{room}")).await;
+        alice.expect(&format!("ok|join|{room}")).await;
+        alice.expect(&format!("members|{room}|alice")).await;
+    }
+    alice.send("join|c").await;
+    alice.expect("error|too-many-rooms|c").await;
+    // Already being in the room is the better answer, limit or not.
+    alice.send("join|A").await;
+    alice.expect("error|already-in-room|A").await;
+
+    bob.send("join|c").await;
+    bob.expect("ok|join|c").await;
+    bob.expect("members|c|bob").await;
+    // Three rooms exist: a fourth cannot be made, but an existing one can still be joined.
+    bob.send("join|d").await;
+    bob.expect("error|too-many-rooms|d").await;
+    bob.send("join|a").await;
+    bob.expect("ok|join|a").await;
+    bob.expect("members|a|alice,bob").await;
+    alice.expect("join|a|bob").await;
+
+    // Leaving frees the user's slot; an emptied room frees the server's.
+    alice.send("leave|b").await;
+    alice.expect("ok|leave|b").await;
+    alice.send("join|c").await;
+    alice.expect("ok|join|c").await;
+    alice.expect("members|c|alice,bob").await;
+    bob.expect("join|c|alice").await;
+    bob.send("leave|c").await;
+    bob.expect("ok|leave|c").await;
+    bob.send("join|d").await;
+    bob.expect("ok|join|d").await;
+    bob.expect("members|d|bob").await;
+    alice.expect("leave|c|bob").await;
+    alice.send("rooms").await;
+    alice.expect("rooms|a,c,d").await;
+    alice.expect_nothing_pending().await;
     server.shutdown().await;
 }
 

@@ -21,7 +21,7 @@ use log::info;
 
 use crate::{
     codec::{ErrorKind, Event},
-    config::Presence,
+    config::{Presence, Settings},
     outbox::Outbox,
 };
 
@@ -134,6 +134,9 @@ struct Member {
 /// The actor that owns the user map and the rooms.
 pub struct ChatServer {
     presence: Presence,
+    /// Rooms one user may be in, and rooms in all (`limits.rooms_per_user`, `server.max_rooms`).
+    rooms_per_user: usize,
+    max_rooms: usize,
     users: HashMap<ConnId, User>,
     by_name: HashMap<Key, ConnId>,
     /// Logged-in connections by login order, kept only when presence is on (for the peer list).
@@ -144,9 +147,11 @@ pub struct ChatServer {
 }
 
 impl ChatServer {
-    pub fn new(presence: Presence) -> Self {
+    pub fn new(settings: &Settings) -> Self {
         Self {
-            presence,
+            presence: settings.server.presence,
+            rooms_per_user: settings.limits.rooms_per_user,
+            max_rooms: settings.server.max_rooms,
             users: HashMap::new(),
             by_name: HashMap::new(),
             online: BTreeMap::new(),
@@ -322,6 +327,15 @@ impl Handler<Join> for ChatServer {
             let _ = user
                 .outbox
                 .send(&Event::Error(ErrorKind::AlreadyInRoom, &msg.room));
+            return;
+        }
+        // Both limits keep the server's memory, and every list of rooms, bounded.
+        if user.rooms.len() >= self.rooms_per_user
+            || (self.rooms.len() >= self.max_rooms && !self.rooms.contains_key(&room_key))
+        {
+            let _ = user
+                .outbox
+                .send(&Event::Error(ErrorKind::TooManyRooms, &msg.room));
             return;
         }
         user.rooms.push(room_key.clone());
