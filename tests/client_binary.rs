@@ -5,6 +5,7 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpListener},
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc::{self, Receiver},
 };
@@ -19,11 +20,11 @@ struct ClientProcess {
 }
 
 impl ClientProcess {
-    fn start(server: &ServerProcess, name: &str) -> ClientProcess {
+    fn start(server: SocketAddr, name: &str) -> ClientProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"))
             .arg(name)
             .arg("--server")
-            .arg(server.addr.to_string())
+            .arg(server.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -64,9 +65,14 @@ impl ClientProcess {
         }
     }
 
+    /// Closes stdin: end of input, which makes the client say `exit`.
+    fn end_input(&mut self) {
+        drop(self.stdin.take());
+    }
+
     /// Closes stdin (end of input) and returns the exit code.
     fn finish(mut self) -> Option<i32> {
-        drop(self.stdin.take());
+        self.end_input();
         match wait_with_deadline(&mut self.child, PROCESS_TIMEOUT) {
             Some(status) => status.code(),
             None => panic!("the client did not exit after end of input"),
@@ -84,9 +90,9 @@ impl Drop for ClientProcess {
 #[test]
 fn two_clients_chat_directly_and_in_a_room_and_leave() {
     let server = ServerProcess::start("config/default.toml");
-    let mut bob = ClientProcess::start(&server, "bob");
+    let mut bob = ClientProcess::start(server.addr, "bob");
     bob.expect("* logged in as bob");
-    let mut alice = ClientProcess::start(&server, "alice");
+    let mut alice = ClientProcess::start(server.addr, "alice");
     alice.expect("* logged in as alice");
     alice.expect("* bob is online");
     bob.expect("* alice is online");
@@ -120,13 +126,13 @@ fn two_clients_chat_directly_and_in_a_room_and_leave() {
 #[test]
 fn piped_input_goes_to_the_peer_announced_at_login() {
     let server = ServerProcess::start("config/default.toml");
-    let alice = ClientProcess::start(&server, "alice");
+    let alice = ClientProcess::start(server.addr, "alice");
     alice.expect("* logged in as alice");
     // The peer list arrives with the login reply and the typed line right after; whichever the
     // client sees first must not matter. Repeated because losing that race is not certain.
     for i in 0..10 {
         let bob = format!("bob{i}");
-        let mut client = ClientProcess::start(&server, &bob);
+        let mut client = ClientProcess::start(server.addr, &bob);
         client.type_line("hello alice");
         assert_eq!(client.finish(), Some(0), "{bob} did not leave cleanly");
         alice.expect(&format!("<{bob}> hello alice"));
@@ -139,7 +145,7 @@ fn piped_input_goes_to_the_peer_announced_at_login() {
 #[test]
 fn a_taken_name_or_a_missing_server_is_one_sentence_and_exit_1() {
     let server = ServerProcess::start("config/default.toml");
-    let bob = ClientProcess::start(&server, "bob");
+    let bob = ClientProcess::start(server.addr, "bob");
     bob.expect("* logged in as bob");
 
     let output = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"))
@@ -169,4 +175,32 @@ fn a_taken_name_or_a_missing_server_is_one_sentence_and_exit_1() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(!stderr.contains("panicked"));
     drop(bob);
+}
+
+/// A `bye|REASON` that answers our `exit` is not a goodbye: the server closed on its own (here,
+/// shutting down) and may have dropped what we sent, so the client says why and exits 1. A
+/// scripted server makes the otherwise narrow race certain.
+#[test]
+fn a_quit_answered_by_a_server_side_close_says_why_and_exits_1() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("bound address");
+    let server = std::thread::spawn(move || -> std::io::Result<Vec<String>> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(PROCESS_TIMEOUT))?;
+        let mut lines = BufReader::new(stream.try_clone()?).lines();
+        let mut heard = Vec::new();
+        for answer in ["ok|login|alice\n", "bye|shutdown\n"] {
+            heard.push(lines.next().unwrap_or(Ok(String::new()))?);
+            stream.write_all(answer.as_bytes())?;
+        }
+        Ok(heard)
+    });
+
+    let mut alice = ClientProcess::start(addr, "alice");
+    alice.expect("* logged in as alice");
+    alice.end_input();
+    alice.expect("* server closed the connection: shutdown");
+    assert_eq!(alice.finish(), Some(1));
+    let heard = server.join().expect("the scripted server").expect("its socket");
+    assert_eq!(heard, ["login|alice", "exit"]);
 }
