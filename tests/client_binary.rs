@@ -201,6 +201,9 @@ fn a_quit_answered_by_a_server_side_close_says_why_and_exits_1() {
     alice.end_input();
     alice.expect("* server closed the connection: shutdown");
     assert_eq!(alice.finish(), Some(1));
-    let heard = server.join().expect("the scripted server").expect("its socket");
+    let heard = server
+        .join()
+        .expect("the scripted server")
+        .expect("its socket");
     assert_eq!(heard, ["login|alice", "exit"]);
 }
