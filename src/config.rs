@@ -267,7 +267,8 @@ impl Settings {
         Ok(())
     }
 
-    /// How many worker threads run sessions: `server.workers`, or one per core if it is 0.
+    /// How many worker threads run sessions (never 0): `server.workers`, or one per core if it
+    /// is 0.
     pub fn worker_count(&self) -> usize {
         match self.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

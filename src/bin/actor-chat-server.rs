@@ -58,7 +58,10 @@ fn main() -> ExitCode {
             Ok(addr) => info!("listening on {addr}"),
             Err(error) => warn!("listening, but the bound address is unknown: {error}"),
         }
-        server::run(settings, listener, shutdown).await;
+        if let Err(error) = server::run(settings, listener, shutdown).await {
+            eprintln!("actor-chat-server: cannot serve on {bind}: {error}");
+            return ExitCode::FAILURE;
+        }
         info!("stopped");
         ExitCode::SUCCESS
     })

@@ -50,7 +50,11 @@ impl TestServer {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = actix_rt::spawn(server::run(settings, listener, stopped));
+        let running = actix_rt::spawn(async move {
+            server::run(settings, listener, stopped)
+                .await
+                .expect("the server takes over its listener");
+        });
         TestServer {
             addr,
             stop: Some(stop),
