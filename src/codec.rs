@@ -20,12 +20,13 @@ use tokio_util::codec::Decoder;
 /// Longest user or room name, in bytes (names are ASCII).
 pub const MAX_NAME_LEN: usize = 32;
 
-/// The most bytes a reply listing `names` users or rooms can take: each name costs at most
-/// `login|NAME\n` (the peer list at login; in a comma-separated list it is `NAME,`), and the
-/// longest header is `members|ROOM|`.
+/// The most bytes a reply listing `names` users or rooms can queue at once: each name costs at
+/// most `login|NAME\n` (the peer list after `ok|login|NAME`; in a comma-separated list it is
+/// `NAME,`), and the most that comes with a list is the `ok|join|ROOM\n` and `members|ROOM|`
+/// that a join's member list is queued with.
 pub const fn max_list_reply_bytes(names: usize) -> usize {
     let entry = "login|".len() + MAX_NAME_LEN + 1;
-    let header = "members|".len() + MAX_NAME_LEN + 1;
+    let header = "ok|join|".len() + MAX_NAME_LEN + 1 + "members|".len() + MAX_NAME_LEN + 1;
     names * entry + header
 }
 
@@ -557,22 +558,30 @@ mod tests {
         for count in [1, 2, 3, 10, 1000] {
             let names = vec![longest.as_str(); count];
             let bound = max_list_reply_bytes(count);
-            let lists = [
-                Event::Users(names.clone()),
-                Event::Rooms(names.clone()),
-                Event::Members {
-                    room: &longest,
-                    names: names.clone(),
-                },
-            ];
-            for list in lists {
-                assert!(list.to_line().len() <= bound, "{count} names: {list:?}");
+            // Each as the server queues it: the join reply and the login greeting in one piece.
+            let mut join_reply = Event::Joined(&longest).to_line();
+            Event::Members {
+                room: &longest,
+                names: names.clone(),
             }
-            let peer_list = count * Event::Online(&longest).to_line().len();
-            assert!(
-                peer_list <= bound,
-                "{count} login lines: {peer_list} > {bound}"
-            );
+            .encode(&mut join_reply);
+            let mut greeting = Event::LoggedIn(&longest).to_line();
+            for _ in 0..count {
+                Event::Online(&longest).encode(&mut greeting);
+            }
+            let replies = [
+                Event::Users(names.clone()).to_line(),
+                Event::Rooms(names.clone()).to_line(),
+                join_reply,
+                greeting,
+            ];
+            for reply in replies {
+                assert!(
+                    reply.len() <= bound,
+                    "{count} names: {} > {bound}",
+                    reply.len()
+                );
+            }
         }
     }
 

@@ -5,8 +5,9 @@
 //! The `ChatServer` and the acceptor live on the first worker rather than on threads of their
 //! own: every message between threads costs a wake-up (an `eventfd` write, a context switch,
 //! another `epoll_wait`), and this way a connection accepted onto the first worker logs in and
-//! out without leaving its thread, while no thread sits mostly idle beside the workers. (With
-//! two workers that cut the CPU spent per login by about a fifth; see the README.)
+//! out without leaving its thread, and beside the workers only the main thread is left, waiting
+//! for signals. (With two workers that cut the CPU spent per login by about a fifth; see the
+//! README.)
 //!
 //! A semaphore caps live connections; shutdown stops the acceptor, then cancels a token every
 //! session watches, then waits, bounded, for them all to finish.
@@ -92,7 +93,7 @@ pub async fn run(
         Some(end) => end,
         None => acceptor_ended.await,
     }
-    // The acceptor's task only ends without a word if its arbiter died under it.
+    // The acceptor's task only ends without a word if it panicked or its arbiter died.
     .unwrap_or_else(|_| Err(io::Error::other("the acceptor stopped unexpectedly")));
 
     // The listener is closed now: no new connections.
