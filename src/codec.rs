@@ -12,7 +12,7 @@
 //!
 //! The protocol is documented, with a worked example, in `docs/PROTOCOL.md`.
 
-use std::{fmt, io};
+use std::{borrow::Cow, fmt, io};
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::Decoder;
@@ -28,6 +28,17 @@ pub const fn max_list_reply_bytes(names: usize) -> usize {
     let entry = "login|".len() + MAX_NAME_LEN + 1;
     let header = "ok|join|".len() + MAX_NAME_LEN + 1 + "members|".len() + MAX_NAME_LEN + 1;
     names * entry + header
+}
+
+/// A user or room name in the form it is compared in: names are unique ignoring ASCII case.
+/// Borrowed when it is already folded (names are mostly typed in lower case), so a lookup need
+/// not allocate.
+pub fn fold_name(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 /// Whether `name` is a valid user or room name: 1–32 characters from `A-Z a-z 0-9 _ . -`.

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use log::info;
 
 use crate::{
-    codec::{ErrorKind, Event},
+    codec::{fold_name, ErrorKind, Event},
     config::{Presence, Settings},
     outbox::Outbox,
 };
@@ -32,7 +32,7 @@ pub type ConnId = u64;
 type Key = Arc<str>;
 
 fn fold(name: &str) -> Key {
-    name.to_ascii_lowercase().into()
+    fold_name(name).into()
 }
 
 /// Logs in the connection `conn` as `name` (already checked to be a valid name). The reply
@@ -182,6 +182,29 @@ impl ChatServer {
         }
     }
 
+    /// Takes `user` out of the room `room_key`: an emptied room is deleted, otherwise its other
+    /// members are told (unless `quiet`). Returns the room's name, if the room existed.
+    fn remove_from_room(
+        rooms: &mut BTreeMap<Key, Room>,
+        room_key: &Key,
+        user: &User,
+        quiet: bool,
+    ) -> Option<Arc<str>> {
+        let room = rooms.get_mut(room_key)?;
+        room.members.remove(&user.key);
+        let name = room.name.clone();
+        if room.members.is_empty() {
+            rooms.remove(room_key);
+        } else if !quiet {
+            let event = Event::RoomLeft {
+                room: &name,
+                name: &user.name,
+            };
+            Self::tell_room(room, &event, &user.key);
+        }
+        Some(name)
+    }
+
     /// Replies to `conn`, if it is still logged in.
     fn reply(&self, conn: ConnId, event: &Event<'_>) {
         if let Some(user) = self.users.get(&conn) {
@@ -260,19 +283,7 @@ impl Handler<Disconnect> for ChatServer {
         self.by_name.remove(&user.key);
         self.online.remove(&user.since);
         for room_key in &user.rooms {
-            let Some(room) = self.rooms.get_mut(room_key) else {
-                continue;
-            };
-            room.members.remove(&user.key);
-            if room.members.is_empty() {
-                self.rooms.remove(room_key);
-            } else if !self.stopping {
-                let event = Event::RoomLeft {
-                    room: &room.name,
-                    name: &user.name,
-                };
-                Self::tell_room(room, &event, &user.key);
-            }
+            Self::remove_from_room(&mut self.rooms, room_key, &user, self.stopping);
         }
         if self.presence == Presence::All && !self.stopping {
             self.broadcast(&Event::Offline(&user.name), msg.conn);
@@ -384,19 +395,8 @@ impl Handler<Leave> for ChatServer {
             return;
         };
         user.rooms.swap_remove(index);
-        let Some(room) = self.rooms.get_mut(&room_key) else {
-            return;
-        };
-        room.members.remove(&user.key);
-        let _ = user.outbox.send(&Event::Left(&room.name));
-        if room.members.is_empty() {
-            self.rooms.remove(&room_key);
-        } else {
-            let event = Event::RoomLeft {
-                room: &room.name,
-                name: &user.name,
-            };
-            Self::tell_room(room, &event, &user.key);
+        if let Some(room) = Self::remove_from_room(&mut self.rooms, &room_key, user, false) {
+            let _ = user.outbox.send(&Event::Left(&room));
         }
     }
 }

@@ -12,7 +12,6 @@
 //! its user is gone, sending fails and the session asks the server again.
 
 use std::{
-    borrow::Cow,
     collections::HashMap,
     net::SocketAddr,
     pin::Pin,
@@ -35,7 +34,7 @@ use super::chat_server::{
     ChatServer, ConnId, Disconnect, Join, Leave, ListRooms, Login, Resolve, Say, Who,
 };
 use crate::{
-    codec::{is_valid_name, ByeReason, ErrorKind, Event, Frame, LineCodec, Request},
+    codec::{fold_name, is_valid_name, ByeReason, ErrorKind, Event, Frame, LineCodec, Request},
     config::{secs, Settings},
     flood::{FloodControl, Verdict},
     outbox::{self, Outbox, WriterEnd},
@@ -286,12 +285,7 @@ impl Session {
 
     fn talk(&mut self, me: &str, to: &str, text: &str, ctx: &mut Context<Self>) {
         let event = Event::Talk { from: me, text };
-        // Names are mostly typed in lower case already: fold without allocating when possible.
-        let key = if to.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(to.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(to)
-        };
+        let key = fold_name(to);
         if let Some(peer) = self.peers.get(&*key) {
             if peer.send(&event).is_ok() {
                 return;
