@@ -156,12 +156,10 @@ impl Chat {
 /// Interprets one typed line, given where plain lines currently go.
 pub fn parse_input<'a>(line: &'a str, target: Option<&'a Target>) -> Action<'a> {
     let line = line.trim_end_matches(['\n', '\r']);
-    let trimmed = line.trim();
-    if trimmed.is_empty() {
+    if line.trim().is_empty() {
         return Action::Nothing;
     }
-    // The original client had no commands; `exit` on its own line was how one left.
-    if trimmed == "exit" {
+    if quits(line) {
         return Action::Quit;
     }
     let Some(command) = line.strip_prefix('/') else {
@@ -220,9 +218,18 @@ pub fn parse_input<'a>(line: &'a str, target: Option<&'a Target>) -> Action<'a> 
             _ => usage("/say ROOM TEXT"),
         },
         "help" => Action::Help,
-        "quit" | "exit" => Action::Quit,
         _ => Action::Hint(format!("! unknown command /{verb}: try /help")),
     }
+}
+
+/// Whether a typed line means leave: `/quit`, `/exit`, or — as in the original client, which
+/// had no commands — `exit` on its own.
+fn quits(line: &str) -> bool {
+    let line = line.trim_end_matches(['\n', '\r']);
+    line.trim() == "exit"
+        || line
+            .strip_prefix('/')
+            .is_some_and(|command| matches!(split_word(command).0, "quit" | "exit"))
 }
 
 /// A plain line, sent wherever plain lines go.
@@ -243,26 +250,26 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
-/// Names are checked here because a `|` or a stray character would otherwise change the
-/// meaning of the line the server receives.
+/// What a valid user or room name is made of (see [`is_valid_name`]).
+const NAME_RULE: &str = "use 1 to 32 of A-Z a-z 0-9 _ . -";
+
 fn user(name: &str) -> Result<&str, Action<'static>> {
-    if is_valid_name(name) {
-        Ok(name)
-    } else {
-        Err(Action::Hint(format!(
-            "! \"{name}\" is not a valid name: use 1 to 32 of A-Z a-z 0-9 _ . -"
-        )))
-    }
+    checked(name, name, "name")
 }
 
 /// Users think of rooms as `#rust`; the wire says `rust`.
 fn room(name: &str) -> Result<&str, Action<'static>> {
-    let bare = name.strip_prefix('#').unwrap_or(name);
-    if is_valid_name(bare) {
-        Ok(bare)
+    checked(name.strip_prefix('#').unwrap_or(name), name, "room name")
+}
+
+/// Names are checked here because a `|` or a stray character would otherwise change the
+/// meaning of the line the server receives. `typed` is the name as the user wrote it.
+fn checked<'a>(name: &'a str, typed: &str, what: &str) -> Result<&'a str, Action<'static>> {
+    if is_valid_name(name) {
+        Ok(name)
     } else {
         Err(Action::Hint(format!(
-            "! \"{name}\" is not a valid room name: use 1 to 32 of A-Z a-z 0-9 _ . -"
+            "! \"{typed}\" is not a valid {what}: {NAME_RULE}"
         )))
     }
 }
@@ -356,7 +363,7 @@ fn sanitize(line: String) -> String {
 /// Why the client stopped early; each displays as the one sentence shown on stderr.
 #[derive(Debug, thiserror::Error)]
 enum ClientError {
-    #[error("\"{0}\" is not a valid name: use 1 to 32 of A-Z a-z 0-9 _ . -")]
+    #[error("\"{0}\" is not a valid name: {rule}", rule = NAME_RULE)]
     InvalidName(String),
     #[error("cannot start: {0}")]
     Runtime(io::Error),
@@ -442,25 +449,18 @@ fn run_client(options: &Options) -> Result<Ending, ClientError> {
         let mut editor = DefaultEditor::new().map_err(ClientError::Terminal)?;
         // Fails on terminals rustyline does not drive (TERM=dumb); it then reads plain lines
         // without raw mode, and plain output is right.
-        if let Ok(printer) = editor.create_external_printer() {
+        let printer = editor.create_external_printer().ok();
+        let reading = thread::spawn(move || read_terminal(editor, lines));
+        if let Some(printer) = printer {
             output = Output::Terminal(Box::new(printer));
-            editor_thread = Some(thread::spawn(move || read_terminal(editor, lines)));
-        } else {
-            thread::spawn(move || read_terminal(editor, lines));
+            editor_thread = Some(reading);
         }
     } else {
         thread::spawn(move || read_plain(lines));
     }
 
-    output.line(&format!("* logged in as {name}"));
-    let mut chat = Chat::default();
-    let ending = runtime.block_on(converse(
-        &mut reader,
-        writer,
-        inputs,
-        &mut chat,
-        &mut output,
-    ));
+    output.line(&render_event(&Event::LoggedIn(&name)).unwrap_or_default());
+    let ending = runtime.block_on(converse(&mut reader, writer, inputs, &mut output));
     if let Some(editor_thread) = editor_thread {
         stop_editor(editor_thread);
     }
@@ -545,9 +545,9 @@ async fn converse(
     reader: &mut Reader,
     writer: OwnedWriteHalf,
     mut inputs: mpsc::Receiver<String>,
-    chat: &mut Chat,
     output: &mut Output,
 ) -> Result<Ending, ClientError> {
+    let mut chat = Chat::default();
     let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
     // Writing on its own task keeps us reading while the socket is full: a server that is
     // blocked writing to us must never wait on us blocked writing to it.
@@ -668,7 +668,7 @@ fn read_terminal(mut editor: DefaultEditor, lines: mpsc::Sender<String>) -> Defa
             let _ = editor.add_history_entry(line.as_str());
         }
         // Stop prompting at once: the session is only waiting for `bye` now.
-        let quit = parse_input(&line, None) == Action::Quit;
+        let quit = quits(&line);
         if lines.blocking_send(line).is_err() || quit {
             break;
         }
@@ -686,8 +686,8 @@ fn read_plain(lines: mpsc::Sender<String>) {
         match stdin.read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\n', '\r']).to_owned();
+                // `parse_input` drops the line ending.
+                let line = String::from_utf8_lossy(&buf).into_owned();
                 if lines.blocking_send(line).is_err() {
                     break;
                 }
@@ -755,6 +755,14 @@ mod tests {
         Target::Room(room.to_owned())
     }
 
+    fn talk<'a>(to: &'a str, text: &'a str) -> Action<'a> {
+        Action::Send(Request::Talk { to, text })
+    }
+
+    fn say<'a>(room: &'a str, text: &'a str) -> Action<'a> {
+        Action::Send(Request::Say { room, text })
+    }
+
     fn is_hint(action: &Action<'_>) -> bool {
         matches!(action, Action::Hint(hint) if hint.starts_with("! ") && !hint.contains('\n'))
     }
@@ -762,27 +770,12 @@ mod tests {
     #[test]
     fn plain_lines_go_to_the_current_target() {
         let bob = user_target("bob");
-        assert_eq!(
-            parse_input("hi there", Some(&bob)),
-            Action::Send(Request::Talk {
-                to: "bob",
-                text: "hi there"
-            })
-        );
+        assert_eq!(parse_input("hi there", Some(&bob)), talk("bob", "hi there"));
         let rust = room_target("rust");
-        assert_eq!(
-            parse_input("a|b", Some(&rust)),
-            Action::Send(Request::Say {
-                room: "rust",
-                text: "a|b"
-            })
-        );
+        assert_eq!(parse_input("a|b", Some(&rust)), say("rust", "a|b"));
         assert_eq!(
             parse_input("  indented\r\n", Some(&bob)),
-            Action::Send(Request::Talk {
-                to: "bob",
-                text: "  indented"
-            })
+            talk("bob", "  indented")
         );
     }
 
@@ -796,13 +789,7 @@ mod tests {
     #[test]
     fn a_double_slash_sends_a_literal_slash() {
         let bob = user_target("bob");
-        assert_eq!(
-            parse_input("//shrug", Some(&bob)),
-            Action::Send(Request::Talk {
-                to: "bob",
-                text: "/shrug"
-            })
-        );
+        assert_eq!(parse_input("//shrug", Some(&bob)), talk("bob", "/shrug"));
     }
 
     #[test]
@@ -820,23 +807,14 @@ mod tests {
             assert_eq!(parse_input(line, Some(&bob)), Action::Quit, "{line}");
         }
         // Only `exit` alone: a sentence starting with it is a message.
-        assert_eq!(
-            parse_input("exit now", Some(&bob)),
-            Action::Send(Request::Talk {
-                to: "bob",
-                text: "exit now"
-            })
-        );
+        assert_eq!(parse_input("exit now", Some(&bob)), talk("bob", "exit now"));
     }
 
     #[test]
     fn msg_sends_a_direct_message_without_changing_the_target() {
         assert_eq!(
             parse_input("/msg carol  hi  you ", None),
-            Action::Send(Request::Talk {
-                to: "carol",
-                text: "hi  you "
-            })
+            talk("carol", "hi  you ")
         );
         for line in ["/msg", "/msg carol", "/msg carol   "] {
             assert_eq!(parse_input(line, None), usage("/msg NAME TEXT"), "{line}");
@@ -887,13 +865,7 @@ mod tests {
             );
         }
         for line in ["/say rust hi all", "/say #rust hi all"] {
-            assert_eq!(
-                parse_input(line, None),
-                Action::Send(Request::Say {
-                    room: "rust",
-                    text: "hi all"
-                })
-            );
+            assert_eq!(parse_input(line, None), say("rust", "hi all"));
         }
         assert_eq!(parse_input("/join", None), usage("/join ROOM"));
         assert_eq!(parse_input("/join a b", None), usage("/join ROOM"));
@@ -927,13 +899,7 @@ mod tests {
         chat.observe(&Event::Online("bob"));
         chat.observe(&Event::Online("carol"));
         assert_eq!(chat.target(), Some(&user_target("carol")));
-        assert_eq!(
-            parse_input("hi", chat.target()),
-            Action::Send(Request::Talk {
-                to: "carol",
-                text: "hi"
-            })
-        );
+        assert_eq!(parse_input("hi", chat.target()), talk("carol", "hi"));
         // Other events leave it alone, even carol leaving: the server will say she is gone.
         chat.observe(&Event::Offline("carol"));
         chat.observe(&Event::Talk {
@@ -952,10 +918,7 @@ mod tests {
         assert_eq!(chat.target(), Some(&room_target("rust")));
         assert_eq!(
             parse_input("hello all", chat.target()),
-            Action::Send(Request::Say {
-                room: "rust",
-                text: "hello all"
-            })
+            say("rust", "hello all")
         );
     }
 

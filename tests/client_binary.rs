@@ -19,12 +19,26 @@ struct ClientProcess {
     stdout: Receiver<String>,
 }
 
+/// The client binary, logging in as `name` to `server`.
+fn client(name: &str, server: SocketAddr) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"));
+    command.args([name, "--server", &server.to_string()]);
+    command
+}
+
+/// Runs a client that must fail at once; returns what it printed on stderr.
+fn run_and_fail(name: &str, server: SocketAddr) -> String {
+    let output = client(name, server)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the client");
+    assert_eq!(output.status.code(), Some(1));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 impl ClientProcess {
     fn start(server: SocketAddr, name: &str) -> ClientProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"))
-            .arg(name)
-            .arg("--server")
-            .arg(server.to_string())
+        let mut child = client(name, server)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -148,26 +162,14 @@ fn a_taken_name_or_a_missing_server_is_one_sentence_and_exit_1() {
     let bob = ClientProcess::start(server.addr, "bob");
     bob.expect("* logged in as bob");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"))
-        .args(["BOB", "--server", &server.addr.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the client");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = run_and_fail("BOB", server.addr);
     assert_eq!(stderr.trim(), "the name \"BOB\" is already taken");
 
     // A port nobody listens on: bind one, note it, close it.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let free = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = free.local_addr().expect("address");
     drop(free);
-    let output = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"))
-        .args(["alice", "--server", &addr.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the client");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = run_and_fail("alice", addr);
     assert!(
         stderr.starts_with(&format!("cannot connect to {addr}")),
         "{stderr}"
