@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use rustyline::{error::ReadlineError, DefaultEditor, ExternalPrinter};
 use tokio::{
@@ -648,9 +648,7 @@ async fn write_requests(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<By
 }
 
 fn encode(request: Request<'_>) -> Bytes {
-    let mut buf = BytesMut::new();
-    request.encode(&mut buf);
-    buf.freeze()
+    request.to_line().freeze()
 }
 
 /// Reads lines with rustyline until the user leaves or the session interrupts us. The editor

@@ -267,6 +267,13 @@ impl<'a> Request<'a> {
         };
         put_line(dst, self.verb(), fields);
     }
+
+    /// The request as one line, `\n` included; for the cold paths and tests.
+    pub fn to_line(&self) -> BytesMut {
+        let mut line = BytesMut::new();
+        self.encode(&mut line);
+        line
+    }
 }
 
 /// The `KIND` of an `error|KIND|ARG` line.

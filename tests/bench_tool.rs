@@ -72,6 +72,22 @@ fn bench(args: &[&str]) -> Run {
     }
 }
 
+/// Runs `mode` against `server` with `args` after `--server ADDR`.
+fn bench_on(server: &ServerProcess, mode: &str, args: &[&str]) -> Run {
+    let addr = server.addr.to_string();
+    bench(&[&[mode, "--server", &addr], args].concat())
+}
+
+/// The `--json` report of a successful `mode` run against `server`, with a 20 s deadline.
+fn report_on(server: &ServerProcess, mode: &str, args: &[&str]) -> Value {
+    bench_on(
+        server,
+        mode,
+        &[args, &["--timeout", "20", "--json"]].concat(),
+    )
+    .json()
+}
+
 fn u64_of(report: &Value, key: &str) -> u64 {
     report[key]
         .as_u64()
@@ -87,24 +103,20 @@ fn f64_of(report: &Value, key: &str) -> f64 {
 #[test]
 fn pairs_closed_loop_delivers_every_message_in_order() {
     let server = server();
-    let addr = server.addr.to_string();
-    let report = bench(&[
+    let report = report_on(
+        &server,
         "pairs",
-        "--server",
-        &addr,
-        "--server-pid",
-        &server.pid().to_string(),
-        "-n",
-        "6",
-        "-m",
-        "300",
-        "-w",
-        "8",
-        "--timeout",
-        "20",
-        "--json",
-    ])
-    .json();
+        &[
+            "--server-pid",
+            &server.pid().to_string(),
+            "-n",
+            "6",
+            "-m",
+            "300",
+            "-w",
+            "8",
+        ],
+    );
     assert_eq!(report["mode"], "pairs");
     assert_eq!(report["pacing"], "closed");
     // Each of the 6 clients sends 300 messages to its partner.
@@ -127,22 +139,11 @@ fn pairs_closed_loop_delivers_every_message_in_order() {
 #[test]
 fn pairs_open_loop_sends_at_the_rate_for_the_duration() {
     let server = server();
-    let addr = server.addr.to_string();
-    let report = bench(&[
+    let report = report_on(
+        &server,
         "pairs",
-        "--server",
-        &addr,
-        "-n",
-        "4",
-        "--rate",
-        "2000",
-        "--duration",
-        "0.5",
-        "--timeout",
-        "20",
-        "--json",
-    ])
-    .json();
+        &["-n", "4", "--rate", "2000", "--duration", "0.5"],
+    );
     assert_eq!(report["pacing"], "open");
     let sent = u64_of(&report, "sent");
     // 2000/s for 0.5 s: each of the 4 senders sends one at once, then 500/s for 0.5 s. A
@@ -156,22 +157,11 @@ fn pairs_open_loop_sends_at_the_rate_for_the_duration() {
 #[test]
 fn room_delivers_every_line_to_every_other_member() {
     let server = server();
-    let addr = server.addr.to_string();
-    let report = bench(&[
+    let report = report_on(
+        &server,
         "room",
-        "--server",
-        &addr,
-        "--rooms",
-        "2",
-        "--members",
-        "4",
-        "-m",
-        "50",
-        "--timeout",
-        "20",
-        "--json",
-    ])
-    .json();
+        &["--rooms", "2", "--members", "4", "-m", "50"],
+    );
     assert_eq!(report["mode"], "room");
     // 2 rooms × 4 members × 50 lines, each to the 3 others.
     assert_eq!(u64_of(&report, "sent"), 2 * 4 * 50);
@@ -183,20 +173,7 @@ fn room_delivers_every_line_to_every_other_member() {
 #[test]
 fn churn_logs_in_and_out_repeatedly() {
     let server = server();
-    let addr = server.addr.to_string();
-    let report = bench(&[
-        "churn",
-        "--server",
-        &addr,
-        "--workers",
-        "2",
-        "--duration",
-        "0.3",
-        "--timeout",
-        "20",
-        "--json",
-    ])
-    .json();
+    let report = report_on(&server, "churn", &["--workers", "2", "--duration", "0.3"]);
     assert_eq!(report["mode"], "churn");
     assert!(u64_of(&report, "logins") > 0, "{report}");
     assert_eq!(u64_of(&report, "incomplete"), 0);
@@ -206,22 +183,18 @@ fn churn_logs_in_and_out_repeatedly() {
 #[test]
 fn idle_reports_server_memory_per_connection() {
     let server = server();
-    let addr = server.addr.to_string();
-    let report = bench(&[
+    let report = report_on(
+        &server,
         "idle",
-        "--server",
-        &addr,
-        "--server-pid",
-        &server.pid().to_string(),
-        "-n",
-        "300",
-        "--settle",
-        "0.2",
-        "--timeout",
-        "20",
-        "--json",
-    ])
-    .json();
+        &[
+            "--server-pid",
+            &server.pid().to_string(),
+            "-n",
+            "300",
+            "--settle",
+            "0.2",
+        ],
+    );
     assert_eq!(u64_of(&report, "connections"), 300);
     assert_eq!(u64_of(&report, "closed"), 0);
     assert!(u64_of(&report, "rss_after_kib") > u64_of(&report, "rss_before_kib"));
@@ -231,18 +204,11 @@ fn idle_reports_server_memory_per_connection() {
 #[test]
 fn table_is_printed_without_json() {
     let server = server();
-    let addr = server.addr.to_string();
-    let run = bench(&[
+    let run = bench_on(
+        &server,
         "pairs",
-        "--server",
-        &addr,
-        "-n",
-        "2",
-        "-m",
-        "10",
-        "--timeout",
-        "20",
-    ]);
+        &["-n", "2", "-m", "10", "--timeout", "20"],
+    );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
         run.stdout.contains("delivered    20 of 20 expected"),
@@ -282,7 +248,6 @@ fn unreachable_server_is_one_sentence_and_exit_1() {
 #[test]
 fn refused_login_is_one_sentence_and_exit_1() {
     let server = server();
-    let addr = server.addr.to_string();
     // Take the name the bench's first client will want.
     let mut squatter = TcpStream::connect(server.addr).expect("connect");
     squatter
@@ -293,17 +258,11 @@ fn refused_login_is_one_sentence_and_exit_1() {
     let n = squatter.read(&mut reply).expect("login reply");
     assert!(reply[..n].starts_with(b"ok|login|benchtaken-0"));
 
-    let run = bench(&[
+    let run = bench_on(
+        &server,
         "pairs",
-        "--server",
-        &addr,
-        "--run-id",
-        "taken",
-        "-n",
-        "2",
-        "--timeout",
-        "20",
-    ]);
+        &["--run-id", "taken", "-n", "2", "--timeout", "20"],
+    );
     assert_eq!(run.code, Some(1));
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains("name-taken"), "{}", run.stderr);
@@ -312,19 +271,11 @@ fn refused_login_is_one_sentence_and_exit_1() {
 #[test]
 fn a_run_too_long_for_its_timeout_stops_at_the_deadline() {
     let server = server();
-    let addr = server.addr.to_string();
-    let run = bench(&[
+    let run = bench_on(
+        &server,
         "pairs",
-        "--server",
-        &addr,
-        "-n",
-        "2",
-        "-m",
-        "1000000000",
-        "--timeout",
-        "0.5",
-        "--json",
-    ]);
+        &["-n", "2", "-m", "1000000000", "--timeout", "0.5", "--json"],
+    );
     let report: Value = serde_json::from_str(run.stdout.trim()).expect("a JSON report");
     let (sent, delivered) = (u64_of(&report, "sent"), u64_of(&report, "delivered"));
     assert!(0 < sent && sent < 2 * 1_000_000_000, "{report}");
@@ -354,22 +305,11 @@ fn absurd_times_and_rates_are_one_sentence_and_exit_1() {
 #[test]
 fn a_rate_too_low_for_a_second_message_sends_one_per_sender() {
     let server = server();
-    let addr = server.addr.to_string();
-    let report = bench(&[
+    let report = report_on(
+        &server,
         "pairs",
-        "--server",
-        &addr,
-        "-n",
-        "2",
-        "--rate",
-        "1e-300",
-        "--duration",
-        "0.2",
-        "--timeout",
-        "20",
-        "--json",
-    ])
-    .json();
+        &["-n", "2", "--rate", "1e-300", "--duration", "0.2"],
+    );
     let sent = u64_of(&report, "sent");
     assert!(sent <= 2, "{report}");
     assert_eq!(u64_of(&report, "delivered"), sent);

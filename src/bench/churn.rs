@@ -11,7 +11,6 @@ use std::sync::{
 };
 use std::time::Duration;
 
-use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use tokio::{
     io::AsyncWriteExt,
@@ -19,7 +18,7 @@ use tokio::{
 };
 
 use super::{
-    net,
+    name_prefix, net,
     progress::Progress,
     report::{ChurnReport, Report},
     stats::{new_histogram, Percentiles},
@@ -50,7 +49,7 @@ pub async fn run(
         .map(|worker| {
             let cycle = Cycle {
                 addr: options.server,
-                prefix: format!("bench{}-{worker}.", options.run_id),
+                prefix: format!("{}{worker}.", name_prefix(&options.run_id)),
                 stop,
                 deadline,
                 logins: logins.clone(),
@@ -112,8 +111,7 @@ impl Cycle {
     /// Loops until `stop`; returns the login latencies (µs) or the first fatal error.
     async fn run(self) -> Result<Histogram<u64>, BenchError> {
         let mut latency = new_histogram();
-        let mut exit = BytesMut::new();
-        Request::Exit.encode(&mut exit);
+        let exit = Request::Exit.to_line();
         let mut name = String::with_capacity(self.prefix.len() + 8);
         let mut cycle = 0u64;
         while Instant::now() < self.stop {

@@ -12,7 +12,6 @@ use std::sync::{
 };
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::{
     io::AsyncWriteExt,
     time::{sleep_until, Instant},
@@ -22,8 +21,7 @@ use super::{
     net::{self, Identity},
     report::{IdleReport, Report},
     stats::rss_kib,
-    traffic::user_name,
-    BenchError, Options,
+    user_name, BenchError, Options,
 };
 use crate::codec::Request;
 
@@ -83,8 +81,7 @@ pub async fn run(
 /// Holds one connection open, answering `ping`, until the server closes it or the task is
 /// aborted.
 async fn keep(mut conn: net::Conn, closed: Arc<AtomicU64>) {
-    let mut pong = BytesMut::new();
-    Request::Pong.encode(&mut pong);
+    let pong = Request::Pong.to_line();
     while let Ok(Some(line)) = conn.next_line().await {
         if &line[..] == b"ping" && conn.write.write_all(&pong).await.is_err() {
             break;

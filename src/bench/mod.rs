@@ -187,6 +187,16 @@ pub fn resolve_server(text: &str) -> Result<SocketAddr, BenchError> {
     Ok(addr)
 }
 
+/// What every name of run `run` starts with (users, rooms, churn's names).
+fn name_prefix(run: &str) -> String {
+    format!("bench{run}-")
+}
+
+/// A user name of run `run`.
+fn user_name(run: &str, index: usize) -> String {
+    format!("{}{index}", name_prefix(run))
+}
+
 /// A run prefix that differs between runs: the process id mixed with the clock, in base 36.
 ///
 /// Names are unique case-insensitively on the server, so a second run against the same server
@@ -227,8 +237,7 @@ impl Options {
         if self.connect_concurrency == 0 {
             return usage("--concurrency must be at least 1");
         }
-        if self.run_id.is_empty()
-            || self.run_id.len() > 8
+        if self.run_id.len() > 8
             || !crate::codec::is_valid_name(&self.run_id)
             || self.run_id.contains('-')
         {
@@ -352,7 +361,6 @@ async fn run_async(options: Options) -> Result<Report, BenchError> {
     report.server = options.server.to_string();
     report.run = options.run_id.clone();
     report.threads = options.threads;
-    report.passed = report.passed();
     Ok(report)
 }
 

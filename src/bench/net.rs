@@ -116,8 +116,7 @@ pub async fn handshake(
         read,
         write,
         rbuf: BytesMut::with_capacity(512),
-        // A `members|ROOM|…` list of a big room is the longest line the server sends (33 bytes
-        // per member); anything longer is skipped by the codec.
+        // Long enough for any list a server can send (see `MAX_SERVER_LINE`).
         codec: LineCodec::new(MAX_SERVER_LINE),
     };
     let mut logged_in = false;
@@ -161,11 +160,6 @@ pub struct Identity {
     pub room: Option<String>,
 }
 
-/// Opens and logs in every connection in `who`, at most `concurrency` at a time, counting
-/// successes in `done` (for the progress bar). Returns them in order.
-///
-/// Bounded concurrency keeps the server's listen backlog from overflowing (a dropped SYN costs
-/// a one-second retransmit) while still opening thousands of connections a second.
 /// [`connect_all`] for `who`, with a progress bar while the connections log in.
 pub async fn connect_with_progress(
     options: &Options,
@@ -189,6 +183,11 @@ pub async fn connect_with_progress(
     .await
 }
 
+/// Opens and logs in every connection in `who`, at most `concurrency` at a time, counting
+/// successes in `done` (for the progress bar). Returns them in order.
+///
+/// Bounded concurrency keeps the server's listen backlog from overflowing (a dropped SYN costs
+/// a one-second retransmit) while still opening thousands of connections a second.
 pub async fn connect_all(
     addr: SocketAddr,
     who: Vec<Identity>,

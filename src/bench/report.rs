@@ -23,9 +23,6 @@ pub struct Report {
     /// Seconds the measured phase took (connecting excluded, except for churn where connecting
     /// is the workload).
     pub elapsed_s: f64,
-    /// Nothing lost, reordered or dropped, and nothing unexpected from the server; the exit
-    /// code is 1 when false.
-    pub passed: bool,
     /// The server's CPU use over the whole run, in % of one core (needs `--server-pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_pct: Option<f64>,
@@ -137,6 +134,20 @@ impl Report {
         traffic_ok && churn_ok && idle_ok
     }
 
+    /// The report as one JSON line, with `passed` (see [`Report::passed`]) added.
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        #[derive(Serialize)]
+        struct WithVerdict<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            passed: bool,
+        }
+        serde_json::to_string(&WithVerdict {
+            report: self,
+            passed: self.passed(),
+        })
+    }
+
     /// The summary table printed at the end of a run.
     pub fn table(&self) -> String {
         let mut out = Table::default();
@@ -184,10 +195,12 @@ impl Report {
             out.row("throughput", format!("{} msgs/s", thousands(t.msgs_per_s)));
             out.row(
                 "latency",
-                format!(
-                    "p50 {:.3} ms   p99 {:.3} ms   p99.9 {:.3} ms   max {:.3} ms",
-                    t.latency_p50_ms, t.latency_p99_ms, t.latency_p999_ms, t.latency_max_ms
-                ),
+                millis(&[
+                    ("p50", t.latency_p50_ms),
+                    ("p99", t.latency_p99_ms),
+                    ("p99.9", t.latency_p999_ms),
+                    ("max", t.latency_max_ms),
+                ]),
             );
         }
         if let Some(c) = &self.churn {
@@ -199,10 +212,11 @@ impl Report {
             out.row("rate", format!("{} logins/s", thousands(c.logins_per_s)));
             out.row(
                 "login time",
-                format!(
-                    "p50 {:.3} ms   p99 {:.3} ms   max {:.3} ms",
-                    c.login_p50_ms, c.login_p99_ms, c.login_max_ms
-                ),
+                millis(&[
+                    ("p50", c.login_p50_ms),
+                    ("p99", c.login_p99_ms),
+                    ("max", c.login_max_ms),
+                ]),
             );
         }
         if let Some(i) = &self.idle {
@@ -245,9 +259,18 @@ impl Report {
                 if self.threads == 1 { "" } else { "s" }
             ),
         );
-        out.row("result", if self.passed { "ok" } else { "FAILED" });
+        out.row("result", if self.passed() { "ok" } else { "FAILED" });
         out.0
     }
+}
+
+/// `p50 1.234 ms   p99 …`: labelled durations in milliseconds.
+fn millis(figures: &[(&str, f64)]) -> String {
+    figures
+        .iter()
+        .map(|(label, ms)| format!("{label} {ms:.3} ms"))
+        .collect::<Vec<_>>()
+        .join("   ")
 }
 
 #[derive(Default)]

@@ -29,11 +29,12 @@ use tokio::{
 use tokio_util::codec::Decoder;
 
 use super::{
+    name_prefix,
     net::{self, Identity},
     progress::Progress,
     report::{Report, TrafficReport},
     stats::{parse_text, write_text, Clock, Latency, Percentiles},
-    BenchError, Options, TrafficOptions,
+    user_name, BenchError, Options, TrafficOptions,
 };
 use crate::codec::{Event, Frame, LineCodec, Request};
 
@@ -138,13 +139,8 @@ enum Pace {
     },
 }
 
-/// A user name of this run.
-pub fn user_name(run: &str, index: usize) -> String {
-    format!("bench{run}-{index}")
-}
-
 fn room_name(run: &str, group: usize) -> String {
-    format!("bench{run}-r{group}")
+    format!("{}r{group}", name_prefix(run))
 }
 
 /// Connects everyone, sends, waits for the deliveries or the deadline, and reports.
@@ -168,7 +164,7 @@ pub async fn run(
         clock: Clock::new(),
         closed_loop: traffic.rate.is_none(),
         size: shape.size,
-        name_prefix: format!("bench{run}-"),
+        name_prefix: name_prefix(run),
         members: (0..members).map(|_| Member::default()).collect(),
         sent: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
@@ -331,6 +327,8 @@ async fn read_loop(
     // Per sender in my group: the next sequence number due, and receptions not yet credited.
     let mut next_seq = vec![0u64; size];
     let mut credits = vec![0u64; size];
+    // The slots with credit, so crediting costs what arrived rather than the room's size.
+    let mut credited: Vec<usize> = Vec::new();
     let mut latencies: Vec<u64> = Vec::with_capacity(64);
     loop {
         let now = shared.clock.now_us();
@@ -373,19 +371,21 @@ async fn read_loop(
             }
             next_seq[slot] = next_seq[slot].max(seq + 1);
             latencies.push(now.saturating_sub(stamp));
+            if credits[slot] == 0 {
+                credited.push(slot);
+            }
             credits[slot] += 1;
             got += 1;
         }
         if got > 0 {
-            for (slot, credit) in credits.iter_mut().enumerate() {
-                if *credit > 0 {
-                    let sender = &shared.members[base + slot];
-                    sender.acked.fetch_add(*credit, Ordering::Release);
-                    // Open-loop writers do not wait for credit: do not wake them for it.
-                    if shared.closed_loop {
-                        sender.wake.notify_one();
-                    }
-                    *credit = 0;
+            for slot in credited.drain(..) {
+                let sender = &shared.members[base + slot];
+                sender
+                    .acked
+                    .fetch_add(std::mem::take(&mut credits[slot]), Ordering::Release);
+                // Open-loop writers do not wait for credit: do not wake them for it.
+                if shared.closed_loop {
+                    sender.wake.notify_one();
                 }
             }
             {

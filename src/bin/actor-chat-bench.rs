@@ -162,7 +162,7 @@ fn main() -> ExitCode {
         }
     };
     if json {
-        match serde_json::to_string(&report) {
+        match report.to_json() {
             Ok(line) => println!("{line}"),
             Err(error) => {
                 eprintln!("actor-chat-bench: cannot write the report as JSON: {error}");
@@ -172,7 +172,7 @@ fn main() -> ExitCode {
     } else {
         print!("{}", report.table());
     }
-    if report.passed {
+    if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
