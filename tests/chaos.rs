@@ -195,9 +195,7 @@ async fn stable_client(
     barrier: Arc<Barrier>,
 ) -> StableOutcome {
     let name = stable_name(i);
-    let mut client = Client::connect(addr).await;
-    client.send(&format!("login|{name}")).await;
-    client.expect(&format!("ok|login|{name}")).await;
+    let client = Client::login(addr, &name).await;
     let (lines, mut writer) = client.split();
     let (pongs, mut pong_rx) = mpsc::unbounded_channel();
     let reader = actix_rt::spawn(record_direct_messages(lines, pongs));

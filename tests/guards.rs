@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use actor_chat::config::{Presence, Settings};
-use common::{settings, TestServer};
+use common::{settings, settings_without_flood_control, settings_without_presence, TestServer};
 
 #[actix::test]
 async fn silent_clients_are_pinged_then_timed_out() {
@@ -88,9 +88,8 @@ async fn a_client_flooding_for_five_seconds_is_disconnected() {
 
 #[actix::test]
 async fn connections_over_the_limit_are_turned_away_until_one_leaves() {
-    let mut settings = settings();
+    let mut settings = settings_without_presence();
     settings.server.max_connections = 2;
-    settings.server.presence = Presence::None;
     let server = TestServer::start(settings).await;
     let _alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
@@ -122,8 +121,7 @@ async fn connections_over_the_limit_are_turned_away_until_one_leaves() {
 
 #[actix::test]
 async fn room_limits_refuse_a_join_past_them_and_free_up_on_leave() {
-    let mut settings = settings();
-    settings.server.presence = Presence::None;
+    let mut settings = settings_without_presence();
     settings.limits.rooms_per_user = 2;
     settings.server.max_rooms = 3;
     let server = TestServer::start(settings).await;
@@ -173,9 +171,7 @@ async fn room_limits_refuse_a_join_past_them_and_free_up_on_leave() {
 
 #[actix::test]
 async fn a_reader_that_never_reads_is_cut_off_and_the_sender_is_not_held_up() {
-    let mut settings = settings();
-    settings.limits.lines_per_sec = 0;
-    let server = TestServer::start(settings).await;
+    let server = TestServer::start(settings_without_flood_control()).await;
     let mut slow = server.login("slow").await;
     let mut alice = server.login("alice").await;
     alice.expect("login|slow").await;
@@ -246,12 +242,7 @@ async fn many_clients_disconnecting_abruptly_leave_a_consistent_user_list() {
         clients.push(client);
     }
     // Drop every odd one without a word.
-    let mut kept = Vec::new();
-    for (i, client) in clients.into_iter().enumerate() {
-        if i % 2 == 0 {
-            kept.push(client);
-        }
-    }
+    let mut kept: Vec<_> = clients.into_iter().step_by(2).collect();
     // The watcher is told of each departure; once all 25 are in, `who` must be exact.
     let mut gone = 0;
     while gone < 25 {
@@ -282,8 +273,7 @@ async fn many_clients_disconnecting_abruptly_leave_a_consistent_user_list() {
 
 /// Flood control off and no presence notices, for tests that send a lot.
 fn settings_for_bulk() -> Settings {
-    let mut settings = settings();
-    settings.limits.lines_per_sec = 0;
+    let mut settings = settings_without_flood_control();
     settings.server.presence = Presence::None;
     settings
 }

@@ -2,8 +2,7 @@
 
 mod common;
 
-use actor_chat::config::Presence;
-use common::{settings, TestServer};
+use common::{settings, settings_without_flood_control, settings_without_presence, TestServer};
 
 #[actix::test]
 async fn login_lists_peers_oldest_first_and_tells_everyone_else() {
@@ -280,16 +279,4 @@ async fn shutdown_says_bye_to_everyone_and_closes() {
     server.shutdown().await;
     assert_eq!(alice.expect_closed().await, ["bye|shutdown"]);
     assert_eq!(anon.expect_closed().await, ["bye|shutdown"]);
-}
-
-fn settings_without_presence() -> actor_chat::config::Settings {
-    let mut settings = settings();
-    settings.server.presence = Presence::None;
-    settings
-}
-
-fn settings_without_flood_control() -> actor_chat::config::Settings {
-    let mut settings = settings();
-    settings.limits.lines_per_sec = 0;
-    settings
 }

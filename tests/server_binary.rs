@@ -23,12 +23,7 @@ fn bad_configuration_stops_start_up_with_exit_code_2_and_names_the_key() {
     assert!(stderr.contains("/no/such.toml"), "{stderr}");
 
     let (code, stderr) = run_to_exit(
-        Command::new(server)
-            .args([
-                "--config",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"),
-            ])
-            .env("CHAT__SERVER__WORKERS", "many"),
+        ServerProcess::command("config/default.toml").env("CHAT__SERVER__WORKERS", "many"),
     );
     assert_eq!(code, Some(2));
     assert!(stderr.contains("server.workers"), "{stderr}");
@@ -40,10 +35,7 @@ async fn sigterm_says_bye_to_everyone_and_exits_0() {
     let mut server = ServerProcess::start("config/default.toml");
     let mut clients = Vec::new();
     for i in 0..20 {
-        let mut client = Client::connect(server.addr).await;
-        client.send(&format!("login|user{i}")).await;
-        client.expect(&format!("ok|login|user{i}")).await;
-        clients.push(client);
+        clients.push(Client::login(server.addr, &format!("user{i}")).await);
     }
     server.signal(libc::SIGTERM);
     for client in &mut clients {
@@ -66,12 +58,8 @@ async fn a_second_signal_exits_at_once() {
     let mut server = ServerProcess::spawn(command);
     // A client that never reads, with far more queued for it than the kernel's socket buffers
     // hold: its session cannot flush, so the graceful shutdown has to wait for it.
-    let mut stubborn = Client::connect(server.addr).await;
-    stubborn.send("login|stubborn").await;
-    stubborn.expect("ok|login|stubborn").await;
-    let mut sender = Client::connect(server.addr).await;
-    sender.send("login|sender").await;
-    sender.expect("ok|login|sender").await;
+    let stubborn = Client::login(server.addr, "stubborn").await;
+    let mut sender = Client::login(server.addr, "sender").await;
     sender.expect("login|stubborn").await;
     let batch = format!("talk|stubborn|{}\n", "m".repeat(4000)).repeat(25);
     for _ in 0..160 {
@@ -97,12 +85,8 @@ async fn memory_stays_flat_while_a_reader_that_never_reads_is_sent_100_mb() {
     let mut command = ServerProcess::command("config/default.toml");
     command.env("CHAT__LIMITS__LINES_PER_SEC", "0");
     let server = ServerProcess::spawn(command);
-    let mut slow = Client::connect(server.addr).await;
-    slow.send("login|slow").await;
-    slow.expect("ok|login|slow").await;
-    let mut sender = Client::connect(server.addr).await;
-    sender.send("login|sender").await;
-    sender.expect("ok|login|sender").await;
+    let slow = Client::login(server.addr, "slow").await;
+    let mut sender = Client::login(server.addr, "sender").await;
     sender.expect("login|slow").await;
     let before = server.rss_kib();
 
@@ -139,20 +123,11 @@ async fn memory_stays_flat_while_a_reader_that_never_reads_is_sent_100_mb() {
 async fn running_out_of_file_descriptors_pauses_accepting_without_dying_or_spinning() {
     let mut command = ServerProcess::command("config/default.toml");
     command.env("CHAT__SERVER__PRESENCE", "none");
-    // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+    // SAFETY: setrlimit is async-signal-safe, as pre_exec requires (the rlimit crate's wrapper
+    // only allocates for a resource the platform lacks, which NOFILE is not).
     unsafe {
         use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 48,
-                rlim_max: 48,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
+        command.pre_exec(|| rlimit::setrlimit(rlimit::Resource::NOFILE, 48, 48));
     }
     let mut server = ServerProcess::spawn(command);
     let mut held = Vec::new();
@@ -176,8 +151,6 @@ async fn running_out_of_file_descriptors_pauses_accepting_without_dying_or_spinn
     );
 
     drop(held);
-    let mut alice = Client::connect(server.addr).await;
-    alice.send("login|alice").await;
-    alice.expect("ok|login|alice").await;
+    let mut alice = Client::login(server.addr, "alice").await;
     alice.expect_nothing_pending().await;
 }

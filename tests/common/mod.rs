@@ -9,7 +9,7 @@ pub mod process;
 
 use actor_chat::{
     codec::{Frame, LineCodec},
-    config::Settings,
+    config::{Presence, Settings},
     server,
 };
 use futures_util::StreamExt;
@@ -33,6 +33,20 @@ pub fn settings() -> Settings {
     let mut settings = Settings::default();
     settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.server.workers = 2;
+    settings
+}
+
+/// [`settings`] with no login/logout notices, so tests see only the lines they cause.
+pub fn settings_without_presence() -> Settings {
+    let mut settings = settings();
+    settings.server.presence = Presence::None;
+    settings
+}
+
+/// [`settings`] with flood control off, for tests that send a lot.
+pub fn settings_without_flood_control() -> Settings {
+    let mut settings = settings();
+    settings.limits.lines_per_sec = 0;
     settings
 }
 
@@ -97,10 +111,7 @@ impl TestServer {
 
     /// Connects and logs in as `name`, consuming `ok|login|NAME` (but not the peer list).
     pub async fn login(&self, name: &str) -> Client {
-        let mut client = self.connect().await;
-        client.send(&format!("login|{name}")).await;
-        client.expect(&format!("ok|login|{name}")).await;
-        client
+        Client::login(self.addr, name).await
     }
 }
 
@@ -121,6 +132,15 @@ pub struct Writer {
 }
 
 impl Client {
+    /// Connects to `addr` and logs in as `name`, consuming `ok|login|NAME` (but not the peer
+    /// list).
+    pub async fn login(addr: SocketAddr, name: &str) -> Client {
+        let mut client = Client::connect(addr).await;
+        client.send(&format!("login|{name}")).await;
+        client.expect(&format!("ok|login|{name}")).await;
+        client
+    }
+
     pub async fn connect(addr: SocketAddr) -> Client {
         let stream = timeout(READ_TIMEOUT, TcpStream::connect(addr))
             .await
