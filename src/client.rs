@@ -31,21 +31,12 @@ use tokio::{
 };
 use tokio_util::codec::FramedRead;
 
-use crate::{
-    codec::{
-        is_valid_name, max_list_reply_bytes, ByeReason, ErrorKind, Event, Frame, LineCodec, Request,
-    },
-    config::MAX_LISTED,
+use crate::codec::{
+    is_valid_name, ByeReason, ErrorKind, Event, Frame, LineCodec, Request, MAX_SERVER_LINE,
 };
 
 /// Where the client connects when neither `--server` nor `CHAT_SERVER` says otherwise.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";
-
-/// Longest server line a client of this crate (the terminal client, the load generator)
-/// accepts; longer ones are skipped. Server lines can be long — a `users|…` list of everyone
-/// online — so this is the longest list any valid server configuration can send (≈ 39 MB, only
-/// ever allocated if a server sends it); beyond that a line is a runaway.
-pub const MAX_SERVER_LINE: usize = max_list_reply_bytes(MAX_LISTED);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that accepts the connection but never answers the login is not a chat server.

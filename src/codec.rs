@@ -20,6 +20,16 @@ use tokio_util::codec::Decoder;
 /// Longest user or room name, in bytes (names are ASCII).
 pub const MAX_NAME_LEN: usize = 32;
 
+/// Most connections (and most rooms) a server may be configured for, so the most names any list
+/// it sends can hold.
+pub const MAX_LISTED: usize = 1_000_000;
+
+/// Longest server line a client of this crate (the terminal client, the load generator)
+/// accepts; longer ones are skipped. Server lines can be long — a `users|…` list of everyone
+/// online — so this is the longest list any valid server configuration can send (≈ 39 MB, only
+/// ever allocated if a server sends it); beyond that a line is a runaway.
+pub const MAX_SERVER_LINE: usize = max_list_reply_bytes(MAX_LISTED);
+
 /// The most bytes a reply listing `names` users or rooms can queue at once: each name costs at
 /// most `login|NAME\n` (the peer list after `ok|login|NAME`; in a comma-separated list it is
 /// `NAME,`), and the most that comes with a list is the `ok|join|ROOM\n` and `members|ROOM|`
@@ -295,7 +305,8 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 13] = [
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadName,
         ErrorKind::NameTaken,
         ErrorKind::AlreadyLoggedIn,
@@ -351,7 +362,8 @@ pub enum ByeReason {
 }
 
 impl ByeReason {
-    const ALL: [ByeReason; 5] = [
+    /// Every reason, in declaration order.
+    pub const ALL: [ByeReason; 5] = [
         ByeReason::TooSlow,
         ByeReason::Timeout,
         ByeReason::Flood,

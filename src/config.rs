@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::codec::max_list_reply_bytes;
+use crate::codec::{max_list_reply_bytes, MAX_LISTED};
 
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "CHAT";
@@ -19,9 +19,6 @@ const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 const MAX_LINE_LIMIT: usize = 1 << 20;
 const MAX_WORKERS: usize = 1024;
 const MAX_ROOMS_PER_USER: usize = 1024;
-/// Most connections (and most rooms) a server may be configured for; clients size their line
-/// limit from it (see [`crate::client::MAX_SERVER_LINE`]).
-pub const MAX_LISTED: usize = 1_000_000;
 
 /// Everything the server can be told, grouped as in `config/default.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]

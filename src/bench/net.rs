@@ -22,10 +22,7 @@ use tokio::{
 use tokio_util::codec::Decoder;
 
 use super::{progress::Progress, BenchError, Options};
-use crate::{
-    client::MAX_SERVER_LINE,
-    codec::{Event, Frame, LineCodec, Request},
-};
+use crate::codec::{Event, Frame, LineCodec, Request, MAX_SERVER_LINE};
 
 /// Connect attempts before giving up on an address that refuses: enough to ride out a burst
 /// of refusals while the server's accept queue drains, short (about 0.3 s) when nothing listens.
