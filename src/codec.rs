@@ -158,6 +158,123 @@ impl Decoder for LineCodec {
     }
 }
 
+/// Declares a protocol table once: a fieldless enum and each value's wire spelling, from which
+/// [`as_str`](Verb::as_str) (formatting), `from_wire` (parsing), `ALL` (every value, for tests
+/// and docs) and `Display` are derived, so the four can never drift apart.
+macro_rules! wire_table {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$variant_meta:meta])* $variant:ident = $wire:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $( $(#[$variant_meta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The value as written on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $wire, )+
+                }
+            }
+
+            /// The value written as `wire`, if there is one.
+            pub fn from_wire(wire: &str) -> Option<$name> {
+                match wire {
+                    $( $wire => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_table! {
+    /// The verb of a client's line: the first field of every [`Request`].
+    pub enum Verb {
+        Login = "login",
+        Talk = "talk",
+        Who = "who",
+        Join = "join",
+        Leave = "leave",
+        Say = "say",
+        Rooms = "rooms",
+        Ping = "ping",
+        Pong = "pong",
+        Exit = "exit",
+    }
+}
+
+wire_table! {
+    /// The verb of a server's line: the first field of every [`Event`].
+    pub enum EventVerb {
+        /// `ok|VERB|ARG`: the request VERB succeeded.
+        Ok = "ok",
+        Login = "login",
+        Logout = "logout",
+        Talk = "talk",
+        Users = "users",
+        Members = "members",
+        Join = "join",
+        Leave = "leave",
+        Say = "say",
+        Rooms = "rooms",
+        Ping = "ping",
+        Pong = "pong",
+        Bye = "bye",
+        Error = "error",
+    }
+}
+
+wire_table! {
+    /// The `KIND` of an `error|KIND|ARG` line.
+    pub enum ErrorKind {
+        BadName = "bad-name",
+        NameTaken = "name-taken",
+        AlreadyLoggedIn = "already-logged-in",
+        NotLoggedIn = "not-logged-in",
+        NoSuchUser = "no-such-user",
+        AlreadyInRoom = "already-in-room",
+        NotInRoom = "not-in-room",
+        UnknownCommand = "unknown-command",
+        BadArguments = "bad-arguments",
+        LineTooLong = "line-too-long",
+        BadEncoding = "bad-encoding",
+        RateLimited = "rate-limited",
+        TooManyRooms = "too-many-rooms",
+    }
+}
+
+wire_table! {
+    /// Why the server closed a connection: the `REASON` of `bye|REASON`.
+    pub enum ByeReason {
+        /// The peer did not read fast enough: its queued output passed
+        /// `limits.max_outbound_bytes`.
+        TooSlow = "too-slow",
+        /// No line within the heartbeat timeout, or no login within the login timeout.
+        Timeout = "timeout",
+        /// Far over the line rate for too long.
+        Flood = "flood",
+        /// `server.max_connections` reached.
+        ServerFull = "server-full",
+        /// The server is stopping.
+        Shutdown = "shutdown",
+    }
+}
+
 /// A client's command, borrowed from the line it was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request<'a> {
@@ -191,16 +308,20 @@ pub enum ParseError<'a> {
     /// The verb is not one the server knows.
     UnknownCommand(&'a str),
     /// A known verb with a missing, empty or extra field.
-    BadArguments(&'static str),
+    BadArguments(Verb),
 }
 
 impl<'a> ParseError<'a> {
     /// The `error|…` event that answers this error.
     pub fn to_event(self) -> Event<'a> {
+        Event::Error(self.kind(), self.verb())
+    }
+
+    fn kind(self) -> ErrorKind {
         match self {
-            ParseError::BadEncoding => Event::Error(ErrorKind::BadEncoding, ""),
-            ParseError::UnknownCommand(verb) => Event::Error(ErrorKind::UnknownCommand, verb),
-            ParseError::BadArguments(verb) => Event::Error(ErrorKind::BadArguments, verb),
+            ParseError::BadEncoding => ErrorKind::BadEncoding,
+            ParseError::UnknownCommand(_) => ErrorKind::UnknownCommand,
+            ParseError::BadArguments(_) => ErrorKind::BadArguments,
         }
     }
 
@@ -209,7 +330,7 @@ impl<'a> ParseError<'a> {
         match self {
             ParseError::BadEncoding => "",
             ParseError::UnknownCommand(verb) => verb,
-            ParseError::BadArguments(verb) => verb,
+            ParseError::BadArguments(verb) => verb.as_str(),
         }
     }
 }
@@ -218,51 +339,52 @@ impl<'a> Request<'a> {
     /// Parses one line (without its terminator).
     pub fn parse(line: &'a [u8]) -> Result<Request<'a>, ParseError<'a>> {
         let line = std::str::from_utf8(line).map_err(|_| ParseError::BadEncoding)?;
-        let (verb, args) = match line.split_once('|') {
-            Some((verb, args)) => (verb, Some(args)),
+        let (word, args) = match line.split_once('|') {
+            Some((word, args)) => (word, Some(args)),
             None => (line, None),
         };
+        let verb = Verb::from_wire(word).ok_or(ParseError::UnknownCommand(word))?;
+        let bad = ParseError::BadArguments(verb);
         // Fields must be present and non-empty; a final TEXT field may contain `|`.
-        let one = |verb: &'static str| match args {
+        let one = || match args {
             Some(field) if !field.is_empty() => Ok(field),
-            _ => Err(ParseError::BadArguments(verb)),
+            _ => Err(bad),
         };
-        let two = |verb: &'static str| match args.and_then(|args| args.split_once('|')) {
+        let two = || match args.and_then(|args| args.split_once('|')) {
             Some((first, rest)) if !first.is_empty() && !rest.is_empty() => Ok((first, rest)),
-            _ => Err(ParseError::BadArguments(verb)),
+            _ => Err(bad),
         };
-        let none = |verb: &'static str, request: Request<'a>| match args {
+        let none = |request: Request<'a>| match args {
             None => Ok(request),
-            Some(_) => Err(ParseError::BadArguments(verb)),
+            Some(_) => Err(bad),
         };
         match verb {
-            "login" => one("login").map(|name| Request::Login { name }),
-            "talk" => two("talk").map(|(to, text)| Request::Talk { to, text }),
-            "who" => none("who", Request::Who),
-            "join" => one("join").map(|room| Request::Join { room }),
-            "leave" => one("leave").map(|room| Request::Leave { room }),
-            "say" => two("say").map(|(room, text)| Request::Say { room, text }),
-            "rooms" => none("rooms", Request::Rooms),
-            "ping" => none("ping", Request::Ping),
-            "pong" => none("pong", Request::Pong),
-            "exit" => none("exit", Request::Exit),
-            _ => Err(ParseError::UnknownCommand(verb)),
+            Verb::Login => one().map(|name| Request::Login { name }),
+            Verb::Talk => two().map(|(to, text)| Request::Talk { to, text }),
+            Verb::Who => none(Request::Who),
+            Verb::Join => one().map(|room| Request::Join { room }),
+            Verb::Leave => one().map(|room| Request::Leave { room }),
+            Verb::Say => two().map(|(room, text)| Request::Say { room, text }),
+            Verb::Rooms => none(Request::Rooms),
+            Verb::Ping => none(Request::Ping),
+            Verb::Pong => none(Request::Pong),
+            Verb::Exit => none(Request::Exit),
         }
     }
 
-    /// The command's verb, as written on the wire.
-    pub fn verb(&self) -> &'static str {
+    /// The command's verb.
+    pub fn verb(&self) -> Verb {
         match self {
-            Request::Login { .. } => "login",
-            Request::Talk { .. } => "talk",
-            Request::Who => "who",
-            Request::Join { .. } => "join",
-            Request::Leave { .. } => "leave",
-            Request::Say { .. } => "say",
-            Request::Rooms => "rooms",
-            Request::Ping => "ping",
-            Request::Pong => "pong",
-            Request::Exit => "exit",
+            Request::Login { .. } => Verb::Login,
+            Request::Talk { .. } => Verb::Talk,
+            Request::Who => Verb::Who,
+            Request::Join { .. } => Verb::Join,
+            Request::Leave { .. } => Verb::Leave,
+            Request::Say { .. } => Verb::Say,
+            Request::Rooms => Verb::Rooms,
+            Request::Ping => Verb::Ping,
+            Request::Pong => Verb::Pong,
+            Request::Exit => Verb::Exit,
         }
     }
 
@@ -275,7 +397,7 @@ impl<'a> Request<'a> {
             Request::Say { room, text } => &[room, text],
             Request::Who | Request::Rooms | Request::Ping | Request::Pong | Request::Exit => &[],
         };
-        put_line(dst, self.verb(), fields);
+        put_line(dst, self.verb().as_str(), fields);
     }
 
     /// The request as one line, `\n` included; for the cold paths and tests.
@@ -283,113 +405,6 @@ impl<'a> Request<'a> {
         let mut line = BytesMut::new();
         self.encode(&mut line);
         line
-    }
-}
-
-/// The `KIND` of an `error|KIND|ARG` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    BadName,
-    NameTaken,
-    AlreadyLoggedIn,
-    NotLoggedIn,
-    NoSuchUser,
-    AlreadyInRoom,
-    NotInRoom,
-    UnknownCommand,
-    BadArguments,
-    LineTooLong,
-    BadEncoding,
-    RateLimited,
-    TooManyRooms,
-}
-
-impl ErrorKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 13] = [
-        ErrorKind::BadName,
-        ErrorKind::NameTaken,
-        ErrorKind::AlreadyLoggedIn,
-        ErrorKind::NotLoggedIn,
-        ErrorKind::NoSuchUser,
-        ErrorKind::AlreadyInRoom,
-        ErrorKind::NotInRoom,
-        ErrorKind::UnknownCommand,
-        ErrorKind::BadArguments,
-        ErrorKind::LineTooLong,
-        ErrorKind::BadEncoding,
-        ErrorKind::RateLimited,
-        ErrorKind::TooManyRooms,
-    ];
-
-    /// The kind as written on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::BadName => "bad-name",
-            ErrorKind::NameTaken => "name-taken",
-            ErrorKind::AlreadyLoggedIn => "already-logged-in",
-            ErrorKind::NotLoggedIn => "not-logged-in",
-            ErrorKind::NoSuchUser => "no-such-user",
-            ErrorKind::AlreadyInRoom => "already-in-room",
-            ErrorKind::NotInRoom => "not-in-room",
-            ErrorKind::UnknownCommand => "unknown-command",
-            ErrorKind::BadArguments => "bad-arguments",
-            ErrorKind::LineTooLong => "line-too-long",
-            ErrorKind::BadEncoding => "bad-encoding",
-            ErrorKind::RateLimited => "rate-limited",
-            ErrorKind::TooManyRooms => "too-many-rooms",
-        }
-    }
-
-    fn from_wire(kind: &str) -> Option<ErrorKind> {
-        Self::ALL.into_iter().find(|k| k.as_str() == kind)
-    }
-}
-
-/// Why the server closed a connection: the `REASON` of `bye|REASON`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ByeReason {
-    /// The peer did not read fast enough: its queued output passed `limits.max_outbound_bytes`.
-    TooSlow,
-    /// No line within the heartbeat timeout, or no login within the login timeout.
-    Timeout,
-    /// Far over the line rate for too long.
-    Flood,
-    /// `server.max_connections` reached.
-    ServerFull,
-    /// The server is stopping.
-    Shutdown,
-}
-
-impl ByeReason {
-    /// Every reason, in declaration order.
-    pub const ALL: [ByeReason; 5] = [
-        ByeReason::TooSlow,
-        ByeReason::Timeout,
-        ByeReason::Flood,
-        ByeReason::ServerFull,
-        ByeReason::Shutdown,
-    ];
-
-    /// The reason as written on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ByeReason::TooSlow => "too-slow",
-            ByeReason::Timeout => "timeout",
-            ByeReason::Flood => "flood",
-            ByeReason::ServerFull => "server-full",
-            ByeReason::Shutdown => "shutdown",
-        }
-    }
-
-    fn from_wire(reason: &str) -> Option<ByeReason> {
-        Self::ALL.into_iter().find(|r| r.as_str() == reason)
-    }
-}
-
-impl fmt::Display for ByeReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -440,12 +455,32 @@ pub enum Event<'a> {
 pub struct BadEvent;
 
 impl<'a> Event<'a> {
+    /// The line's verb.
+    pub fn verb(&self) -> EventVerb {
+        match self {
+            Event::LoggedIn(_) | Event::Joined(_) | Event::Left(_) => EventVerb::Ok,
+            Event::Online(_) => EventVerb::Login,
+            Event::Offline(_) => EventVerb::Logout,
+            Event::Talk { .. } => EventVerb::Talk,
+            Event::Users(_) => EventVerb::Users,
+            Event::Members { .. } => EventVerb::Members,
+            Event::RoomJoined { .. } => EventVerb::Join,
+            Event::RoomLeft { .. } => EventVerb::Leave,
+            Event::Say { .. } => EventVerb::Say,
+            Event::Rooms(_) => EventVerb::Rooms,
+            Event::Ping => EventVerb::Ping,
+            Event::Pong => EventVerb::Pong,
+            Event::Bye(_) => EventVerb::Bye,
+            Event::Error(..) => EventVerb::Error,
+        }
+    }
+
     /// Parses one server line (without its terminator), as [`Request::parse`] does a client's:
     /// a line that is not UTF-8 is not an event either.
     pub fn parse(line: &'a [u8]) -> Result<Event<'a>, BadEvent> {
         let line = std::str::from_utf8(line).map_err(|_| BadEvent)?;
-        let (verb, args) = match line.split_once('|') {
-            Some((verb, args)) => (verb, Some(args)),
+        let (word, args) = match line.split_once('|') {
+            Some((word, args)) => (word, Some(args)),
             None => (line, None),
         };
         let field = || args.ok_or(BadEvent);
@@ -457,75 +492,76 @@ impl<'a> Event<'a> {
                 field.split(',').collect()
             }
         };
-        Ok(match verb {
-            "ok" => match two()? {
-                ("login", name) => Event::LoggedIn(name),
-                ("join", room) => Event::Joined(room),
-                ("leave", room) => Event::Left(room),
-                _ => return Err(BadEvent),
-            },
-            "login" => Event::Online(field()?),
-            "logout" => Event::Offline(field()?),
-            "talk" => {
+        Ok(match EventVerb::from_wire(word).ok_or(BadEvent)? {
+            EventVerb::Ok => {
+                let (verb, arg) = two()?;
+                match Verb::from_wire(verb) {
+                    Some(Verb::Login) => Event::LoggedIn(arg),
+                    Some(Verb::Join) => Event::Joined(arg),
+                    Some(Verb::Leave) => Event::Left(arg),
+                    _ => return Err(BadEvent),
+                }
+            }
+            EventVerb::Login => Event::Online(field()?),
+            EventVerb::Logout => Event::Offline(field()?),
+            EventVerb::Talk => {
                 let (from, text) = two()?;
                 Event::Talk { from, text }
             }
-            "users" => Event::Users(list(field()?)),
-            "members" => {
+            EventVerb::Users => Event::Users(list(field()?)),
+            EventVerb::Members => {
                 let (room, names) = two()?;
                 Event::Members {
                     room,
                     names: list(names),
                 }
             }
-            "join" => {
+            EventVerb::Join => {
                 let (room, name) = two()?;
                 Event::RoomJoined { room, name }
             }
-            "leave" => {
+            EventVerb::Leave => {
                 let (room, name) = two()?;
                 Event::RoomLeft { room, name }
             }
-            "say" => {
+            EventVerb::Say => {
                 let (room, rest) = two()?;
                 let (from, text) = rest.split_once('|').ok_or(BadEvent)?;
                 Event::Say { room, from, text }
             }
-            "rooms" => Event::Rooms(list(field()?)),
-            "ping" if args.is_none() => Event::Ping,
-            "pong" if args.is_none() => Event::Pong,
-            "bye" => match args {
+            EventVerb::Rooms => Event::Rooms(list(field()?)),
+            EventVerb::Ping if args.is_none() => Event::Ping,
+            EventVerb::Pong if args.is_none() => Event::Pong,
+            EventVerb::Ping | EventVerb::Pong => return Err(BadEvent),
+            EventVerb::Bye => match args {
                 None => Event::Bye(None),
                 Some(reason) => Event::Bye(Some(ByeReason::from_wire(reason).ok_or(BadEvent)?)),
             },
-            "error" => {
+            EventVerb::Error => {
                 let (kind, arg) = two()?;
                 Event::Error(ErrorKind::from_wire(kind).ok_or(BadEvent)?, arg)
             }
-            _ => return Err(BadEvent),
         })
     }
 
     /// Appends the event as one line, `\n` included.
     pub fn encode(&self, dst: &mut BytesMut) {
+        let verb = self.verb().as_str();
         match self {
-            Event::LoggedIn(name) => put_line(dst, "ok", &["login", name]),
-            Event::Joined(room) => put_line(dst, "ok", &["join", room]),
-            Event::Left(room) => put_line(dst, "ok", &["leave", room]),
-            Event::Online(name) => put_line(dst, "login", &[name]),
-            Event::Offline(name) => put_line(dst, "logout", &[name]),
-            Event::Talk { from, text } => put_line(dst, "talk", &[from, text]),
-            Event::Users(names) => put_list_line(dst, "users", &[], names),
-            Event::Members { room, names } => put_list_line(dst, "members", &[room], names),
-            Event::RoomJoined { room, name } => put_line(dst, "join", &[room, name]),
-            Event::RoomLeft { room, name } => put_line(dst, "leave", &[room, name]),
-            Event::Say { room, from, text } => put_line(dst, "say", &[room, from, text]),
-            Event::Rooms(names) => put_list_line(dst, "rooms", &[], names),
-            Event::Ping => put_line(dst, "ping", &[]),
-            Event::Pong => put_line(dst, "pong", &[]),
-            Event::Bye(None) => put_line(dst, "bye", &[]),
-            Event::Bye(Some(reason)) => put_line(dst, "bye", &[reason.as_str()]),
-            Event::Error(kind, arg) => put_line(dst, "error", &[kind.as_str(), arg]),
+            Event::LoggedIn(name) => put_line(dst, verb, &[Verb::Login.as_str(), name]),
+            Event::Joined(room) => put_line(dst, verb, &[Verb::Join.as_str(), room]),
+            Event::Left(room) => put_line(dst, verb, &[Verb::Leave.as_str(), room]),
+            Event::Online(name) | Event::Offline(name) => put_line(dst, verb, &[name]),
+            Event::Talk { from, text } => put_line(dst, verb, &[from, text]),
+            Event::Users(names) | Event::Rooms(names) => put_list_line(dst, verb, &[], names),
+            Event::Members { room, names } => put_list_line(dst, verb, &[room], names),
+            Event::RoomJoined { room, name } | Event::RoomLeft { room, name } => {
+                put_line(dst, verb, &[room, name])
+            }
+            Event::Say { room, from, text } => put_line(dst, verb, &[room, from, text]),
+            Event::Ping | Event::Pong | Event::Bye(None) => put_line(dst, verb, &[]),
+            Event::Bye(Some(reason)) => put_line(dst, verb, &[reason.as_str()]),
+            Event::Error(kind, arg) => put_line(dst, verb, &[kind.as_str(), arg]),
         }
     }
 
@@ -701,14 +737,14 @@ mod tests {
     fn rejects_malformed_requests() {
         use ParseError::*;
         let cases: [(&[u8], ParseError); 11] = [
-            (b"login", BadArguments("login")),
-            (b"login|", BadArguments("login")),
-            (b"talk|bob", BadArguments("talk")),
-            (b"talk|bob|", BadArguments("talk")),
-            (b"talk||hi", BadArguments("talk")),
-            (b"say|rust", BadArguments("say")),
-            (b"join", BadArguments("join")),
-            (b"who|me", BadArguments("who")),
+            (b"login", BadArguments(Verb::Login)),
+            (b"login|", BadArguments(Verb::Login)),
+            (b"talk|bob", BadArguments(Verb::Talk)),
+            (b"talk|bob|", BadArguments(Verb::Talk)),
+            (b"talk||hi", BadArguments(Verb::Talk)),
+            (b"say|rust", BadArguments(Verb::Say)),
+            (b"join", BadArguments(Verb::Join)),
+            (b"who|me", BadArguments(Verb::Who)),
             (b"LOGIN|x", UnknownCommand("LOGIN")),
             (b"dance|now", UnknownCommand("dance")),
             (b"talk|bob|\xff", BadEncoding),
@@ -768,66 +804,117 @@ mod tests {
         prop::collection::vec(name(), 0..5)
     }
 
+    /// The fields an event may be built from; which ones are used depends on the verb.
     #[derive(Debug, Clone)]
-    enum OwnedEvent {
-        One(u8, String),
-        Two(u8, String, String),
-        Say(String, String, String),
-        List(u8, Vec<String>),
-        Members(String, Vec<String>),
-        Bare(u8),
-        Error(usize, String),
+    struct OwnedEvent {
+        verb: EventVerb,
+        /// Picks among the events that share a verb (`ok|login`, `ok|join`, `ok|leave`; the
+        /// `bye` reasons; the error kinds).
+        pick: prop::sample::Index,
+        a: String,
+        b: String,
+        text: String,
+        names: Vec<String>,
     }
 
     impl OwnedEvent {
+        /// One event per verb of the table, so a verb added to [`EventVerb`] cannot be missed
+        /// (the match is exhaustive), and every bye reason and error kind is reachable.
         fn borrow(&self) -> Event<'_> {
-            match self {
-                OwnedEvent::One(k, a) => match k % 5 {
-                    0 => Event::LoggedIn(a),
-                    1 => Event::Joined(a),
-                    2 => Event::Left(a),
-                    3 => Event::Online(a),
-                    _ => Event::Offline(a),
+            let (a, b, text) = (self.a.as_str(), self.b.as_str(), self.text.as_str());
+            let names = || self.names.iter().map(String::as_str).collect();
+            match self.verb {
+                EventVerb::Ok => [Event::LoggedIn(a), Event::Joined(a), Event::Left(a)]
+                    [self.pick.index(3)]
+                .clone(),
+                EventVerb::Login => Event::Online(a),
+                EventVerb::Logout => Event::Offline(a),
+                EventVerb::Talk => Event::Talk { from: a, text },
+                EventVerb::Users => Event::Users(names()),
+                EventVerb::Members => Event::Members {
+                    room: a,
+                    names: names(),
                 },
-                OwnedEvent::Two(k, a, b) => match k % 3 {
-                    0 => Event::Talk { from: a, text: b },
-                    1 => Event::RoomJoined { room: a, name: b },
-                    _ => Event::RoomLeft { room: a, name: b },
+                EventVerb::Join => Event::RoomJoined { room: a, name: b },
+                EventVerb::Leave => Event::RoomLeft { room: a, name: b },
+                EventVerb::Say => Event::Say {
+                    room: a,
+                    from: b,
+                    text,
                 },
-                OwnedEvent::Say(room, from, text) => Event::Say { room, from, text },
-                OwnedEvent::List(k, names) => {
-                    let names = names.iter().map(String::as_str).collect();
-                    if k % 2 == 0 {
-                        Event::Users(names)
-                    } else {
-                        Event::Rooms(names)
+                EventVerb::Rooms => Event::Rooms(names()),
+                EventVerb::Ping => Event::Ping,
+                EventVerb::Pong => Event::Pong,
+                EventVerb::Bye => {
+                    let reasons = ByeReason::ALL.len();
+                    match self.pick.index(reasons + 1) {
+                        i if i == reasons => Event::Bye(None),
+                        i => Event::Bye(Some(ByeReason::ALL[i])),
                     }
                 }
-                OwnedEvent::Members(room, names) => Event::Members {
-                    room,
-                    names: names.iter().map(String::as_str).collect(),
-                },
-                OwnedEvent::Bare(k) => match k % 7 {
-                    0 => Event::Ping,
-                    1 => Event::Pong,
-                    2 => Event::Bye(None),
-                    k => Event::Bye(Some(ByeReason::ALL[usize::from(k) - 3])),
-                },
-                OwnedEvent::Error(k, arg) => Event::Error(ErrorKind::ALL[k % 12], arg),
+                // The error's ARG may be empty (`error|bad-encoding|`).
+                EventVerb::Error => Event::Error(
+                    ErrorKind::ALL[self.pick.index(ErrorKind::ALL.len())],
+                    &text[..text.len() * (self.pick.index(2))],
+                ),
             }
         }
     }
 
     fn any_event() -> impl Strategy<Value = OwnedEvent> {
-        prop_oneof![
-            (any::<u8>(), name()).prop_map(|(k, a)| OwnedEvent::One(k, a)),
-            (any::<u8>(), name(), text()).prop_map(|(k, a, b)| OwnedEvent::Two(k, a, b)),
-            (name(), name(), text()).prop_map(|(r, f, t)| OwnedEvent::Say(r, f, t)),
-            (any::<u8>(), names()).prop_map(|(k, n)| OwnedEvent::List(k, n)),
-            (name(), names()).prop_map(|(r, n)| OwnedEvent::Members(r, n)),
-            any::<u8>().prop_map(OwnedEvent::Bare),
-            (any::<usize>(), "([^\n]{0,20}[^\n\r])?").prop_map(|(k, a)| OwnedEvent::Error(k, a)),
-        ]
+        (
+            prop::sample::select(EventVerb::ALL),
+            any::<prop::sample::Index>(),
+            name(),
+            name(),
+            text(),
+            names(),
+        )
+            .prop_map(|(verb, pick, a, b, text, names)| OwnedEvent {
+                verb,
+                pick,
+                a,
+                b,
+                text,
+                names,
+            })
+    }
+
+    /// One request per verb of the table (the match is exhaustive).
+    fn request_for<'a>(verb: Verb, a: &'a str, b: &'a str) -> Request<'a> {
+        match verb {
+            Verb::Login => Request::Login { name: a },
+            Verb::Talk => Request::Talk { to: a, text: b },
+            Verb::Who => Request::Who,
+            Verb::Join => Request::Join { room: a },
+            Verb::Leave => Request::Leave { room: a },
+            Verb::Say => Request::Say { room: a, text: b },
+            Verb::Rooms => Request::Rooms,
+            Verb::Ping => Request::Ping,
+            Verb::Pong => Request::Pong,
+            Verb::Exit => Request::Exit,
+        }
+    }
+
+    #[test]
+    fn every_table_value_round_trips_through_its_wire_spelling() {
+        fn check<T: Copy + PartialEq + fmt::Debug>(
+            all: &[T],
+            as_str: fn(T) -> &'static str,
+            from_wire: fn(&str) -> Option<T>,
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            for &value in all {
+                let wire = as_str(value);
+                assert!(seen.insert(wire), "{wire} is spelled twice");
+                assert_eq!(from_wire(wire), Some(value));
+            }
+            assert_eq!(from_wire("no-such-value"), None);
+        }
+        check(Verb::ALL, Verb::as_str, Verb::from_wire);
+        check(EventVerb::ALL, EventVerb::as_str, EventVerb::from_wire);
+        check(ErrorKind::ALL, ErrorKind::as_str, ErrorKind::from_wire);
+        check(ByeReason::ALL, ByeReason::as_str, ByeReason::from_wire);
     }
 
     proptest! {
@@ -905,20 +992,10 @@ mod tests {
 
         #[test]
         fn every_request_encodes_to_a_line_that_parses_back_to_itself(
-            kind in 0u8..10, a in name(), b in text(),
+            verb in prop::sample::select(Verb::ALL), a in name(), b in text(),
         ) {
-            let request = match kind {
-                0 => Request::Login { name: &a },
-                1 => Request::Talk { to: &a, text: &b },
-                2 => Request::Who,
-                3 => Request::Join { room: &a },
-                4 => Request::Leave { room: &a },
-                5 => Request::Say { room: &a, text: &b },
-                6 => Request::Rooms,
-                7 => Request::Ping,
-                8 => Request::Pong,
-                _ => Request::Exit,
-            };
+            let request = request_for(verb, &a, &b);
+            prop_assert_eq!(request.verb(), verb);
             let mut wire = BytesMut::new();
             request.encode(&mut wire);
             let mut codec = LineCodec::new(1 << 20);

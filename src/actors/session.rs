@@ -182,7 +182,7 @@ impl Session {
             Verdict::Allow => {}
             Verdict::Limit => {
                 let verb = match parsed {
-                    Some(Ok(request)) => request.verb(),
+                    Some(Ok(request)) => request.verb().as_str(),
                     Some(Err(error)) => error.verb(),
                     None => "",
                 };
@@ -212,7 +212,7 @@ impl Session {
                 Request::Ping => self.reply(&Event::Pong),
                 Request::Pong => {}
                 Request::Exit => self.close(None, ctx, "said exit"),
-                other => self.reply(&Event::Error(ErrorKind::NotLoggedIn, other.verb())),
+                other => self.reply(&Event::Error(ErrorKind::NotLoggedIn, other.verb().as_str())),
             };
         };
         match request {
