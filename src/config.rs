@@ -1,10 +1,25 @@
 //! Server settings: built-in defaults, overlaid by an optional TOML file, overlaid by environment
 //! variables named `CHAT__SECTION__KEY`.
 //!
-//! Every key is validated here, once, so the rest of the server can trust its settings; a bad
-//! value stops start-up with a sentence that names the key (see [`ConfigError`]).
+//! Parse, don't validate: the file and the environment are read into a private raw form that
+//! mirrors the keys, and [`Settings`] is made from it once, by one conversion that checks every
+//! value and turns it into the type the server uses (a [`Duration`], a resolved worker count,
+//! flood control on or off). A `Settings` therefore cannot hold an unchecked value, and the rest of
+//! the server never re-checks or re-converts one. Tests build theirs through the same
+//! conversion ([`Settings::builder`]). A bad value stops start-up with a sentence that names the
+//! key (see [`ConfigError`]); each limit's text is formatted from the constant its check uses.
+//!
+//! A new config key: a field in the raw section below (with its default), the validated field it
+//! becomes and its check in [`Settings::from_raw`], a line in `config/default.toml`, and a row
+//! in the README's table.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    num::{NonZeroU32, NonZeroUsize},
+    ops::RangeInclusive,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 
@@ -16,48 +31,35 @@ pub const ENV_PREFIX: &str = "CHAT";
 /// Upper bounds that keep every derived quantity (deadlines, buffer sizes, thread counts) far
 /// from overflow; no sensible configuration comes near them.
 const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
-const MAX_LINE_LIMIT: usize = 1 << 20;
+const LINE_LIMITS: RangeInclusive<usize> = 64..=1 << 20;
 const MAX_WORKERS: usize = 1024;
-const MAX_ROOMS_PER_USER: usize = 1024;
+const ROOMS_PER_USER: RangeInclusive<usize> = 1..=1024;
+const LISTED: RangeInclusive<usize> = 1..=MAX_LISTED;
 
-/// Everything the server can be told, grouped as in `config/default.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Everything the server can be told, checked and converted (see the module docs).
+#[derive(Debug, Clone)]
 pub struct Settings {
-    pub server: ServerSettings,
-    pub limits: Limits,
-    pub heartbeat: Heartbeat,
-    pub log: LogSettings,
+    pub(crate) server: ServerSettings,
+    pub(crate) limits: Limits,
+    pub(crate) heartbeat: Heartbeat,
+    pub(crate) log: LogSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerSettings {
+/// `[server]`
+#[derive(Debug, Clone)]
+pub(crate) struct ServerSettings {
     /// Address to listen on; port 0 picks a free port (the log says which).
-    pub bind: SocketAddr,
-    /// Worker threads running sessions; 0 means one per core.
-    pub workers: usize,
+    pub(crate) bind: SocketAddr,
+    /// Worker threads running sessions (`server.workers`, with 0 resolved to one per core).
+    pub(crate) workers: NonZeroUsize,
     /// Connections served at once; the next one is told `bye|server-full`.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Rooms that may exist at once; joining a new one past it gets `too-many-rooms`.
-    pub max_rooms: usize,
+    pub(crate) max_rooms: usize,
     /// Who hears about logins and logouts.
-    pub presence: Presence,
+    pub(crate) presence: Presence,
     /// How long a stopping server, or a closing connection, may spend flushing what it owes.
-    pub shutdown_grace_secs: f64,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            bind: SocketAddr::from(([127, 0, 0, 1], 9999)),
-            workers: 0,
-            max_connections: 10_000,
-            max_rooms: 10_000,
-            presence: Presence::All,
-            shutdown_grace_secs: 5.0,
-        }
-    }
+    pub(crate) shutdown_grace: Duration,
 }
 
 /// Who is told when a user logs in or out.
@@ -70,67 +72,44 @@ pub enum Presence {
     None,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
+/// `[limits]`
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
     /// Longest accepted line, in bytes, without its newline.
-    pub max_line_bytes: usize,
+    pub(crate) max_line_bytes: usize,
     /// Most bytes queued for one connection before it is cut off as too slow.
-    pub max_outbound_bytes: usize,
-    /// Sustained lines per second a connection may send; 0 turns flood control off.
-    pub lines_per_sec: u32,
-    /// Lines a connection may send in a burst above the sustained rate.
-    pub burst: u32,
+    pub(crate) max_outbound_bytes: usize,
     /// Rooms one user may be in at once.
-    pub rooms_per_user: usize,
+    pub(crate) rooms_per_user: usize,
+    /// `None` when `limits.lines_per_sec` is 0.
+    pub(crate) flood: Option<FloodLimit>,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_line_bytes: 4096,
-            max_outbound_bytes: 1 << 20,
-            lines_per_sec: 50,
-            burst: 100,
-            rooms_per_user: 32,
-        }
-    }
+/// Flood control's budget, when it is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FloodLimit {
+    /// Sustained lines per second.
+    pub(crate) lines_per_sec: NonZeroU32,
+    /// Lines allowed at once above the sustained rate.
+    pub(crate) burst: NonZeroU32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Heartbeat {
+/// `[heartbeat]`
+#[derive(Debug, Clone)]
+pub(crate) struct Heartbeat {
     /// Silence after which the server sends `ping`.
-    pub interval_secs: f64,
-    /// Silence after which the connection is closed with `bye|timeout`.
-    pub timeout_secs: f64,
+    pub(crate) interval: Duration,
+    /// Silence after which the connection is closed with `bye|timeout`; longer than `interval`.
+    pub(crate) timeout: Duration,
     /// Time a new connection has to log in.
-    pub login_timeout_secs: f64,
+    pub(crate) login_timeout: Duration,
 }
 
-impl Default for Heartbeat {
-    fn default() -> Self {
-        Self {
-            interval_secs: 30.0,
-            timeout_secs: 90.0,
-            login_timeout_secs: 30.0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogSettings {
-    /// env_logger filter used when `RUST_LOG` is not set, e.g. `info` or `warn,actor_chat=debug`.
-    pub level: String,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            level: "info".to_owned(),
-        }
-    }
+/// `[log]`
+#[derive(Debug, Clone)]
+pub(crate) struct LogSettings {
+    /// env_logger filter used when `RUST_LOG` is not set; known to parse.
+    pub(crate) level: String,
 }
 
 /// Why the settings could not be loaded; the message names the file or key at fault.
@@ -144,6 +123,67 @@ pub enum ConfigError {
     Value { key: &'static str, reason: String },
 }
 
+/// Collects the sources [`Settings`] are made from: an optional file, then `CHAT__…`
+/// environment variables, then explicit overrides (for tests and embedding). `build` is the one
+/// way to a `Settings`.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsBuilder {
+    file: Option<PathBuf>,
+    overrides: Vec<(String, String)>,
+}
+
+impl SettingsBuilder {
+    /// Reads this TOML file (it must exist) over the defaults.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// Overrides the key `section.key` (for example `heartbeat.interval_secs`) with `value`,
+    /// written as it would be in the environment.
+    pub fn set(mut self, key: &str, value: impl ToString) -> Self {
+        let name = format!(
+            "{ENV_PREFIX}__{}",
+            key.replace('.', "__").to_ascii_uppercase()
+        );
+        self.overrides.push((name, value.to_string()));
+        self
+    }
+
+    /// Overrides keys from `CHAT__SECTION__KEY` variables; others are ignored.
+    pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let prefix = format!("{ENV_PREFIX}__");
+        self.overrides
+            .extend(vars.into_iter().filter(|(key, _)| key.starts_with(&prefix)));
+        self
+    }
+
+    /// Reads, checks and converts everything.
+    pub fn build(self) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = &self.file {
+            if !file.is_file() {
+                return Err(ConfigError::Missing(file.display().to_string()));
+            }
+            builder = builder.add_source(
+                config::File::from(file.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let raw: RawSettings = builder
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(self.overrides.into_iter().collect())),
+            )
+            .build()?
+            .try_deserialize()?;
+        Settings::from_raw(raw)
+    }
+}
+
 impl Settings {
     /// Loads the defaults, then `file` if given (it must exist), then `CHAT__…` variables from
     /// the process environment.
@@ -151,132 +191,262 @@ impl Settings {
         Self::load_from(file, std::env::vars())
     }
 
-    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    /// As [`Settings::load`], with the environment given explicitly.
     pub fn load_from(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder();
+        let mut builder = Self::builder();
         if let Some(file) = file {
-            if !file.is_file() {
-                return Err(ConfigError::Missing(file.display().to_string()));
-            }
-            builder = builder.add_source(
-                config::File::from(file)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
+            builder = builder.file(file);
         }
-        let env = env
-            .into_iter()
-            .filter(|(key, _)| key.starts_with(&format!("{ENV_PREFIX}__")))
-            .collect();
-        let settings: Settings = builder
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(Some(env)),
-            )
-            .build()?
-            .try_deserialize()?;
-        settings.validate()?;
-        Ok(settings)
+        builder.env(env).build()
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| {
-            Err(ConfigError::Value {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
-        if self.server.workers > MAX_WORKERS {
-            return invalid("server.workers", "must be at most 1024 (0 = one per core)");
+    /// Settings from the built-in defaults, changed key by key (see [`SettingsBuilder`]).
+    pub fn builder() -> SettingsBuilder {
+        SettingsBuilder::default()
+    }
+
+    /// The address to listen on.
+    pub fn bind(&self) -> SocketAddr {
+        self.server.bind
+    }
+
+    /// Connections served at once.
+    pub fn max_connections(&self) -> usize {
+        self.server.max_connections
+    }
+
+    /// The log filter to use when `RUST_LOG` is not set.
+    pub fn log_filter(&self) -> &str {
+        &self.log.level
+    }
+
+    /// The one conversion from what was read to what the server uses.
+    fn from_raw(raw: RawSettings) -> Result<Settings, ConfigError> {
+        let RawSettings {
+            server,
+            limits,
+            heartbeat,
+            log,
+        } = raw;
+        if server.workers > MAX_WORKERS {
+            return invalid(
+                "server.workers",
+                format!("must be at most {MAX_WORKERS} (0 = one per core)"),
+            );
         }
-        if !(1..=MAX_LISTED).contains(&self.server.max_connections) {
-            return invalid("server.max_connections", "must be between 1 and 1000000");
-        }
-        if !(1..=MAX_LISTED).contains(&self.server.max_rooms) {
-            return invalid("server.max_rooms", "must be between 1 and 1000000");
-        }
-        if !(1..=MAX_ROOMS_PER_USER).contains(&self.limits.rooms_per_user) {
-            return invalid("limits.rooms_per_user", "must be between 1 and 1024");
-        }
-        if !(64..=MAX_LINE_LIMIT).contains(&self.limits.max_line_bytes) {
-            return invalid("limits.max_line_bytes", "must be between 64 and 1048576");
-        }
-        if self.limits.max_outbound_bytes < self.limits.max_line_bytes * 2 {
+        let workers = NonZeroUsize::new(server.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+        let max_connections = in_range("server.max_connections", server.max_connections, LISTED)?;
+        let max_rooms = in_range("server.max_rooms", server.max_rooms, LISTED)?;
+        let rooms_per_user = in_range(
+            "limits.rooms_per_user",
+            limits.rooms_per_user,
+            ROOMS_PER_USER,
+        )?;
+        let max_line_bytes = in_range("limits.max_line_bytes", limits.max_line_bytes, LINE_LIMITS)?;
+        if limits.max_outbound_bytes < max_line_bytes * 2 {
             return invalid(
                 "limits.max_outbound_bytes",
-                "must be at least twice limits.max_line_bytes",
+                "must be at least twice limits.max_line_bytes".to_owned(),
             );
         }
         // A reply that lists every user (`users|…`, the peer list at login, a room's members)
         // or every room must fit in a client's queue, or asking for it would cut the asker off
         // as too slow.
-        let longest_list =
-            max_list_reply_bytes(self.server.max_connections.max(self.server.max_rooms));
-        if self.limits.max_outbound_bytes < longest_list {
+        let longest_list = max_list_reply_bytes(max_connections.max(max_rooms));
+        if limits.max_outbound_bytes < longest_list {
             return invalid(
                 "limits.max_outbound_bytes",
-                &format!(
+                format!(
                     "must be at least {longest_list} here, so that a list of every user (up to \
                      server.max_connections) or every room (up to server.max_rooms) fits"
                 ),
             );
         }
-        if self.limits.lines_per_sec > 0 && self.limits.burst == 0 {
-            return invalid(
-                "limits.burst",
-                "must be at least 1 when flood control is on",
-            );
-        }
-        let durations: [(&'static str, f64); 4] = [
-            (
-                "server.shutdown_grace_secs",
-                self.server.shutdown_grace_secs,
-            ),
-            ("heartbeat.interval_secs", self.heartbeat.interval_secs),
-            ("heartbeat.timeout_secs", self.heartbeat.timeout_secs),
-            (
-                "heartbeat.login_timeout_secs",
-                self.heartbeat.login_timeout_secs,
-            ),
-        ];
-        for (key, secs) in durations {
-            if !(secs > 0.0 && secs <= MAX_SECS) {
-                return invalid(key, "must be a positive number of seconds, at most a year");
+        let flood = match (
+            NonZeroU32::new(limits.lines_per_sec),
+            NonZeroU32::new(limits.burst),
+        ) {
+            (None, _) => None,
+            (Some(lines_per_sec), Some(burst)) => Some(FloodLimit {
+                lines_per_sec,
+                burst,
+            }),
+            (Some(_), None) => {
+                return invalid(
+                    "limits.burst",
+                    "must be at least 1 when flood control is on".to_owned(),
+                )
             }
-        }
-        if self.heartbeat.timeout_secs <= self.heartbeat.interval_secs {
+        };
+        let shutdown_grace = seconds("server.shutdown_grace_secs", server.shutdown_grace_secs)?;
+        let interval = seconds("heartbeat.interval_secs", heartbeat.interval_secs)?;
+        let timeout = seconds("heartbeat.timeout_secs", heartbeat.timeout_secs)?;
+        let login_timeout = seconds("heartbeat.login_timeout_secs", heartbeat.login_timeout_secs)?;
+        if timeout <= interval {
             return invalid(
                 "heartbeat.timeout_secs",
-                "must be longer than heartbeat.interval_secs",
+                "must be longer than heartbeat.interval_secs".to_owned(),
             );
         }
-        if let Err(error) = env_filter::Builder::new()
-            .try_parse(&self.log.level)
-            .map(|_| ())
-        {
-            return invalid("log.level", &error.to_string());
+        if let Err(error) = env_filter::Builder::new().try_parse(&log.level) {
+            return invalid("log.level", error.to_string());
         }
-        Ok(())
+        Ok(Settings {
+            server: ServerSettings {
+                bind: server.bind,
+                workers,
+                max_connections,
+                max_rooms,
+                presence: server.presence,
+                shutdown_grace,
+            },
+            limits: Limits {
+                max_line_bytes,
+                max_outbound_bytes: limits.max_outbound_bytes,
+                rooms_per_user,
+                flood,
+            },
+            heartbeat: Heartbeat {
+                interval,
+                timeout,
+                login_timeout,
+            },
+            log: LogSettings { level: log.level },
+        })
     }
+}
 
-    /// How many worker threads run sessions (never 0): `server.workers`, or one per core if it
-    /// is 0.
-    pub fn worker_count(&self) -> usize {
-        match self.server.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
+impl Default for Settings {
+    /// The built-in defaults, which are valid by construction (a unit test holds them to it).
+    fn default() -> Self {
+        match Settings::from_raw(RawSettings::default()) {
+            Ok(settings) => settings,
+            Err(error) => unreachable!("the built-in defaults are valid: {error}"),
         }
     }
 }
 
-/// Seconds from the config as a [`Duration`]; [`Settings::load`] has already checked them.
-pub fn secs(secs: f64) -> Duration {
-    Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
+fn invalid<T>(key: &'static str, reason: String) -> Result<T, ConfigError> {
+    Err(ConfigError::Value { key, reason })
+}
+
+fn in_range(
+    key: &'static str,
+    value: usize,
+    range: RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        invalid(
+            key,
+            format!("must be between {} and {}", range.start(), range.end()),
+        )
+    }
+}
+
+/// A duration key, in seconds, which may be fractional: positive and at most a year.
+fn seconds(key: &'static str, secs: f64) -> Result<Duration, ConfigError> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) if secs > 0.0 && secs <= MAX_SECS => Ok(duration),
+        _ => invalid(
+            key,
+            format!("must be a positive number of seconds, at most {MAX_SECS}"),
+        ),
+    }
+}
+
+/// The keys as written in the file and the environment, with the built-in defaults; private, so
+/// that nothing but [`Settings::from_raw`] ever sees an unchecked value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawSettings {
+    server: RawServer,
+    limits: RawLimits,
+    heartbeat: RawHeartbeat,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawServer {
+    bind: SocketAddr,
+    workers: usize,
+    max_connections: usize,
+    max_rooms: usize,
+    presence: Presence,
+    shutdown_grace_secs: f64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9999)),
+            workers: 0,
+            max_connections: 10_000,
+            max_rooms: 10_000,
+            presence: Presence::All,
+            shutdown_grace_secs: 5.0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLimits {
+    max_line_bytes: usize,
+    max_outbound_bytes: usize,
+    lines_per_sec: u32,
+    burst: u32,
+    rooms_per_user: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 4096,
+            max_outbound_bytes: 1 << 20,
+            lines_per_sec: 50,
+            burst: 100,
+            rooms_per_user: 32,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHeartbeat {
+    interval_secs: f64,
+    timeout_secs: f64,
+    login_timeout_secs: f64,
+}
+
+impl Default for RawHeartbeat {
+    fn default() -> Self {
+        Self {
+            interval_secs: 30.0,
+            timeout_secs: 90.0,
+            login_timeout_secs: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLog {
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -302,16 +472,13 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let default = Settings::load_from(Some(&root.join("config/default.toml")), env(&[]))
             .expect("config/default.toml loads");
-        assert_eq!(
-            default.server.bind,
-            SocketAddr::from(([127, 0, 0, 1], 9999))
-        );
+        assert_eq!(default.bind(), SocketAddr::from(([127, 0, 0, 1], 9999)));
         assert_eq!(default.limits.max_line_bytes, 4096);
         assert_eq!(default.server.presence, Presence::All);
 
         let bench = Settings::load_from(Some(&root.join("config/bench.toml")), env(&[]))
             .expect("config/bench.toml loads");
-        assert_eq!(bench.limits.lines_per_sec, 0);
+        assert_eq!(bench.limits.flood, None);
         assert_eq!(bench.server.presence, Presence::None);
         assert!(bench.server.max_connections > 10_000);
         assert_eq!(bench.log.level, "warn");
@@ -333,8 +500,11 @@ mod tests {
         .expect("valid overrides load");
         assert_eq!(settings.server.bind.port(), 0);
         assert_eq!(settings.server.presence, Presence::None);
-        assert_eq!(settings.limits.lines_per_sec, 7);
-        assert_eq!(settings.heartbeat.interval_secs, 0.5);
+        assert_eq!(
+            settings.limits.flood.map(|flood| flood.lines_per_sec.get()),
+            Some(7)
+        );
+        assert_eq!(settings.heartbeat.interval, Duration::from_millis(500));
         assert_eq!(settings.log.level, "debug");
     }
 
@@ -385,5 +555,36 @@ mod tests {
         assert!(error.contains("/nonexistent/chat.toml"), "{error}");
         let error = error_of(None, &[("CHAT__SERVER__BINDD", "x")]);
         assert!(error.contains("bindd"), "{error}");
+    }
+
+    #[test]
+    fn the_builder_goes_through_the_same_checks_and_conversions() {
+        let settings = Settings::builder()
+            .set("server.workers", 2)
+            .set("heartbeat.login_timeout_secs", 0.25)
+            .set("limits.lines_per_sec", 0)
+            .build()
+            .expect("valid keys build");
+        assert_eq!(settings.server.workers.get(), 2);
+        assert_eq!(settings.heartbeat.login_timeout, Duration::from_millis(250));
+        assert_eq!(settings.limits.flood, None);
+        let error = Settings::builder()
+            .set("limits.max_line_bytes", 3)
+            .build()
+            .expect_err("a line limit below the minimum is refused");
+        let (low, high) = (LINE_LIMITS.start(), LINE_LIMITS.end());
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "config key limits.max_line_bytes is invalid: must be between {low} and {high}"
+            )
+        );
+        // Zero workers means one per core, resolved once here.
+        let settings = Settings::builder().build().expect("defaults build");
+        assert!(settings.server.workers.get() >= 1);
+        assert_eq!(
+            Settings::default().heartbeat.timeout,
+            Duration::from_secs(90)
+        );
     }
 }

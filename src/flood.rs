@@ -1,7 +1,14 @@
 //! Flood control for one connection: a token bucket that decides, line by line, whether a
 //! line may run, and a detector for clients that keep sending far over the rate.
+//!
+//! Time is tokio's [`Instant`], so tests of the whole server can run flood control under
+//! `tokio::time::pause()`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::FloodLimit;
 
 /// A client sending more than this many times the allowed rate…
 const FLOOD_FACTOR: f64 = 10.0;
@@ -10,7 +17,7 @@ const FLOOD_SECONDS: u32 = 5;
 
 /// What to do with one incoming line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Within budget: execute it.
     Allow,
     /// Over budget: answer `error|rate-limited|VERB` and drop it.
@@ -21,7 +28,7 @@ pub enum Verdict {
 
 /// Per-connection flood control.
 #[derive(Debug, Clone)]
-pub struct FloodControl {
+pub(crate) struct FloodControl {
     lines_per_sec: f64,
     burst: f64,
     tokens: f64,
@@ -34,21 +41,22 @@ pub struct FloodControl {
 }
 
 impl FloodControl {
-    /// `None` when `lines_per_sec` is 0, i.e. flood control is off.
-    pub fn new(lines_per_sec: u32, burst: u32, now: Instant) -> Option<Self> {
-        (lines_per_sec > 0).then(|| Self {
-            lines_per_sec: f64::from(lines_per_sec),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
+    /// A full bucket at `now`.
+    pub(crate) fn new(limit: FloodLimit, now: Instant) -> Self {
+        let burst = f64::from(limit.burst.get());
+        Self {
+            lines_per_sec: f64::from(limit.lines_per_sec.get()),
+            burst,
+            tokens: burst,
             refilled_at: now,
             window_start: now,
             window_lines: 0,
             hot_windows: 0,
-        })
+        }
     }
 
     /// Accounts for one line arriving at `now`.
-    pub fn check(&mut self, now: Instant) -> Verdict {
+    pub(crate) fn check(&mut self, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.window_start);
         if elapsed >= Duration::from_secs(1) {
             let hot = f64::from(self.window_lines) > FLOOD_FACTOR * self.lines_per_sec;
@@ -101,15 +109,21 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn off_when_the_rate_is_zero() {
-        assert!(FloodControl::new(0, 10, Instant::now()).is_none());
+    fn bucket(lines_per_sec: u32, burst: u32, now: Instant) -> FloodControl {
+        let limit = |n| std::num::NonZeroU32::new(n).expect("a positive limit");
+        FloodControl::new(
+            FloodLimit {
+                lines_per_sec: limit(lines_per_sec),
+                burst: limit(burst),
+            },
+            now,
+        )
     }
 
     #[test]
     fn a_burst_is_allowed_then_the_sustained_rate() {
         let mut now = Instant::now();
-        let mut control = FloodControl::new(10, 20, now).expect("on");
+        let mut control = bucket(10, 20, now);
         let burst = send(&mut control, &mut now, 20, Duration::from_millis(1));
         assert!(burst.iter().all(|v| *v == Verdict::Allow));
         assert_eq!(control.check(now), Verdict::Limit);
@@ -121,7 +135,7 @@ mod tests {
     #[test]
     fn over_budget_lines_are_limited_but_not_disconnected_below_ten_times_the_rate() {
         let mut now = Instant::now();
-        let mut control = FloodControl::new(10, 10, now).expect("on");
+        let mut control = bucket(10, 10, now);
         // 5x the rate for 30 s: many lines limited, never a disconnect.
         let verdicts = send(&mut control, &mut now, 1500, Duration::from_secs(30));
         assert!(verdicts.contains(&Verdict::Limit));
@@ -131,7 +145,7 @@ mod tests {
     #[test]
     fn ten_times_the_rate_for_five_seconds_disconnects() {
         let mut now = Instant::now();
-        let mut control = FloodControl::new(10, 10, now).expect("on");
+        let mut control = bucket(10, 10, now);
         // 20x the rate: not yet after 4 s, but within the sixth second.
         let first = send(&mut control, &mut now, 800, Duration::from_secs(4));
         assert!(!first.contains(&Verdict::Disconnect));
@@ -142,7 +156,7 @@ mod tests {
     #[test]
     fn a_pause_resets_the_flood_streak() {
         let mut now = Instant::now();
-        let mut control = FloodControl::new(10, 10, now).expect("on");
+        let mut control = bucket(10, 10, now);
         send(&mut control, &mut now, 800, Duration::from_secs(4));
         now += Duration::from_secs(3);
         let after_pause = send(&mut control, &mut now, 800, Duration::from_secs(4));

@@ -6,8 +6,8 @@
 //! own: every message between threads costs a wake-up (an `eventfd` write, a context switch,
 //! another `epoll_wait`), and this way a connection accepted onto the first worker logs in and
 //! out without leaving its thread, and beside the workers only the main thread is left, waiting
-//! for signals. (With two workers that cut the CPU spent per login by about a fifth; see the
-//! README.)
+//! for signals. (With two workers that cut the CPU spent per login by about a fifth; see
+//! docs/PERFORMANCE.md.)
 //!
 //! A semaphore caps live connections; shutdown stops the acceptor, then cancels a token every
 //! session watches, then waits, bounded, for them all to finish.
@@ -28,7 +28,7 @@ use log::{debug, info, warn};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{oneshot, Semaphore},
+    sync::{oneshot, OwnedSemaphorePermit, Semaphore},
     time::{sleep, timeout},
 };
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     actors::{chat_server::Stopping, ChatServer, Session, SessionContext},
     codec::{ByeReason, Event},
-    config::{secs, Settings},
+    config::Settings,
+    connection::Transport,
 };
 
 /// Longest pause between accept attempts while the process is out of file descriptors.
@@ -46,6 +47,17 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// Refused connections being told why at once; past this, more are closed without a word, so
 /// a connection storm cannot turn refusals into a descriptor leak of their own.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// Where the sessions, the `ChatServer` and the acceptor run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On `server.workers` worker threads of their own, the `ChatServer` and the acceptor on
+    /// the first: the production layout.
+    Workers,
+    /// All on the caller's own arbiter, one thread: time is then the caller's to control
+    /// (`tokio::time::pause()`), which is what the guards' tests need.
+    CurrentThread,
+}
 
 /// Serves `listener` until `shutdown` completes, then says `bye|shutdown` to every client and
 /// waits up to `server.shutdown_grace_secs` for their connections to close.
@@ -57,25 +69,48 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future,
 ) -> io::Result<()> {
+    serve(settings, listener, shutdown, Placement::Workers).await
+}
+
+/// As [`run`], with the threads chosen by `placement`.
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future,
+    placement: Placement,
+) -> io::Result<()> {
     // Leave this thread's reactor; the accepting worker registers it with its own.
     let listener = listener.into_std()?;
-    // At least one: `worker_count` is never 0.
-    let workers: Vec<Arbiter> = (0..settings.worker_count())
-        .map(|_| Arbiter::new())
-        .collect();
-    let home = workers[0].handle();
+    let threads: Vec<Arbiter> = match placement {
+        Placement::Workers => (0..settings.server.workers.get())
+            .map(|_| Arbiter::new())
+            .collect(),
+        Placement::CurrentThread => Vec::new(),
+    };
+    let workers: Vec<ArbiterHandle> = match placement {
+        Placement::Workers => threads.iter().map(Arbiter::handle).collect(),
+        Placement::CurrentThread => vec![Arbiter::current()],
+    };
+    let home = workers[0].clone();
     let chat_settings = settings.clone();
     let chat = ChatServer::start_in_arbiter(&home, move |_| ChatServer::new(&chat_settings));
     let stop = CancellationToken::new();
-    let context = Arc::new(SessionContext::new(&settings, chat.clone(), stop.clone()));
     let max_connections = settings.server.max_connections;
+    let grace = settings.server.shutdown_grace;
     let slots = Arc::new(Semaphore::new(max_connections));
+    let gate = Gate {
+        slots: slots.clone(),
+        workers,
+        context: Arc::new(SessionContext {
+            server: chat.clone(),
+            settings,
+            shutdown: stop.clone(),
+        }),
+        next_conn: AtomicU64::new(0),
+    };
 
     let acceptor = Acceptor {
-        slots: slots.clone(),
-        workers: workers.iter().map(Arbiter::handle).collect(),
-        context,
-        next_conn: AtomicU64::new(0),
+        gate,
         refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
     };
     let stop_accepting = CancellationToken::new();
@@ -101,7 +136,6 @@ pub async fn run(
     info!("shutting down: closing {live} connections");
     chat.do_send(Stopping);
     stop.cancel();
-    let grace = secs(settings.server.shutdown_grace_secs);
     // Every live session holds one permit; all of them back means all sessions are done.
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     match timeout(grace, slots.acquire_many(all)).await {
@@ -111,17 +145,50 @@ pub async fn run(
             max_connections - slots.available_permits()
         ),
     }
-    for worker in &workers {
-        worker.stop();
+    for thread in &threads {
+        thread.stop();
     }
     accepted
 }
 
-struct Acceptor {
+/// Admission: where every connection, whatever its transport, becomes a session. It counts
+/// connections against `server.max_connections`, numbers them, and deals them out to the
+/// workers in turn. A new transport's listener uses it as the TCP acceptor below does (see
+/// [`crate::connection`]).
+pub(crate) struct Gate {
     slots: Arc<Semaphore>,
     workers: Vec<ArbiterHandle>,
     context: Arc<SessionContext>,
     next_conn: AtomicU64,
+}
+
+impl Gate {
+    /// A connection slot, or `None` when the server is full.
+    pub(crate) fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Starts a session over `transport` on the next worker; it holds `slot` for its lifetime.
+    pub(crate) fn admit<T: Transport>(
+        &self,
+        transport: T,
+        peer: SocketAddr,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let worker = &self.workers[conn as usize % self.workers.len()];
+        let context = self.context.clone();
+        // The transport is opened on the worker (its socket joins that thread's reactor), so
+        // its future need not be `Send`: only the closure that starts it crosses threads.
+        worker.spawn_fn(move || {
+            actix_rt::spawn(Session::serve(transport, conn, peer, context, slot));
+        });
+    }
+}
+
+/// Accepts TCP connections and hands them to the [`Gate`].
+struct Acceptor {
+    gate: Gate,
     refusals: Arc<Semaphore>,
 }
 
@@ -161,7 +228,7 @@ impl Acceptor {
     }
 
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        let Some(slot) = self.gate.slot() else {
             debug!("refusing {peer}: server full");
             if let Ok(refusal) = self.refusals.clone().try_acquire_owned() {
                 actix_rt::spawn(async move {
@@ -176,22 +243,10 @@ impl Acceptor {
             debug!("{peer}: cannot set TCP_NODELAY: {error}");
         }
         // Move the socket to a worker thread's own reactor rather than leave it on this one.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(error) => return debug!("{peer}: cannot hand over the socket: {error}"),
-        };
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let worker = &self.workers[conn as usize % self.workers.len()];
-        let context = self.context.clone();
-        worker.spawn(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    let (reader, writer) = stream.into_split();
-                    Session::start(reader, writer, conn, peer, context, permit);
-                }
-                Err(error) => debug!("{peer}: cannot register the socket: {error}"),
-            }
-        });
+        match stream.into_std() {
+            Ok(stream) => self.gate.admit(stream, peer, slot),
+            Err(error) => debug!("{peer}: cannot hand over the socket: {error}"),
+        }
     }
 }
 

@@ -13,8 +13,7 @@ use std::{
     time::Duration,
 };
 
-use actor_chat::config::Presence;
-use common::{settings, Client, Lines, TestServer, Writer};
+use common::{build, builder, Client, Lines, TestServer, Writer};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use tokio::sync::{mpsc, Barrier};
 
@@ -31,11 +30,17 @@ type Received = HashMap<String, Vec<u64>>;
 
 #[actix::test]
 async fn the_server_survives_chaos_and_loses_nothing_for_well_behaved_clients() {
-    let mut settings = settings();
-    settings.server.presence = Presence::All;
-    settings.limits.lines_per_sec = 50;
-    settings.limits.burst = 1000;
-    settings.limits.max_outbound_bytes = 256 * 1024;
+    // A small outbound cap, so the slow reader is cut off early; it must still hold a list of
+    // every user and every room the server may have (about 200 users here, 1,000 allowed).
+    let settings = build(
+        builder()
+            .set("server.presence", "all")
+            .set("server.max_connections", 1000)
+            .set("server.max_rooms", 1000)
+            .set("limits.lines_per_sec", 50)
+            .set("limits.burst", 1000)
+            .set("limits.max_outbound_bytes", 256 * 1024),
+    );
     let server = TestServer::start(settings).await;
     let addr = server.addr;
 

@@ -5,15 +5,17 @@ mod common;
 
 use std::time::Duration;
 
-use actor_chat::config::{Presence, Settings};
-use common::{settings, settings_without_flood_control, settings_without_presence, TestServer};
+use actor_chat::config::Settings;
+use common::{build, builder, settings, settings_without_flood_control, TestServer};
 
 #[actix::test]
 async fn silent_clients_are_pinged_then_timed_out() {
-    let mut settings = settings();
-    settings.heartbeat.interval_secs = 0.3;
-    settings.heartbeat.timeout_secs = 2.0;
-    let server = TestServer::start(settings).await;
+    let settings = build(
+        builder()
+            .set("heartbeat.interval_secs", 0.3)
+            .set("heartbeat.timeout_secs", 2.0),
+    );
+    let server = TestServer::start_paused(settings).await;
     let mut alice = server.login("alice").await;
     alice.expect("ping").await;
     // Any line counts as life: the silence starts over, so the next thing is another ping.
@@ -26,9 +28,8 @@ async fn silent_clients_are_pinged_then_timed_out() {
 
 #[actix::test]
 async fn connections_that_do_not_log_in_in_time_are_closed() {
-    let mut settings = settings();
-    settings.heartbeat.login_timeout_secs = 0.3;
-    let server = TestServer::start(settings).await;
+    let settings = build(builder().set("heartbeat.login_timeout_secs", 0.3));
+    let server = TestServer::start_paused(settings).await;
     let mut alice = server.login("alice").await;
     let mut anon = server.connect().await;
     assert_eq!(anon.expect_closed().await, ["bye|timeout"]);
@@ -39,10 +40,13 @@ async fn connections_that_do_not_log_in_in_time_are_closed() {
 
 #[actix::test]
 async fn lines_over_the_rate_are_refused_not_executed() {
-    let mut settings = settings();
-    settings.limits.lines_per_sec = 1;
-    settings.limits.burst = 3;
-    let server = TestServer::start(settings).await;
+    let settings = build(
+        builder()
+            .set("limits.lines_per_sec", 1)
+            .set("limits.burst", 3),
+    );
+    // Paused time: the six lines are handled at one instant, however slow the machine.
+    let server = TestServer::start_paused(settings).await;
     let mut anon = server.connect().await;
     // Over-long lines count too: they cost the server as much as any other.
     let mut burst = vec![b'x'; 5000];
@@ -60,10 +64,13 @@ async fn lines_over_the_rate_are_refused_not_executed() {
 
 #[actix::test]
 async fn a_client_flooding_for_five_seconds_is_disconnected() {
-    let mut settings = settings();
-    settings.limits.lines_per_sec = 2;
-    settings.limits.burst = 2;
-    let server = TestServer::start(settings).await;
+    let settings = build(
+        builder()
+            .set("limits.lines_per_sec", 2)
+            .set("limits.burst", 2),
+    );
+    // Paused time: the flood's five seconds pass as fast as the lines can be handled.
+    let server = TestServer::start_paused(settings).await;
     let mut bystander = server.login("bystander").await;
     let flooder = server.login("flooder").await;
     let (mut lines, mut writer) = flooder.split();
@@ -88,9 +95,12 @@ async fn a_client_flooding_for_five_seconds_is_disconnected() {
 
 #[actix::test]
 async fn connections_over_the_limit_are_turned_away_until_one_leaves() {
-    let mut settings = settings_without_presence();
-    settings.server.max_connections = 2;
-    let server = TestServer::start(settings).await;
+    let settings = build(
+        builder()
+            .set("server.presence", "none")
+            .set("server.max_connections", 2),
+    );
+    let server = TestServer::start_paused(settings).await;
     let _alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     let mut third = server.connect().await;
@@ -100,7 +110,8 @@ async fn connections_over_the_limit_are_turned_away_until_one_leaves() {
     bob.send("exit").await;
     assert_eq!(bob.expect_closed().await, ["bye"]);
     drop(bob);
-    // Bob's slot comes back once his session has fully ended; try a bounded number of times.
+    // Bob's slot comes back once his session has fully ended, which takes a few turns of the
+    // server's loop after his close; each refused attempt is one, so try a bounded number.
     let mut admitted = None;
     for _ in 0..100 {
         let mut carol = server.connect().await;
@@ -110,7 +121,7 @@ async fn connections_over_the_limit_are_turned_away_until_one_leaves() {
                 admitted = Some(carol);
                 break;
             }
-            "bye|server-full" => tokio::time::sleep(Duration::from_millis(50)).await,
+            "bye|server-full" => {}
             other => panic!("unexpected {other}"),
         }
     }
@@ -121,9 +132,12 @@ async fn connections_over_the_limit_are_turned_away_until_one_leaves() {
 
 #[actix::test]
 async fn room_limits_refuse_a_join_past_them_and_free_up_on_leave() {
-    let mut settings = settings_without_presence();
-    settings.limits.rooms_per_user = 2;
-    settings.server.max_rooms = 3;
+    let settings = build(
+        builder()
+            .set("server.presence", "none")
+            .set("limits.rooms_per_user", 2)
+            .set("server.max_rooms", 3),
+    );
     let server = TestServer::start(settings).await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
@@ -230,8 +244,7 @@ async fn bye_reaches_a_peer_even_with_unread_input_behind_exit() {
 
 #[actix::test]
 async fn many_clients_disconnecting_abruptly_leave_a_consistent_user_list() {
-    let mut settings = settings_for_bulk();
-    settings.server.presence = Presence::All;
+    let settings = build(builder().set("limits.lines_per_sec", 0));
     let server = TestServer::start(settings).await;
     let mut watcher = server.login("watcher").await;
     let mut clients = Vec::new();
@@ -273,7 +286,9 @@ async fn many_clients_disconnecting_abruptly_leave_a_consistent_user_list() {
 
 /// Flood control off and no presence notices, for tests that send a lot.
 fn settings_for_bulk() -> Settings {
-    let mut settings = settings_without_flood_control();
-    settings.server.presence = Presence::None;
-    settings
+    build(
+        builder()
+            .set("limits.lines_per_sec", 0)
+            .set("server.presence", "none"),
+    )
 }

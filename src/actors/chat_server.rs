@@ -19,6 +19,7 @@ use std::{
 use actix::prelude::*;
 use log::info;
 
+use super::session::CloseCause;
 use crate::{
     codec::{fold_name, ErrorKind, Event},
     config::{Presence, Settings},
@@ -26,7 +27,7 @@ use crate::{
 };
 
 /// Identifies one connection for the lifetime of the process.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Names are unique and looked up ignoring ASCII case; this is the folded form.
 type Key = Arc<str>;
@@ -40,74 +41,74 @@ fn fold(name: &str) -> Key {
 /// is the name as logged in.
 #[derive(Message)]
 #[rtype(result = "Option<Arc<str>>")]
-pub struct Login {
-    pub conn: ConnId,
-    pub peer: SocketAddr,
-    pub name: String,
-    pub outbox: Outbox,
+pub(crate) struct Login {
+    pub(crate) conn: ConnId,
+    pub(crate) peer: SocketAddr,
+    pub(crate) name: String,
+    pub(crate) outbox: Outbox,
 }
 
 /// The connection `conn` is gone or going: drop it from every room and tell the others.
 /// Harmless for a connection that never logged in.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Disconnect {
-    pub conn: ConnId,
+pub(crate) struct Disconnect {
+    pub(crate) conn: ConnId,
     /// Why, for the log.
-    pub reason: &'static str,
+    pub(crate) cause: CloseCause,
 }
 
 /// Looks up the outbox of the user called `name`, for a session to write to directly.
 #[derive(Message)]
 #[rtype(result = "Option<Outbox>")]
-pub struct Resolve {
-    pub name: String,
+pub(crate) struct Resolve {
+    pub(crate) name: String,
 }
 
 /// `who`: the sorted list of users is written to `conn`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Who {
-    pub conn: ConnId,
+pub(crate) struct Who {
+    pub(crate) conn: ConnId,
 }
 
 /// `rooms`: the sorted list of rooms is written to `conn`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ListRooms {
-    pub conn: ConnId,
+pub(crate) struct ListRooms {
+    pub(crate) conn: ConnId,
 }
 
 /// `join|ROOM` (the room name already checked to be valid).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Join {
-    pub conn: ConnId,
-    pub room: String,
+pub(crate) struct Join {
+    pub(crate) conn: ConnId,
+    pub(crate) room: String,
 }
 
 /// `leave|ROOM`
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Leave {
-    pub conn: ConnId,
-    pub room: String,
+pub(crate) struct Leave {
+    pub(crate) conn: ConnId,
+    pub(crate) room: String,
 }
 
 /// `say|ROOM|TEXT`
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Say {
-    pub conn: ConnId,
-    pub room: String,
-    pub text: String,
+pub(crate) struct Say {
+    pub(crate) conn: ConnId,
+    pub(crate) room: String,
+    pub(crate) text: String,
 }
 
 /// The process is shutting down: every connection is about to go, so stop telling the rest
 /// about each departure (with presence on, that would be quadratic in the number of users).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Stopping;
+pub(crate) struct Stopping;
 
 struct User {
     name: Arc<str>,
@@ -132,7 +133,7 @@ struct Member {
 }
 
 /// The actor that owns the user map and the rooms.
-pub struct ChatServer {
+pub(crate) struct ChatServer {
     presence: Presence,
     /// Rooms one user may be in, and rooms in all (`limits.rooms_per_user`, `server.max_rooms`).
     rooms_per_user: usize,
@@ -147,7 +148,7 @@ pub struct ChatServer {
 }
 
 impl ChatServer {
-    pub fn new(settings: &Settings) -> Self {
+    pub(crate) fn new(settings: &Settings) -> Self {
         Self {
             presence: settings.server.presence,
             rooms_per_user: settings.limits.rooms_per_user,
@@ -161,25 +162,29 @@ impl ChatServer {
         }
     }
 
-    /// Queues `event` once for every logged-in user except `except`.
-    fn broadcast(&self, event: &Event<'_>, except: ConnId) {
+    /// Encodes `event` once and queues it on each of `outboxes`: the one fan-out, for
+    /// presence notices and room lines alike. A closed outbox belongs to a user whose
+    /// `Disconnect` is on its way, so a failure is not this sender's concern.
+    fn fan_out<'o>(event: &Event<'_>, outboxes: impl Iterator<Item = &'o Outbox>) {
         let line = event.to_line();
-        for (&conn, user) in &self.users {
-            if conn != except {
-                // A closed outbox belongs to a user whose Disconnect is on its way.
-                let _ = user.outbox.send_line(&line);
-            }
+        for outbox in outboxes {
+            let _ = outbox.send_line(&line);
         }
     }
 
-    /// Queues `event` for every member of `room` except `except`.
+    /// Queues `event` for every logged-in user except `except`.
+    fn broadcast(&self, event: &Event<'_>, except: ConnId) {
+        let others = self.users.iter().filter(move |(&conn, _)| conn != except);
+        Self::fan_out(event, others.map(|(_, user)| &user.outbox));
+    }
+
+    /// Queues `event` for every member of `room` except the user whose folded name is `except`.
     fn tell_room(room: &Room, event: &Event<'_>, except: &str) {
-        let line = event.to_line();
-        for (key, member) in &room.members {
-            if &**key != except {
-                let _ = member.outbox.send_line(&line);
-            }
-        }
+        let others = room
+            .members
+            .iter()
+            .filter(move |(key, _)| &***key != except);
+        Self::fan_out(event, others.map(|(_, member)| &member.outbox));
     }
 
     /// Takes `user` out of the room `room_key`: an emptied room is deleted, otherwise its other
@@ -291,7 +296,7 @@ impl Handler<Disconnect> for ChatServer {
         info!(
             "{} logged out: {} ({} online)",
             user.name,
-            msg.reason,
+            msg.cause,
             self.users.len()
         );
     }

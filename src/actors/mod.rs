@@ -1,8 +1,8 @@
-//! The two actors: [`ChatServer`] owns who is online and the rooms; a [`Session`] serves one
-//! connection.
+//! The two actors: [`ChatServer`] owns who is online and the rooms; a [`Session`] speaks the
+//! protocol for one connection.
 
-pub mod chat_server;
-pub mod session;
+pub(crate) mod chat_server;
+pub(crate) mod session;
 
-pub use chat_server::ChatServer;
-pub use session::{Session, SessionContext};
+pub(crate) use chat_server::ChatServer;
+pub(crate) use session::{Session, SessionContext};

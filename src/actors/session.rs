@@ -1,7 +1,12 @@
-//! The `Session` actor: one per connection. It reads and parses the client's lines, enforces
-//! the per-connection guards (heartbeat, login deadline, flood control), runs commands through
-//! the [`ChatServer`], and starts the connection's writer, an
-//! [`OutboxWriter`](crate::outbox::OutboxWriter) task whose end ends the session.
+//! The `Session` actor: one per connection, the protocol spoken over a
+//! [`Connection`](crate::connection::Connection). It sees parsed frames and an outbox, never a
+//! socket: it logs the client in, enforces the per-connection guards (heartbeat, login deadline,
+//! flood control), runs commands through the [`ChatServer`], and keeps the direct-message cache.
+//!
+//! Its lifecycle is one [`Phase`]: awaiting login → (logging in) → active → draining →
+//! lingering. Every way out — `exit`, a timeout, a flood, a slow reader, a lost connection, the
+//! server stopping — is a [`CloseCause`], which gives both the `bye|REASON` the client gets and
+//! the text the log shows, and takes the one exit path, [`Session::depart`].
 //!
 //! Ordering: a session sends the server at most one request at a time and stops reading until
 //! it is answered (`ctx.wait`), so its commands take effect in the order typed and the server's
@@ -10,166 +15,227 @@
 //! takes that same path, they arrive in the order sent. A cached outbox belongs to one
 //! connection, so it can never deliver to a different user who later takes the same name; when
 //! its user is gone, sending fails and the session asks the server again.
+//!
+//! A new command: its verb in the codec's table and a [`Request`] variant, then one arm in
+//! [`Session::execute`] (and a `ChatServer` message if it touches who is online or the rooms).
+//!
+//! Time is tokio's [`Instant`] and actix's timers, so tests run the heartbeat and the login
+//! deadline under `tokio::time::pause()`.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context as TaskContext, Poll},
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use actix::{fut::wrap_future, prelude::*};
-use bytes::BytesMut;
-use futures_util::Stream;
 use log::{debug, info};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    sync::OwnedSemaphorePermit,
-};
-use tokio_util::{codec::FramedRead, sync::CancellationToken};
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::chat_server::{
     ChatServer, ConnId, Disconnect, Join, Leave, ListRooms, Login, Resolve, Say, Who,
 };
 use crate::{
-    codec::{fold_name, is_valid_name, ByeReason, ErrorKind, Event, Frame, LineCodec, Request},
-    config::{secs, Settings},
+    codec::{fold_name, is_valid_name, ByeReason, ErrorKind, Event, Frame, Request},
+    config::Settings,
+    connection::{Connection, Input, Transport},
     flood::{FloodControl, Verdict},
-    outbox::{self, Outbox, WriterEnd},
+    outbox::{Outbox, WriterEnd},
 };
 
 /// Direct-message recipients a session remembers; past this, forgotten ones are looked up again.
 const MAX_CACHED_PEERS: usize = 64;
-/// How long a closed connection keeps reading (and discarding) after its last write, so that
-/// unread input from the peer does not turn our close into a reset that destroys the `bye`.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
-/// Read buffer per connection while it has input; none while it is idle (see [`LineStream`]).
-const READ_BUFFER_BYTES: usize = 2048;
 
 /// What every session needs to know, shared by all of them.
-pub struct SessionContext {
-    pub server: Addr<ChatServer>,
-    pub max_line_bytes: usize,
-    pub max_outbound_bytes: usize,
-    pub lines_per_sec: u32,
-    pub burst: u32,
-    pub ping_after: Duration,
-    pub timeout: Duration,
-    pub login_timeout: Duration,
-    pub close_grace: Duration,
+pub(crate) struct SessionContext {
+    pub(crate) server: Addr<ChatServer>,
+    pub(crate) settings: Settings,
     /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
-impl SessionContext {
-    pub fn new(settings: &Settings, server: Addr<ChatServer>, shutdown: CancellationToken) -> Self {
-        Self {
-            server,
-            max_line_bytes: settings.limits.max_line_bytes,
-            max_outbound_bytes: settings.limits.max_outbound_bytes,
-            lines_per_sec: settings.limits.lines_per_sec,
-            burst: settings.limits.burst,
-            ping_after: secs(settings.heartbeat.interval_secs),
-            timeout: secs(settings.heartbeat.timeout_secs),
-            login_timeout: secs(settings.heartbeat.login_timeout_secs),
-            close_grace: secs(settings.server.shutdown_grace_secs),
-            shutdown,
+/// Where a session is in its life.
+#[derive(Debug)]
+enum Phase {
+    /// Connected; must log in before the login deadline.
+    AwaitingLogin,
+    /// A login is with the `ChatServer`, which may now know this connection.
+    LoggingIn,
+    /// Logged in as this name.
+    Active(Arc<str>),
+    /// Closing: what is queued, then the farewell, is being flushed; input is dropped.
+    Draining,
+    /// Everything is written and our side shut down; input is read and dropped for a moment
+    /// (see [`Connection::linger`]), then the session ends.
+    Lingering,
+}
+
+impl Phase {
+    /// Whether the `ChatServer` may know this connection and must be told when it goes.
+    fn known_to_server(&self) -> bool {
+        matches!(self, Phase::LoggingIn | Phase::Active(_))
+    }
+
+    /// Whether the session still serves the client (it is not closing).
+    fn is_open(&self) -> bool {
+        matches!(
+            self,
+            Phase::AwaitingLogin | Phase::LoggingIn | Phase::Active(_)
+        )
+    }
+}
+
+/// Why a session ended: the `bye` the client is told and the reason the log gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseCause {
+    /// The client said `exit`.
+    Exit,
+    /// The client finished sending (half-close or close).
+    PeerClosed,
+    /// Reading from the client failed.
+    ReadFailed,
+    /// Far over the line rate for too long.
+    Flood,
+    /// No line within the heartbeat timeout.
+    Silent,
+    /// No login within the login deadline.
+    NoLogin,
+    /// The server is shutting down.
+    Shutdown,
+    /// The `ChatServer` is gone.
+    ServerGone,
+    /// The client's queued output passed the cap.
+    TooSlow,
+    /// A closing connection did not take its last lines within the grace period.
+    FlushTimeout,
+    /// Writing to the client failed.
+    WriteFailed,
+    /// The session ended without closing (its arbiter stopped, or it panicked).
+    Dropped,
+}
+
+impl CloseCause {
+    /// The `REASON` of the `bye` the client is told, if any.
+    fn bye_reason(self) -> Option<ByeReason> {
+        match self {
+            CloseCause::Exit
+            | CloseCause::PeerClosed
+            | CloseCause::ReadFailed
+            | CloseCause::WriteFailed
+            | CloseCause::Dropped => None,
+            CloseCause::Flood => Some(ByeReason::Flood),
+            CloseCause::Silent | CloseCause::NoLogin | CloseCause::FlushTimeout => {
+                Some(ByeReason::Timeout)
+            }
+            CloseCause::Shutdown | CloseCause::ServerGone => Some(ByeReason::Shutdown),
+            CloseCause::TooSlow => Some(ByeReason::TooSlow),
+        }
+    }
+
+    /// How a writer that gave up ended the session.
+    fn of_writer(end: &WriterEnd) -> CloseCause {
+        match end {
+            WriterEnd::Closed => CloseCause::PeerClosed,
+            WriterEnd::Aborted(ByeReason::TooSlow) => CloseCause::TooSlow,
+            WriterEnd::Aborted(ByeReason::Timeout) => CloseCause::FlushTimeout,
+            WriterEnd::Aborted(_) => CloseCause::Dropped,
+            WriterEnd::Failed(_) => CloseCause::WriteFailed,
         }
     }
 }
 
+impl fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloseCause::Exit => "said exit",
+            CloseCause::PeerClosed => "peer closed",
+            CloseCause::ReadFailed => "read failed",
+            CloseCause::Flood => "flooding",
+            CloseCause::Silent => "silent too long",
+            CloseCause::NoLogin => "no login in time",
+            CloseCause::Shutdown => "server shutting down",
+            CloseCause::ServerGone => "chat server stopped",
+            CloseCause::TooSlow => "too slow to read",
+            CloseCause::FlushTimeout => "did not close in time",
+            CloseCause::WriteFailed => "connection lost",
+            CloseCause::Dropped => "session ended",
+        })
+    }
+}
+
+/// When the client was last heard from, and whether it has been pinged since.
+#[derive(Debug, Clone, Copy)]
+enum Liveness {
+    Heard(Instant),
+    Pinged(Instant),
+}
+
 /// One client connection.
-pub struct Session {
+pub(crate) struct Session {
     conn: ConnId,
     peer: SocketAddr,
     context: Arc<SessionContext>,
-    outbox: Outbox,
-    /// The name logged in as.
-    user: Option<Arc<str>>,
-    /// The server may know this connection (a Login was sent) and must be told when it goes.
-    registered: bool,
+    connection: Connection,
+    phase: Phase,
     /// Direct-message recipients by folded name.
     peers: HashMap<Box<str>, Outbox>,
     started_at: Instant,
-    last_heard: Instant,
-    pinged: bool,
+    liveness: Liveness,
     /// Boxed: most of a session's size when on, and nothing to carry when off.
     flood: Option<Box<FloodControl>>,
-    closing: bool,
-    writer_done: bool,
-    input_done: bool,
     /// Held for the session's lifetime: the connection limit counts live sessions.
     _permit: OwnedSemaphorePermit,
 }
 
 impl Session {
-    /// Starts a session on the current arbiter for a connection split into its two halves
-    /// (generic so that a TLS stream can be served the same way).
-    pub fn start<R, W>(
-        reader: R,
-        writer: W,
+    /// Opens `transport` and starts a session over it on the current arbiter.
+    pub(crate) async fn serve<T: Transport>(
+        transport: T,
         conn: ConnId,
         peer: SocketAddr,
         context: Arc<SessionContext>,
         permit: OwnedSemaphorePermit,
-    ) -> Addr<Session>
-    where
-        R: AsyncRead + Unpin + 'static,
-        W: AsyncWrite + Unpin + 'static,
-    {
-        Session::create(move |ctx| {
-            let (outbox, outbox_writer) = outbox::outbox(context.max_outbound_bytes);
-            let codec = LineCodec::new(context.max_line_bytes);
-            // No buffer yet: `LineStream` sizes it when there is input to read.
-            ctx.add_stream(LineStream(FramedRead::with_capacity(reader, codec, 0)));
-            // The writer is a task of its own, not a future of this actor: while the session
-            // waits on the ChatServer (`ctx.wait`), its own futures are not polled, and its
-            // output must keep flowing regardless.
-            let session = ctx.address();
-            actix_rt::spawn(async move {
-                let end = outbox_writer.run(writer).await;
-                session.do_send(WriterEnded(end));
-            });
-            ctx.spawn(wrap_future(context.shutdown.clone().cancelled_owned()).map(
-                |(), session: &mut Session, ctx| {
-                    session.close(Some(ByeReason::Shutdown), ctx, "server shutting down")
-                },
-            ));
-            let now = Instant::now();
-            Session {
-                conn,
-                peer,
-                flood: FloodControl::new(context.lines_per_sec, context.burst, now).map(Box::new),
-                context,
-                outbox,
-                user: None,
-                registered: false,
-                peers: HashMap::new(),
-                started_at: now,
-                last_heard: now,
-                pinged: false,
-                closing: false,
-                writer_done: false,
-                input_done: false,
-                _permit: permit,
+    ) {
+        match transport.open().await {
+            Ok((reader, writer)) => {
+                Session::create(move |ctx| {
+                    let limits = &context.settings.limits;
+                    let connection = Connection::start(
+                        reader,
+                        writer,
+                        limits.max_line_bytes,
+                        limits.max_outbound_bytes,
+                        ctx,
+                    );
+                    let now = Instant::now();
+                    Session {
+                        conn,
+                        peer,
+                        flood: limits
+                            .flood
+                            .map(|limit| Box::new(FloodControl::new(limit, now))),
+                        connection,
+                        context,
+                        phase: Phase::AwaitingLogin,
+                        peers: HashMap::new(),
+                        started_at: now,
+                        liveness: Liveness::Heard(now),
+                        _permit: permit,
+                    }
+                });
             }
-        })
+            Err(error) => debug!("{peer}: cannot open the connection: {error}"),
+        }
     }
 
     /// Queues a reply to this client. A failure means the connection is closing, which the
     /// writer reports on its own.
     fn reply(&self, event: &Event<'_>) {
-        let _ = self.outbox.send(event);
+        let _ = self.connection.outbox().send(event);
     }
 
     /// Every frame, over-long ones included, is a sign of life and counts against the flood
     /// budget.
     fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        self.last_heard = now;
-        self.pinged = false;
+        self.liveness = Liveness::Heard(now);
         let parsed = match &frame {
             Frame::Line(line) => Some(Request::parse(line)),
             Frame::TooLong => None,
@@ -188,7 +254,7 @@ impl Session {
                 };
                 return self.reply(&Event::Error(ErrorKind::RateLimited, verb));
             }
-            Verdict::Disconnect => return self.close(Some(ByeReason::Flood), ctx, "flooding"),
+            Verdict::Disconnect => return self.close(CloseCause::Flood, ctx),
         }
         match parsed {
             Some(Ok(request)) => self.execute(request, ctx),
@@ -197,7 +263,7 @@ impl Session {
                 self.reply(&error.to_event());
             }
             None => {
-                let max = self.context.max_line_bytes.to_string();
+                let max = self.context.settings.limits.max_line_bytes.to_string();
                 self.reply(&Event::Error(ErrorKind::LineTooLong, &max));
             }
         }
@@ -205,16 +271,17 @@ impl Session {
 
     fn execute(&mut self, request: Request<'_>, ctx: &mut Context<Self>) {
         let conn = self.conn;
-        let Some(me) = self.user.clone() else {
+        let Phase::Active(me) = &self.phase else {
             return match request {
                 Request::Login { name } if is_valid_name(name) => self.login(name, ctx),
                 Request::Login { name } => self.reply(&Event::Error(ErrorKind::BadName, name)),
                 Request::Ping => self.reply(&Event::Pong),
                 Request::Pong => {}
-                Request::Exit => self.close(None, ctx, "said exit"),
+                Request::Exit => self.close(CloseCause::Exit, ctx),
                 other => self.reply(&Event::Error(ErrorKind::NotLoggedIn, other.verb().as_str())),
             };
         };
+        let me = me.clone();
         match request {
             Request::Login { .. } => self.reply(&Event::Error(ErrorKind::AlreadyLoggedIn, &me)),
             Request::Talk { to, text } => self.talk(&me, to, text, ctx),
@@ -247,7 +314,7 @@ impl Session {
             ),
             Request::Ping => self.reply(&Event::Pong),
             Request::Pong => {}
-            Request::Exit => self.close(None, ctx, "said exit"),
+            Request::Exit => self.close(CloseCause::Exit, ctx),
         }
     }
 
@@ -267,17 +334,18 @@ impl Session {
     }
 
     fn login(&mut self, name: &str, ctx: &mut Context<Self>) {
-        self.registered = true;
+        self.phase = Phase::LoggingIn;
         let login = Login {
             conn: self.conn,
             peer: self.peer,
             name: name.to_owned(),
-            outbox: self.outbox.clone(),
+            outbox: self.connection.outbox().clone(),
         };
         ctx.wait(wrap_future(self.context.server.send(login)).map(
             |result, session: &mut Self, ctx| match result {
-                Ok(Some(name)) => session.user = Some(name),
-                Ok(None) => {} // refused; the server has said why
+                Ok(Some(name)) => session.phase = Phase::Active(name),
+                // Refused; the server has said why.
+                Ok(None) => session.phase = Phase::AwaitingLogin,
                 Err(_) => session.server_gone(ctx),
             },
         ));
@@ -329,83 +397,88 @@ impl Session {
         self.peers.insert(key.into_boxed_str(), peer);
     }
 
-    /// Tells the server this connection is gone, once.
-    fn unregister(&mut self, reason: &'static str) {
-        if std::mem::take(&mut self.registered) {
-            let conn = self.conn;
-            self.context.server.do_send(Disconnect { conn, reason });
-        }
-    }
-
-    /// Starts a graceful close: everything queued is flushed, then `bye` (with `reason`, if
-    /// any), then the connection closes. If the peer will not take the bytes within the grace
-    /// period, the close is forced.
-    fn close(&mut self, reason: Option<ByeReason>, ctx: &mut Context<Self>, why: &'static str) {
-        if self.closing {
+    /// Starts a graceful close: everything queued is flushed, then the farewell `bye` (with the
+    /// cause's reason, if any), then the connection closes. If the peer will not take the bytes
+    /// within the grace period, the close is forced.
+    fn close(&mut self, cause: CloseCause, ctx: &mut Context<Self>) {
+        if !self.phase.is_open() {
             return;
         }
-        self.closing = true;
-        debug!("conn {} from {} closing: {why}", self.conn, self.peer);
-        self.unregister(why);
-        self.outbox.close(Some(Event::Bye(reason)));
-        ctx.run_later(self.context.close_grace, |session, _| {
-            session.outbox.abort(ByeReason::Timeout)
-        });
+        self.depart(cause);
+        let grace = self.context.settings.server.shutdown_grace;
+        self.connection
+            .close(Event::Bye(cause.bye_reason()), grace, ctx);
+    }
+
+    /// The one exit path: the session stops serving the client, and the `ChatServer` is told
+    /// (once) that the connection is gone. Does nothing if already done.
+    fn depart(&mut self, cause: CloseCause) {
+        if !self.phase.is_open() {
+            return;
+        }
+        let phase = std::mem::replace(&mut self.phase, Phase::Draining);
+        debug!("conn {} from {} closing: {cause}", self.conn, self.peer);
+        if phase.known_to_server() {
+            self.context.server.do_send(Disconnect {
+                conn: self.conn,
+                cause,
+            });
+        }
     }
 
     fn server_gone(&mut self, ctx: &mut Context<Self>) {
-        self.close(Some(ByeReason::Shutdown), ctx, "chat server stopped");
+        self.close(CloseCause::ServerGone, ctx);
     }
 
-    fn writer_ended(&mut self, end: WriterEnd, ctx: &mut Context<Self>) {
-        self.writer_done = true;
-        self.closing = true;
-        match end {
-            WriterEnd::Closed if !self.input_done => {
-                // Keep draining input for a moment so the peer reads our last lines.
-                ctx.run_later(CLOSE_LINGER, |_, ctx| ctx.stop());
-                return;
-            }
-            WriterEnd::Closed => {}
-            WriterEnd::Aborted(ByeReason::TooSlow) => {
-                info!("conn {} from {} cut off: too slow", self.conn, self.peer);
-                self.unregister("too slow to read");
-            }
-            WriterEnd::Aborted(_) => self.unregister("did not close in time"),
-            WriterEnd::Failed(error) => {
-                debug!("conn {} write failed: {error}", self.conn);
-                self.unregister("connection lost");
-            }
+    /// The writer has finished. After a graceful close, linger; otherwise the connection is
+    /// beyond saving and the session ends now.
+    fn written(&mut self, end: WriterEnd, ctx: &mut Context<Self>) {
+        if let (WriterEnd::Closed, Phase::Draining) = (&end, &self.phase) {
+            self.phase = Phase::Lingering;
+            return self.connection.linger(ctx);
         }
+        let cause = CloseCause::of_writer(&end);
+        match end {
+            WriterEnd::Aborted(ByeReason::TooSlow) => {
+                info!("conn {} from {} cut off: too slow", self.conn, self.peer)
+            }
+            WriterEnd::Failed(error) => debug!("conn {} write failed: {error}", self.conn),
+            WriterEnd::Closed | WriterEnd::Aborted(_) => {}
+        }
+        self.depart(cause);
         ctx.stop();
     }
 
     /// Sends `ping` after a silence, closes after a longer one, and closes connections that do
     /// not log in in time. One timer per session, re-armed for the next deadline.
     fn check_liveness(&mut self, ctx: &mut Context<Self>) {
-        if self.closing {
+        if !self.phase.is_open() {
             return;
         }
+        let heartbeat = &self.context.settings.heartbeat;
         let now = Instant::now();
-        if self.user.is_none() && now >= self.started_at + self.context.login_timeout {
-            return self.close(Some(ByeReason::Timeout), ctx, "no login in time");
-        }
-        let silence = now.saturating_duration_since(self.last_heard);
-        if silence >= self.context.timeout {
-            return self.close(Some(ByeReason::Timeout), ctx, "silent too long");
-        }
-        if silence >= self.context.ping_after && !self.pinged {
-            self.pinged = true;
-            self.reply(&Event::Ping);
-        }
-        let mut next = if self.pinged {
-            self.last_heard + self.context.timeout
-        } else {
-            self.last_heard + self.context.ping_after
+        let login_deadline = match self.phase {
+            Phase::Active(_) => None,
+            _ => Some(self.started_at + heartbeat.login_timeout),
         };
-        if self.user.is_none() {
-            next = next.min(self.started_at + self.context.login_timeout);
+        if login_deadline.is_some_and(|deadline| now >= deadline) {
+            return self.close(CloseCause::NoLogin, ctx);
         }
+        let (Liveness::Heard(heard) | Liveness::Pinged(heard)) = self.liveness;
+        if now >= heard + heartbeat.timeout {
+            return self.close(CloseCause::Silent, ctx);
+        }
+        if let Liveness::Heard(heard) = self.liveness {
+            if now >= heard + heartbeat.interval {
+                self.liveness = Liveness::Pinged(heard);
+                self.reply(&Event::Ping);
+            }
+        }
+        let next = match self.liveness {
+            Liveness::Heard(heard) => heard + heartbeat.interval,
+            Liveness::Pinged(heard) => heard + heartbeat.timeout,
+        };
+        let next = login_deadline.map_or(next, |deadline| next.min(deadline));
         let wait = next
             .saturating_duration_since(now)
             .max(Duration::from_millis(1));
@@ -417,77 +490,41 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.spawn(
+            wrap_future(self.context.shutdown.clone().cancelled_owned())
+                .map(|(), session: &mut Session, ctx| session.close(CloseCause::Shutdown, ctx)),
+        );
         self.check_liveness(ctx);
     }
 }
 
-impl StreamHandler<Result<Frame, std::io::Error>> for Session {
-    fn handle(&mut self, frame: Result<Frame, std::io::Error>, ctx: &mut Self::Context) {
-        if self.closing {
-            return; // draining input while our last lines go out
-        }
-        match frame {
-            Ok(frame) => self.handle_frame(frame, ctx),
-            Err(error) => {
+impl StreamHandler<Input> for Session {
+    fn handle(&mut self, input: Input, ctx: &mut Self::Context) {
+        match input {
+            Input::Frame(frame) if self.phase.is_open() => self.handle_frame(frame, ctx),
+            // Closing: dropped while our last lines go out.
+            Input::Frame(_) => {}
+            Input::ReadFailed(error) => {
                 debug!("conn {} read failed: {error}", self.conn);
-                self.input_done = true;
-                self.close(None, ctx, "read failed");
+                self.close(CloseCause::ReadFailed, ctx);
             }
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        self.input_done = true;
-        if self.writer_done {
-            ctx.stop();
-        } else {
             // The peer has finished sending; flush what we owe it, then close.
-            self.close(None, ctx, "peer closed");
+            Input::Ended => self.close(CloseCause::PeerClosed, ctx),
+            Input::Written(end) => self.written(end, ctx),
         }
     }
-}
 
-/// The connection's writer has finished (see [`Session::writer_ended`]).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct WriterEnded(WriterEnd);
-
-impl Handler<WriterEnded> for Session {
-    type Result = ();
-
-    fn handle(&mut self, WriterEnded(end): WriterEnded, ctx: &mut Self::Context) {
-        self.writer_ended(end, ctx);
+    /// Input has ended and the writer has finished: nothing is left to do.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Normally already done (then these do nothing); this covers a session that panicked
-        // or whose arbiter stopped: the server forgets the user, and the writer task ends.
-        self.unregister("session ended");
-        self.outbox.abort(ByeReason::Shutdown);
-    }
-}
-
-/// The connection's lines, with a read buffer only while there is input to read: whenever the
-/// socket has nothing more and no partial line is buffered, the buffer is freed, and it is
-/// allocated again when the next bytes arrive. For 10,000 idle connections that is the
-/// difference between 20 MB of empty buffers and none.
-struct LineStream<R>(FramedRead<R, LineCodec>);
-
-impl<R: AsyncRead + Unpin> Stream for LineStream<R> {
-    type Item = Result<Frame, std::io::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let framed = &mut self.get_mut().0;
-        if framed.read_buffer().capacity() == 0 {
-            // Otherwise FramedRead would grow it from nothing, a few bytes per read.
-            framed.read_buffer_mut().reserve(READ_BUFFER_BYTES);
-        }
-        let poll = Pin::new(&mut *framed).poll_next(cx);
-        if poll.is_pending() && framed.read_buffer().is_empty() {
-            *framed.read_buffer_mut() = BytesMut::new();
-        }
-        poll
+        // Normally already done (then this does nothing); this covers a session that panicked
+        // or whose arbiter stopped: the server forgets the user. Dropping the connection ends
+        // its writer.
+        self.depart(CloseCause::Dropped);
     }
 }

@@ -25,20 +25,20 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(&settings.log.level),
+        env_logger::Env::default().default_filter_or(settings.log_filter()),
     )
     .init();
     // Each connection is a file descriptor; the usual soft limit of 1024 is far too low.
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if (limit as usize) < settings.server.max_connections + 64 => warn!(
+        Ok(limit) if (limit as usize) < settings.max_connections() + 64 => warn!(
             "only {limit} file descriptors available; server.max_connections is {}",
-            settings.server.max_connections
+            settings.max_connections()
         ),
         Ok(_) => {}
         Err(error) => warn!("cannot raise the file descriptor limit: {error}"),
     }
 
-    let bind = settings.server.bind;
+    let bind = settings.bind();
     actix_rt::System::new().block_on(async move {
         let listener = match tokio::net::TcpListener::bind(bind).await {
             Ok(listener) => listener,

@@ -9,8 +9,8 @@ pub mod process;
 
 use actor_chat::{
     codec::{Frame, LineCodec},
-    config::{Presence, Settings},
-    server,
+    config::{Settings, SettingsBuilder},
+    server::{self, Placement},
 };
 use futures_util::StreamExt;
 use tokio::{
@@ -27,27 +27,33 @@ use tokio::{
 /// Generous: a read that takes this long means the line is not coming.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Default settings, bound to an ephemeral loopback port, with two workers so that sessions
-/// really are spread over threads.
+/// The built-in defaults, bound to an ephemeral loopback port, with two workers so that
+/// sessions really are spread over threads; change more keys with `.set(KEY, VALUE)` and finish
+/// with [`build`]. Tests get their settings through the same checks as the server's config.
+pub fn builder() -> SettingsBuilder {
+    Settings::builder()
+        .set("server.bind", "127.0.0.1:0")
+        .set("server.workers", 2)
+}
+
+/// Settings from [`builder`] and the keys a test changed.
+pub fn build(builder: SettingsBuilder) -> Settings {
+    builder.build().expect("the test's settings are valid")
+}
+
+/// Default settings (see [`builder`]).
 pub fn settings() -> Settings {
-    let mut settings = Settings::default();
-    settings.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.server.workers = 2;
-    settings
+    build(builder())
 }
 
 /// [`settings`] with no login/logout notices, so tests see only the lines they cause.
 pub fn settings_without_presence() -> Settings {
-    let mut settings = settings();
-    settings.server.presence = Presence::None;
-    settings
+    build(builder().set("server.presence", "none"))
 }
 
 /// [`settings`] with flood control off, for tests that send a lot.
 pub fn settings_without_flood_control() -> Settings {
-    let mut settings = settings();
-    settings.limits.lines_per_sec = 0;
-    settings
+    build(builder().set("limits.lines_per_sec", 0))
 }
 
 /// A server running inside the current actix system.
@@ -58,14 +64,28 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Starts a server on its own worker threads, as in production.
     pub async fn start(settings: Settings) -> TestServer {
-        let listener = TcpListener::bind(settings.server.bind)
+        Self::start_on(settings, Placement::Workers).await
+    }
+
+    /// Pauses this test's clock and starts a server whose sessions all run on the test's own
+    /// thread, so time is the test's: a 30 s heartbeat passes as soon as nothing else is left
+    /// to do, deterministically and without waiting. Every timer — the server's and the test's
+    /// read timeouts alike — then runs on virtual time.
+    pub async fn start_paused(settings: Settings) -> TestServer {
+        tokio::time::pause();
+        Self::start_on(settings, Placement::CurrentThread).await
+    }
+
+    async fn start_on(settings: Settings, placement: Placement) -> TestServer {
+        let listener = TcpListener::bind(settings.bind())
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel::<()>();
         let running = actix_rt::spawn(async move {
-            server::run(settings, listener, stopped)
+            server::serve(settings, listener, stopped, placement)
                 .await
                 .expect("the server takes over its listener");
         });

@@ -1,0 +1,198 @@
+//! A connection is a transport: lines in, bytes out. A [`Session`](crate::actors::Session) is the
+//! protocol spoken over it.
+//!
+//! [`Connection::start`] takes the two halves of any byte stream and gives the actor that serves
+//! it everything the protocol needs and nothing it does not:
+//!
+//! * the peer's lines, framed by [`LineCodec`], as [`Input`] items on the actor's own context
+//!   (so the actor's `ctx.wait` also pauses reading: a session that is waiting for the
+//!   `ChatServer` takes no more input, which keeps its commands in order);
+//! * an [`Outbox`] to queue lines on, drained into the socket by a writer task of its own;
+//! * the end of that writer, as one more [`Input`] item, so one stream tells the actor every
+//!   thing that happens to its connection and the actor has a single place to react to them;
+//! * the close: [`Connection::close`] flushes what is queued and a farewell, shuts the write side
+//!   down, and forces the matter if the peer will not take the bytes in time;
+//!   [`Connection::linger`] then keeps reading (and dropping) input for a moment so that unread
+//!   input does not turn our close into a reset that destroys the last lines.
+//!
+//! # Where a new transport plugs in
+//!
+//! Anything that reads and writes bytes can carry a session: implement [`Transport`] for it —
+//! `open` runs on the worker thread that will serve the connection, so that is the place for a
+//! TLS handshake, or for adapting a WebSocket (one text frame = one line) to a byte stream — and
+//! hand it to [`Gate::admit`](crate::server::Gate::admit) with the peer's address. The gate takes
+//! a connection slot, picks the worker and starts a `Session` over it; nothing in the session
+//! or the `ChatServer` changes.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use futures_util::{stream, Stream, StreamExt};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::oneshot,
+};
+use tokio_util::codec::FramedRead;
+
+use crate::{
+    codec::{ByeReason, Event, Frame, LineCodec},
+    outbox::{self, Outbox, WriterEnd},
+};
+
+/// How long a closed connection keeps reading (and discarding) after its last write, so that
+/// unread input from the peer does not turn our close into a reset that destroys the `bye`.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Read buffer per connection while it has input; none while it is idle (see [`LineStream`]).
+const READ_BUFFER_BYTES: usize = 2048;
+
+/// A byte stream that can carry a session: TCP today; TLS or a WebSocket adapter later.
+pub(crate) trait Transport: Send + 'static {
+    /// The half that is read from.
+    type Reader: AsyncRead + Unpin + 'static;
+    /// The half that is written to.
+    type Writer: AsyncWrite + Unpin + 'static;
+
+    /// Makes the stream ready on the thread that will serve it — registers it with that
+    /// thread's reactor, performs any handshake — and splits it (a stream without a native
+    /// split can use `tokio::io::split`).
+    fn open(self) -> impl Future<Output = io::Result<(Self::Reader, Self::Writer)>>;
+}
+
+/// A TCP socket handed over from the acceptor's thread; it joins the serving thread's reactor.
+impl Transport for std::net::TcpStream {
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+    async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
+        Ok(tokio::net::TcpStream::from_std(self)?.into_split())
+    }
+}
+
+/// Everything that happens to a connection, in the order it happens.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A line from the peer, or word that it sent one that was too long.
+    Frame(Frame),
+    /// The peer has finished sending (end of stream); no more frames follow.
+    Ended,
+    /// Reading failed; no more frames follow, only [`Input::Ended`].
+    ReadFailed(io::Error),
+    /// The writer has finished: everything is written, or it gave up (see [`WriterEnd`]).
+    Written(WriterEnd),
+}
+
+/// The write side of a connection, as its actor holds it.
+pub(crate) struct Connection {
+    outbox: Outbox,
+}
+
+impl Connection {
+    /// Starts serving `reader` and `writer` for the actor that owns `ctx`: frames of at most
+    /// `max_line_bytes` arrive on its [`StreamHandler<Input>`], and at most `max_outbound_bytes`
+    /// may be queued for the peer before it is cut off as too slow. The stream of inputs ends
+    /// (the handler's `finished`) once input has ended *and* the writer has finished.
+    pub(crate) fn start<A, R, W>(
+        reader: R,
+        writer: W,
+        max_line_bytes: usize,
+        max_outbound_bytes: usize,
+        ctx: &mut Context<A>,
+    ) -> Connection
+    where
+        A: Actor<Context = Context<A>> + StreamHandler<Input>,
+        R: AsyncRead + Unpin + 'static,
+        W: AsyncWrite + Unpin + 'static,
+    {
+        let (outbox, outbox_writer) = outbox::outbox(max_outbound_bytes);
+        // The writer is a task of its own, not a future of the actor: while the actor waits
+        // (`ctx.wait`), its own futures are not polled, and output must keep flowing regardless.
+        let (written, writer_end) = oneshot::channel();
+        actix_rt::spawn(async move {
+            let _ = written.send(outbox_writer.run(writer).await);
+        });
+        // No buffer yet: `LineStream` sizes it when there is input to read.
+        let codec = LineCodec::new(max_line_bytes);
+        let lines = LineStream(FramedRead::with_capacity(reader, codec, 0));
+        // A read error ends the lines (FramedRead yields nothing after one); `Ended` follows
+        // either way.
+        let input = lines
+            .map(|frame| match frame {
+                Ok(frame) => Input::Frame(frame),
+                Err(error) => Input::ReadFailed(error),
+            })
+            .chain(stream::once(async { Input::Ended }));
+        let written = stream::once(async move {
+            // The task only drops its sender without a word if it panicked.
+            let end = writer_end.await.unwrap_or_else(|_| {
+                WriterEnd::Failed(io::Error::other("the connection's writer stopped"))
+            });
+            Input::Written(end)
+        });
+        ctx.add_stream(stream::select(input, written));
+        Connection { outbox }
+    }
+
+    /// The queue to the peer, for the actor and for anyone it gives a clone to.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Closes gracefully: what is queued is written, then `farewell`, then the write side is
+    /// shut down, and the writer reports [`WriterEnd::Closed`]. If the peer has not taken it all
+    /// within `grace`, the close is forced with `bye|timeout`.
+    pub(crate) fn close<A>(&self, farewell: Event<'_>, grace: Duration, ctx: &mut Context<A>)
+    where
+        A: Actor<Context = Context<A>>,
+    {
+        self.outbox.close(Some(farewell));
+        let outbox = self.outbox.clone();
+        ctx.run_later(grace, move |_, _| outbox.abort(ByeReason::Timeout));
+    }
+
+    /// After a graceful close: reads and drops input for [`CLOSE_LINGER`] so the peer gets our
+    /// last lines, then stops the actor (sooner, if the input ends first).
+    pub(crate) fn linger<A>(&self, ctx: &mut Context<A>)
+    where
+        A: Actor<Context = Context<A>>,
+    {
+        ctx.run_later(CLOSE_LINGER, |_, ctx| ctx.stop());
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Normally the writer has already finished (then this does nothing); this covers an
+        // actor that panicked or whose arbiter stopped: the writer task ends too.
+        self.outbox.abort(ByeReason::Shutdown);
+    }
+}
+
+/// The connection's lines, with a read buffer only while there is input to read: whenever the
+/// socket has nothing more and no partial line is buffered, the buffer is freed, and it is
+/// allocated again when the next bytes arrive. For 10,000 idle connections that is the
+/// difference between 20 MB of empty buffers and none.
+struct LineStream<R>(FramedRead<R, LineCodec>);
+
+impl<R: AsyncRead + Unpin> Stream for LineStream<R> {
+    type Item = Result<Frame, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let framed = &mut self.get_mut().0;
+        if framed.read_buffer().capacity() == 0 {
+            // Otherwise FramedRead would grow it from nothing, a few bytes per read.
+            framed.read_buffer_mut().reserve(READ_BUFFER_BYTES);
+        }
+        let poll = Pin::new(&mut *framed).poll_next(cx);
+        if poll.is_pending() && framed.read_buffer().is_empty() {
+            *framed.read_buffer_mut() = BytesMut::new();
+        }
+        poll
+    }
+}
