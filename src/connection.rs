@@ -75,6 +75,16 @@ impl Transport for std::net::TcpStream {
     }
 }
 
+/// An in-memory pipe (see [`crate::server::Server::connect_in_memory`]).
+impl Transport for tokio::io::DuplexStream {
+    type Reader = tokio::io::ReadHalf<tokio::io::DuplexStream>;
+    type Writer = tokio::io::WriteHalf<tokio::io::DuplexStream>;
+
+    async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
+        Ok(tokio::io::split(self))
+    }
+}
+
 /// Everything that happens to a connection, in the order it happens.
 #[derive(Debug)]
 pub(crate) enum Input {

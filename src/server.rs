@@ -26,7 +26,7 @@ use std::{
 use actix::prelude::*;
 use log::{debug, info, warn};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream},
     net::{TcpListener, TcpStream},
     sync::{oneshot, OwnedSemaphorePermit, Semaphore},
     time::{sleep, timeout},
@@ -48,6 +48,140 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// a connection storm cannot turn refusals into a descriptor leak of their own.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
+/// Serves `listener` until `shutdown` completes, then says `bye|shutdown` to every client and
+/// waits up to `server.shutdown_grace_secs` for their connections to close.
+///
+/// Must be called inside an actix `System`. Fails if the listener cannot be moved to the
+/// worker that accepts on it (after shutting down whatever had started).
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    let server = Server::start(settings, Placement::Workers);
+    let accepted = server.accept(listener, shutdown).await;
+    server.shutdown().await;
+    accepted
+}
+
+/// A running chat server: the `ChatServer`, the workers and the connection slots, ready to be
+/// handed connections — by [`Server::accept`] from a TCP listener, or one by one in memory
+/// ([`Server::connect_in_memory`]). Must be used inside an actix `System`.
+pub struct Server {
+    gate: Arc<Gate>,
+    chat: Addr<ChatServer>,
+    /// Cancelled at shutdown; every session watches it.
+    stop: CancellationToken,
+    /// The worker threads, when the server has its own.
+    threads: Vec<Arbiter>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Starts the `ChatServer` and, with [`Placement::Workers`], the worker threads.
+    pub fn start(settings: Settings, placement: Placement) -> Server {
+        let threads: Vec<Arbiter> = match placement {
+            Placement::Workers => (0..settings.server.workers.get())
+                .map(|_| Arbiter::new())
+                .collect(),
+            Placement::CurrentThread => Vec::new(),
+        };
+        let workers: Vec<ArbiterHandle> = match placement {
+            Placement::Workers => threads.iter().map(Arbiter::handle).collect(),
+            Placement::CurrentThread => vec![Arbiter::current()],
+        };
+        let chat_settings = settings.clone();
+        let chat =
+            ChatServer::start_in_arbiter(&workers[0], move |_| ChatServer::new(&chat_settings));
+        let stop = CancellationToken::new();
+        let grace = settings.server.shutdown_grace;
+        let max_connections = settings.server.max_connections;
+        let gate = Gate {
+            slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            workers,
+            context: Arc::new(SessionContext {
+                server: chat.clone(),
+                settings,
+                shutdown: stop.clone(),
+            }),
+            next_conn: AtomicU64::new(0),
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
+        };
+        Server {
+            gate: Arc::new(gate),
+            chat,
+            stop,
+            threads,
+            grace,
+        }
+    }
+
+    /// Accepts on `listener` (on the first worker) until `until` completes or accepting fails,
+    /// then closes the listener. The sessions go on until [`Server::shutdown`].
+    pub async fn accept(&self, listener: TcpListener, until: impl Future) -> io::Result<()> {
+        // Leave this thread's reactor; the accepting worker registers it with its own.
+        let listener = listener.into_std()?;
+        let stop_accepting = CancellationToken::new();
+        let acceptor = Acceptor {
+            gate: self.gate.clone(),
+        };
+        let accepting = acceptor.serve(listener, stop_accepting.clone());
+        let (ended, mut acceptor_ended) = oneshot::channel();
+        self.gate.workers[0].spawn(async move {
+            let _ = ended.send(accepting.await);
+        });
+        let early_end = tokio::select! {
+            _ = until => None,
+            end = &mut acceptor_ended => Some(end),
+        };
+        stop_accepting.cancel();
+        match early_end {
+            Some(end) => end,
+            None => acceptor_ended.await,
+        }
+        // The acceptor's task only ends without a word if it panicked or its arbiter died.
+        .unwrap_or_else(|_| Err(io::Error::other("the acceptor stopped unexpectedly")))
+    }
+
+    /// Serves one connection over an in-memory pipe, as if `peer` had connected, and returns
+    /// the client's end: the whole server without a socket, for tests under paused time
+    /// (a socket's readiness comes from the kernel, which a paused clock does not wait for;
+    /// a pipe wakes its reader directly) and for embedding. `buffer` bytes may be in flight
+    /// each way. A full server answers `bye|server-full` on it, as on TCP.
+    pub fn connect_in_memory(&self, peer: SocketAddr, buffer: usize) -> DuplexStream {
+        let (client, server) = tokio::io::duplex(buffer);
+        match self.gate.slot() {
+            Some(slot) => self.gate.admit(server, peer, slot),
+            None => self.gate.refuse(server, peer),
+        }
+        client
+    }
+
+    /// Says `bye|shutdown` to every client and waits up to `server.shutdown_grace_secs` for
+    /// their connections to close, then stops the worker threads. Call it once the listener is
+    /// closed (after [`Server::accept`] returns), so that no connection arrives after it.
+    pub async fn shutdown(&self) {
+        let gate = &self.gate;
+        info!("shutting down: closing {} connections", gate.live());
+        self.chat.do_send(Stopping);
+        self.stop.cancel();
+        // Every live session holds one permit; all of them back means all sessions are done.
+        let all = u32::try_from(gate.max_connections).unwrap_or(u32::MAX);
+        match timeout(self.grace, gate.slots.acquire_many(all)).await {
+            Ok(_) => info!("all connections closed"),
+            Err(_) => warn!(
+                "{} connections still open after {:?}; closing them",
+                gate.live(),
+                self.grace
+            ),
+        }
+        for thread in &self.threads {
+            thread.stop();
+        }
+    }
+}
+
 /// Where the sessions, the `ChatServer` and the acceptor run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -59,113 +193,28 @@ pub enum Placement {
     CurrentThread,
 }
 
-/// Serves `listener` until `shutdown` completes, then says `bye|shutdown` to every client and
-/// waits up to `server.shutdown_grace_secs` for their connections to close.
-///
-/// Must be called inside an actix `System`. Fails if the listener cannot be moved to the
-/// worker that accepts on it (after shutting down whatever had started).
-pub async fn run(
-    settings: Settings,
-    listener: TcpListener,
-    shutdown: impl Future,
-) -> io::Result<()> {
-    serve(settings, listener, shutdown, Placement::Workers).await
-}
-
-/// As [`run`], with the threads chosen by `placement`.
-pub async fn serve(
-    settings: Settings,
-    listener: TcpListener,
-    shutdown: impl Future,
-    placement: Placement,
-) -> io::Result<()> {
-    // Leave this thread's reactor; the accepting worker registers it with its own.
-    let listener = listener.into_std()?;
-    let threads: Vec<Arbiter> = match placement {
-        Placement::Workers => (0..settings.server.workers.get())
-            .map(|_| Arbiter::new())
-            .collect(),
-        Placement::CurrentThread => Vec::new(),
-    };
-    let workers: Vec<ArbiterHandle> = match placement {
-        Placement::Workers => threads.iter().map(Arbiter::handle).collect(),
-        Placement::CurrentThread => vec![Arbiter::current()],
-    };
-    let home = workers[0].clone();
-    let chat_settings = settings.clone();
-    let chat = ChatServer::start_in_arbiter(&home, move |_| ChatServer::new(&chat_settings));
-    let stop = CancellationToken::new();
-    let max_connections = settings.server.max_connections;
-    let grace = settings.server.shutdown_grace;
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let gate = Gate {
-        slots: slots.clone(),
-        workers,
-        context: Arc::new(SessionContext {
-            server: chat.clone(),
-            settings,
-            shutdown: stop.clone(),
-        }),
-        next_conn: AtomicU64::new(0),
-    };
-
-    let acceptor = Acceptor {
-        gate,
-        refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
-    };
-    let stop_accepting = CancellationToken::new();
-    let accepting = acceptor.serve(listener, stop_accepting.clone());
-    let (ended, mut acceptor_ended) = oneshot::channel();
-    home.spawn(async move {
-        let _ = ended.send(accepting.await);
-    });
-    let early_end = tokio::select! {
-        _ = shutdown => None,
-        end = &mut acceptor_ended => Some(end),
-    };
-    stop_accepting.cancel();
-    let accepted = match early_end {
-        Some(end) => end,
-        None => acceptor_ended.await,
-    }
-    // The acceptor's task only ends without a word if it panicked or its arbiter died.
-    .unwrap_or_else(|_| Err(io::Error::other("the acceptor stopped unexpectedly")));
-
-    // The listener is closed now: no new connections.
-    let live = max_connections - slots.available_permits();
-    info!("shutting down: closing {live} connections");
-    chat.do_send(Stopping);
-    stop.cancel();
-    // Every live session holds one permit; all of them back means all sessions are done.
-    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    match timeout(grace, slots.acquire_many(all)).await {
-        Ok(_) => info!("all connections closed"),
-        Err(_) => warn!(
-            "{} connections still open after {grace:?}; closing them",
-            max_connections - slots.available_permits()
-        ),
-    }
-    for thread in &threads {
-        thread.stop();
-    }
-    accepted
-}
-
 /// Admission: where every connection, whatever its transport, becomes a session. It counts
 /// connections against `server.max_connections`, numbers them, and deals them out to the
 /// workers in turn. A new transport's listener uses it as the TCP acceptor below does (see
 /// [`crate::connection`]).
 pub(crate) struct Gate {
     slots: Arc<Semaphore>,
+    max_connections: usize,
     workers: Vec<ArbiterHandle>,
     context: Arc<SessionContext>,
     next_conn: AtomicU64,
+    refusals: Arc<Semaphore>,
 }
 
 impl Gate {
     /// A connection slot, or `None` when the server is full.
     pub(crate) fn slot(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Connections being served now.
+    fn live(&self) -> usize {
+        self.max_connections - self.slots.available_permits()
     }
 
     /// Starts a session over `transport` on the next worker; it holds `slot` for its lifetime.
@@ -184,12 +233,26 @@ impl Gate {
             actix_rt::spawn(Session::serve(transport, conn, peer, context, slot));
         });
     }
+
+    /// Tells a connection the server is full, on the current thread, unless too many are
+    /// being told already (then it is just closed).
+    pub(crate) fn refuse<S>(&self, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        debug!("refusing {peer}: server full");
+        if let Ok(refusal) = self.refusals.clone().try_acquire_owned() {
+            actix_rt::spawn(async move {
+                refuse(stream).await;
+                drop(refusal);
+            });
+        }
+    }
 }
 
 /// Accepts TCP connections and hands them to the [`Gate`].
 struct Acceptor {
-    gate: Gate,
-    refusals: Arc<Semaphore>,
+    gate: Arc<Gate>,
 }
 
 impl Acceptor {
@@ -229,14 +292,7 @@ impl Acceptor {
 
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
         let Some(slot) = self.gate.slot() else {
-            debug!("refusing {peer}: server full");
-            if let Ok(refusal) = self.refusals.clone().try_acquire_owned() {
-                actix_rt::spawn(async move {
-                    refuse(stream).await;
-                    drop(refusal);
-                });
-            }
-            return;
+            return self.gate.refuse(stream, peer);
         };
         // Small lines must not wait for Nagle's algorithm.
         if let Err(error) = stream.set_nodelay(true) {
@@ -252,7 +308,7 @@ impl Acceptor {
 
 /// Tells a connection over the limit why it is being closed. Its input is read and discarded
 /// for a moment so that our close does not become a reset that destroys the message.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     let bye = Event::Bye(Some(ByeReason::ServerFull)).to_line();
     let _ = timeout(REFUSAL_LINGER, async {
         stream.write_all(&bye).await?;

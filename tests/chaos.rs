@@ -42,7 +42,7 @@ async fn the_server_survives_chaos_and_loses_nothing_for_well_behaved_clients() 
             .set("limits.max_outbound_bytes", 256 * 1024),
     );
     let server = TestServer::start(settings).await;
-    let addr = server.addr;
+    let addr = server.addr();
 
     // Logged in first, the observer hears every later login and logout.
     let (mut observer_lines, mut observer) = server.login("observer").await.split();

@@ -1,4 +1,8 @@
 //! Protocol v1, row by row, against an in-process server over real loopback sockets.
+//!
+//! Most tests run the server on the test's own thread under paused time (protocol rows do not
+//! depend on threads, and the close linger at shutdown then costs no wall time); the ordering
+//! tests and the shutdown test run it on two worker threads, as in production.
 
 mod common;
 
@@ -6,7 +10,7 @@ use common::{settings, settings_without_flood_control, settings_without_presence
 
 #[actix::test]
 async fn login_lists_peers_oldest_first_and_tells_everyone_else() {
-    let server = TestServer::start(settings()).await;
+    let server = TestServer::start_paused(settings()).await;
     let [mut alice, mut bob] = server.login_all(["alice", "bob"]).await;
     let mut carol = server.login("carol").await;
     carol.expect("login|alice").await;
@@ -19,7 +23,7 @@ async fn login_lists_peers_oldest_first_and_tells_everyone_else() {
 
 #[actix::test]
 async fn names_are_validated_and_unique_ignoring_case() {
-    let server = TestServer::start(settings()).await;
+    let server = TestServer::start_paused(settings()).await;
     let mut alice = server.login("Alice").await;
     let mut other = server.connect().await;
     for bad in ["al ice", "a|b", "émile", &"x".repeat(33)] {
@@ -44,7 +48,7 @@ async fn names_are_validated_and_unique_ignoring_case() {
 
 #[actix::test]
 async fn only_login_ping_pong_and_exit_work_before_login() {
-    let server = TestServer::start(settings()).await;
+    let server = TestServer::start_paused(settings()).await;
     let mut anon = server.connect().await;
     for (line, verb) in [
         ("talk|bob|hi", "talk"),
@@ -67,7 +71,7 @@ async fn only_login_ping_pong_and_exit_work_before_login() {
 
 #[actix::test]
 async fn talk_delivers_to_the_named_user_only_and_replies_nothing() {
-    let server = TestServer::start(settings()).await;
+    let server = TestServer::start_paused(settings()).await;
     let [mut alice, mut bob, mut carol] = server.login_all(["alice", "bob", "carol"]).await;
 
     alice.send("talk|BOB|hi | there, bob").await;
@@ -127,7 +131,7 @@ async fn a_name_taken_over_by_a_new_connection_gets_the_messages_meant_for_it() 
 
 #[actix::test]
 async fn who_lists_everyone_sorted_ignoring_case() {
-    let server = TestServer::start(settings_without_presence()).await;
+    let server = TestServer::start_paused(settings_without_presence()).await;
     let mut zed = server.login("zed").await;
     let _bob = server.login("Bob").await;
     let _alice = server.login("alice").await;
@@ -138,7 +142,7 @@ async fn who_lists_everyone_sorted_ignoring_case() {
 
 #[actix::test]
 async fn rooms_join_say_leave_and_vanish_when_empty() {
-    let server = TestServer::start(settings_without_presence()).await;
+    let server = TestServer::start_paused(settings_without_presence()).await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     let mut carol = server.login("carol").await;
@@ -186,7 +190,7 @@ async fn rooms_join_say_leave_and_vanish_when_empty() {
 
 #[actix::test]
 async fn exit_says_bye_closes_and_tells_rooms_and_everyone() {
-    let server = TestServer::start(settings()).await;
+    let server = TestServer::start_paused(settings()).await;
     let [mut alice, mut bob] = server.login_all(["alice", "bob"]).await;
     for client in [&mut alice, &mut bob] {
         client.send("join|rust").await;
@@ -206,7 +210,7 @@ async fn exit_says_bye_closes_and_tells_rooms_and_everyone() {
 
 #[actix::test]
 async fn a_dropped_connection_is_a_disconnect() {
-    let server = TestServer::start(settings()).await;
+    let server = TestServer::start_paused(settings()).await;
     let [mut alice, mut bob] = server.login_all(["alice", "bob"]).await;
     bob.send("join|rust").await;
     bob.expect("ok|join|rust").await;
@@ -221,7 +225,7 @@ async fn a_dropped_connection_is_a_disconnect() {
 
 #[actix::test]
 async fn bad_lines_get_one_error_each_and_the_connection_stays_usable() {
-    let server = TestServer::start(settings()).await;
+    let server = TestServer::start_paused(settings()).await;
     let mut alice = server.login("alice").await;
     alice.send("dance|now").await;
     alice.expect("error|unknown-command|dance").await;
@@ -258,7 +262,7 @@ async fn bad_lines_get_one_error_each_and_the_connection_stays_usable() {
 
 #[actix::test]
 async fn presence_none_sends_no_login_or_logout_notices() {
-    let server = TestServer::start(settings_without_presence()).await;
+    let server = TestServer::start_paused(settings_without_presence()).await;
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     bob.expect_nothing_pending().await;

@@ -1,28 +1,29 @@
-//! Helpers shared by the integration tests: an in-process server on `127.0.0.1:0` and a raw
-//! line client whose every read has a timeout.
+//! Helpers shared by the integration tests: an in-process server (on `127.0.0.1:0`, or reached
+//! through in-memory pipes under paused time) and a raw line client whose every read has a
+//! timeout.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, rc::Rc, time::Duration};
 
 pub mod process;
 
 use actor_chat::{
     codec::{Frame, LineCodec},
     config::{Settings, SettingsBuilder},
-    server::{self, Placement},
+    server::{Placement, Server},
 };
 use futures_util::StreamExt;
 use tokio::{
-    io::AsyncWriteExt,
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpListener, TcpStream,
-    },
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
     sync::oneshot,
     task::JoinHandle,
     time::timeout,
 };
+
+/// Bytes in flight each way on an in-memory connection.
+const PIPE_BYTES: usize = 64 * 1024;
 
 /// Generous: a read that takes this long means the line is not coming.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,45 +59,72 @@ pub fn settings_without_flood_control() -> Settings {
 
 /// A server running inside the current actix system.
 pub struct TestServer {
-    pub addr: SocketAddr,
+    server: Rc<Server>,
+    /// The TCP address it listens on; `None` when it is reached in memory only.
+    addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     running: JoinHandle<()>,
 }
 
 impl TestServer {
-    /// Starts a server on its own worker threads, as in production.
+    /// Starts a server on its own worker threads and a loopback listener, as in production.
     pub async fn start(settings: Settings) -> TestServer {
-        Self::start_on(settings, Placement::Workers).await
-    }
-
-    /// Pauses this test's clock and starts a server whose sessions all run on the test's own
-    /// thread, so time is the test's: a 30 s heartbeat passes as soon as nothing else is left
-    /// to do, deterministically and without waiting. Every timer — the server's and the test's
-    /// read timeouts alike — then runs on virtual time.
-    pub async fn start_paused(settings: Settings) -> TestServer {
-        tokio::time::pause();
-        Self::start_on(settings, Placement::CurrentThread).await
-    }
-
-    async fn start_on(settings: Settings, placement: Placement) -> TestServer {
         let listener = TcpListener::bind(settings.bind())
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
+        let server = Rc::new(Server::start(settings, Placement::Workers));
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = actix_rt::spawn(async move {
-            server::serve(settings, listener, stopped, placement)
-                .await
-                .expect("the server takes over its listener");
+        let running = actix_rt::spawn({
+            let server = server.clone();
+            async move {
+                server
+                    .accept(listener, stopped)
+                    .await
+                    .expect("the server takes over its listener");
+                server.shutdown().await;
+            }
         });
         TestServer {
-            addr,
+            server,
+            addr: Some(addr),
             stop: Some(stop),
             running,
         }
     }
 
-    /// Asks the server to shut down and waits (bounded) until `run` returns.
+    /// Pauses this test's clock and starts a server that runs on the test's own thread and is
+    /// reached through in-memory pipes, so time is the test's: a heartbeat passes as soon as
+    /// nothing else is left to do, deterministically and without waiting. Every timer — the
+    /// server's and the test's read timeouts alike — then runs on virtual time. (Not over
+    /// sockets: a paused clock jumps ahead whenever the thread would wait, even for bytes the
+    /// kernel is about to deliver.)
+    pub async fn start_paused(settings: Settings) -> TestServer {
+        tokio::time::pause();
+        let server = Rc::new(Server::start(settings, Placement::CurrentThread));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = actix_rt::spawn({
+            let server = server.clone();
+            async move {
+                let _ = stopped.await;
+                server.shutdown().await;
+            }
+        });
+        TestServer {
+            server,
+            addr: None,
+            stop: Some(stop),
+            running,
+        }
+    }
+
+    /// The TCP address of a server from [`TestServer::start`].
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+            .expect("a paused server has no socket: use connect() or login()")
+    }
+
+    /// Asks the server to shut down and waits (bounded) until it has.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -108,7 +136,13 @@ impl TestServer {
     }
 
     pub async fn connect(&self) -> Client {
-        Client::connect(self.addr).await
+        match self.addr {
+            Some(addr) => Client::connect(addr).await,
+            None => {
+                let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+                Client::over(self.server.connect_in_memory(peer, PIPE_BYTES))
+            }
+        }
     }
 
     /// Logs in `names` one after another on a server with presence on, consuming every peer
@@ -131,7 +165,9 @@ impl TestServer {
 
     /// Connects and logs in as `name`, consuming `ok|login|NAME` (but not the peer list).
     pub async fn login(&self, name: &str) -> Client {
-        Client::login(self.addr, name).await
+        let mut client = self.connect().await;
+        client.log_in(name).await;
+        client
     }
 }
 
@@ -143,12 +179,12 @@ pub struct Client {
 
 /// The reading half of a [`Client`].
 pub struct Lines {
-    reader: tokio_util::codec::FramedRead<OwnedReadHalf, LineCodec>,
+    reader: tokio_util::codec::FramedRead<Box<dyn AsyncRead + Unpin>, LineCodec>,
 }
 
 /// The writing half of a [`Client`].
 pub struct Writer {
-    writer: OwnedWriteHalf,
+    writer: Box<dyn AsyncWrite + Unpin>,
 }
 
 impl Client {
@@ -156,9 +192,14 @@ impl Client {
     /// list).
     pub async fn login(addr: SocketAddr, name: &str) -> Client {
         let mut client = Client::connect(addr).await;
-        client.send(&format!("login|{name}")).await;
-        client.expect(&format!("ok|login|{name}")).await;
+        client.log_in(name).await;
         client
+    }
+
+    /// Sends `login|NAME` and consumes `ok|login|NAME`.
+    async fn log_in(&mut self, name: &str) {
+        self.send(&format!("login|{name}")).await;
+        self.expect(&format!("ok|login|{name}")).await;
     }
 
     pub async fn connect(addr: SocketAddr) -> Client {
@@ -166,12 +207,22 @@ impl Client {
             .await
             .expect("connect in time")
             .expect("connect");
-        let (reader, writer) = stream.into_split();
+        Client::over(stream)
+    }
+
+    /// A client over any byte stream.
+    pub fn over(stream: impl AsyncRead + AsyncWrite + 'static) -> Client {
+        let (reader, writer) = tokio::io::split(stream);
         Client {
             lines: Lines {
-                reader: tokio_util::codec::FramedRead::new(reader, LineCodec::new(1 << 22)),
+                reader: tokio_util::codec::FramedRead::new(
+                    Box::new(reader) as Box<dyn AsyncRead + Unpin>,
+                    LineCodec::new(1 << 22),
+                ),
             },
-            writer: Writer { writer },
+            writer: Writer {
+                writer: Box::new(writer),
+            },
         }
     }
 
