@@ -14,7 +14,8 @@
 //! in the README's table.
 
 use std::{
-    net::SocketAddr,
+    fmt,
+    net::{SocketAddr, ToSocketAddrs},
     num::{NonZeroU32, NonZeroUsize},
     ops::RangeInclusive,
     path::{Path, PathBuf},
@@ -35,6 +36,9 @@ const LINE_LIMITS: RangeInclusive<usize> = 64..=1 << 20;
 const MAX_WORKERS: usize = 1024;
 const ROOMS_PER_USER: RangeInclusive<usize> = 1..=1024;
 const LISTED: RangeInclusive<usize> = 1..=MAX_LISTED;
+/// Lines per second and burst: up to a million, far above what a connection can send.
+const LINE_RATES: RangeInclusive<usize> = 0..=1_000_000;
+const PRESENCE: &[(&str, Presence)] = &[("all", Presence::All), ("none", Presence::None)];
 
 /// Everything the server can be told, checked and converted (see the module docs).
 #[derive(Debug, Clone)]
@@ -63,8 +67,7 @@ pub(crate) struct ServerSettings {
 }
 
 /// Who is told when a user logs in or out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presence {
     /// Everyone online: `login|NAME` / `logout|NAME`, and the list of who is online at login.
     All,
@@ -119,7 +122,8 @@ pub enum ConfigError {
     Missing(String),
     #[error("{0}")]
     Invalid(#[from] config::ConfigError),
-    #[error("config key {key} is invalid: {reason}")]
+    /// A key's value is not what it must be; the reason reads on from the key ("must be …").
+    #[error("{key} {reason}")]
     Value { key: &'static str, reason: String },
 }
 
@@ -231,33 +235,29 @@ impl Settings {
             heartbeat,
             log,
         } = raw;
-        if server.workers > MAX_WORKERS {
-            return invalid(
-                "server.workers",
-                format!("must be at most {MAX_WORKERS} (0 = one per core)"),
-            );
-        }
-        let workers = NonZeroUsize::new(server.workers)
+        let bind = socket_address("server.bind", server.bind)?;
+        let workers = whole("server.workers", server.workers, 0..=MAX_WORKERS)?;
+        let workers = NonZeroUsize::new(workers)
             .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
-        let max_connections = in_range("server.max_connections", server.max_connections, LISTED)?;
-        let max_rooms = in_range("server.max_rooms", server.max_rooms, LISTED)?;
-        let rooms_per_user = in_range(
+        let max_connections = whole("server.max_connections", server.max_connections, LISTED)?;
+        let max_rooms = whole("server.max_rooms", server.max_rooms, LISTED)?;
+        let presence = choice("server.presence", server.presence, PRESENCE)?;
+        let rooms_per_user = whole(
             "limits.rooms_per_user",
             limits.rooms_per_user,
             ROOMS_PER_USER,
         )?;
-        let max_line_bytes = in_range("limits.max_line_bytes", limits.max_line_bytes, LINE_LIMITS)?;
-        if limits.max_outbound_bytes < max_line_bytes * 2 {
-            return invalid(
-                "limits.max_outbound_bytes",
-                "must be at least twice limits.max_line_bytes".to_owned(),
-            );
-        }
+        let max_line_bytes = whole("limits.max_line_bytes", limits.max_line_bytes, LINE_LIMITS)?;
+        let max_outbound_bytes = whole(
+            "limits.max_outbound_bytes",
+            limits.max_outbound_bytes,
+            max_line_bytes * 2..=usize::MAX,
+        )?;
         // A reply that lists every user (`users|…`, the peer list at login, a room's members)
         // or every room must fit in a client's queue, or asking for it would cut the asker off
         // as too slow.
         let longest_list = max_list_reply_bytes(max_connections.max(max_rooms));
-        if limits.max_outbound_bytes < longest_list {
+        if max_outbound_bytes < longest_list {
             return invalid(
                 "limits.max_outbound_bytes",
                 format!(
@@ -266,9 +266,11 @@ impl Settings {
                 ),
             );
         }
+        let lines_per_sec = whole("limits.lines_per_sec", limits.lines_per_sec, LINE_RATES)?;
+        let burst = whole("limits.burst", limits.burst, LINE_RATES)?;
         let flood = match (
-            NonZeroU32::new(limits.lines_per_sec),
-            NonZeroU32::new(limits.burst),
+            u32::try_from(lines_per_sec).ok().and_then(NonZeroU32::new),
+            u32::try_from(burst).ok().and_then(NonZeroU32::new),
         ) {
             (None, _) => None,
             (Some(lines_per_sec), Some(burst)) => Some(FloodLimit {
@@ -292,21 +294,19 @@ impl Settings {
                 "must be longer than heartbeat.interval_secs".to_owned(),
             );
         }
-        if let Err(error) = env_filter::Builder::new().try_parse(&log.level) {
-            return invalid("log.level", error.to_string());
-        }
+        let level = log_filter("log.level", log.level)?;
         Ok(Settings {
             server: ServerSettings {
-                bind: server.bind,
+                bind,
                 workers,
                 max_connections,
                 max_rooms,
-                presence: server.presence,
+                presence,
                 shutdown_grace,
             },
             limits: Limits {
                 max_line_bytes,
-                max_outbound_bytes: limits.max_outbound_bytes,
+                max_outbound_bytes,
                 rooms_per_user,
                 flood,
             },
@@ -315,7 +315,7 @@ impl Settings {
                 timeout,
                 login_timeout,
             },
-            log: LogSettings { level: log.level },
+            log: LogSettings { level },
         })
     }
 }
@@ -334,30 +334,166 @@ fn invalid<T>(key: &'static str, reason: String) -> Result<T, ConfigError> {
     Err(ConfigError::Value { key, reason })
 }
 
-fn in_range(
-    key: &'static str,
-    value: usize,
-    range: RangeInclusive<usize>,
-) -> Result<usize, ConfigError> {
-    if range.contains(&value) {
-        Ok(value)
-    } else {
-        invalid(
-            key,
-            format!("must be between {} and {}", range.start(), range.end()),
-        )
+/// A value as the file or the environment gave it, before it is known to be of the key's type:
+/// each key's conversion below checks it and says, in plain words, what it must be.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum Loose {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl fmt::Display for Loose {
+    /// As the user would have written it, quoted if it is text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loose::Bool(value) => write!(f, "{value}"),
+            Loose::Int(value) => write!(f, "{value}"),
+            Loose::Float(value) => write!(f, "{value}"),
+            Loose::Text(value) => write!(f, "{value:?}"),
+        }
     }
 }
 
-/// A duration key, in seconds, which may be fractional: positive and at most a year.
-fn seconds(key: &'static str, secs: f64) -> Result<Duration, ConfigError> {
+impl From<&str> for Loose {
+    fn from(text: &str) -> Loose {
+        Loose::Text(text.to_owned())
+    }
+}
+
+impl From<i64> for Loose {
+    fn from(value: i64) -> Loose {
+        Loose::Int(value)
+    }
+}
+
+impl From<f64> for Loose {
+    fn from(value: f64) -> Loose {
+        Loose::Float(value)
+    }
+}
+
+/// A whole number in `range`.
+fn whole(
+    key: &'static str,
+    value: Loose,
+    range: RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    match value {
+        Loose::Int(n) if usize::try_from(n).is_ok_and(|n| range.contains(&n)) => Ok(n as usize),
+        other if *range.end() == usize::MAX => invalid(
+            key,
+            format!(
+                "must be a whole number, at least {} (got {other})",
+                range.start()
+            ),
+        ),
+        other => invalid(
+            key,
+            format!(
+                "must be a whole number from {} to {} (got {other})",
+                range.start(),
+                range.end()
+            ),
+        ),
+    }
+}
+
+/// A duration key, in seconds, which may be fractional: above 0 and at most a year.
+fn seconds(key: &'static str, value: Loose) -> Result<Duration, ConfigError> {
+    let secs = match value {
+        Loose::Int(n) => n as f64,
+        Loose::Float(x) => x,
+        _ => f64::NAN,
+    };
     match Duration::try_from_secs_f64(secs) {
         Ok(duration) if secs > 0.0 && secs <= MAX_SECS => Ok(duration),
         _ => invalid(
             key,
-            format!("must be a positive number of seconds, at most {MAX_SECS}"),
+            format!("must be a number of seconds above 0 and at most {MAX_SECS} (got {value})"),
         ),
     }
+}
+
+/// One of `choices`, as its wire word.
+fn choice<T: Copy>(
+    key: &'static str,
+    value: Loose,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    if let Loose::Text(text) = &value {
+        if let Some((_, chosen)) = choices.iter().find(|(word, _)| word == text) {
+            return Ok(*chosen);
+        }
+    }
+    let words: Vec<String> = choices
+        .iter()
+        .map(|(word, _)| format!("{word:?}"))
+        .collect();
+    let words = match words.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    invalid(key, format!("must be {words} (got {value})"))
+}
+
+/// `HOST:PORT`, where HOST is an IPv4 address, an IPv6 address in brackets, or a name that
+/// resolves (the first address it resolves to is used).
+fn socket_address(key: &'static str, value: Loose) -> Result<SocketAddr, ConfigError> {
+    if let Loose::Text(text) = &value {
+        if let Ok(addr) = text.parse() {
+            return Ok(addr);
+        }
+        if let Some(addr) = text
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+        {
+            return Ok(addr);
+        }
+    }
+    invalid(
+        key,
+        format!(
+            "must be HOST:PORT, such as 127.0.0.1:9999, [::1]:9999, 0.0.0.0:9999 or \
+             localhost:9999 (got {value})"
+        ),
+    )
+}
+
+/// The levels a log filter may name.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// An env_logger filter that parses and names a known level in each of its directives
+/// (`info`, `warn,actor_chat=debug`): a misspelled level would otherwise parse as the name of a
+/// module, and the server would start and log nothing at all.
+fn log_filter(key: &'static str, value: Loose) -> Result<String, ConfigError> {
+    let rule =
+        "must be a log level (error, warn, info, debug, trace or off), or a comma-separated \
+                list of LEVEL and MODULE=LEVEL";
+    let Loose::Text(filter) = value else {
+        return invalid(key, format!("{rule} (got {value})"));
+    };
+    let directives = filter.split('/').next().unwrap_or_default();
+    for directive in directives.split(',').filter(|d| !d.trim().is_empty()) {
+        let level = directive.rsplit('=').next().unwrap_or_default().trim();
+        if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return invalid(
+                key,
+                format!("{rule} (got {filter:?}: {level:?} is not a level)"),
+            );
+        }
+    }
+    if directives.trim().is_empty() {
+        return invalid(key, format!("{rule} (got {filter:?})"));
+    }
+    if let Err(error) = env_filter::Builder::new().try_parse(&filter) {
+        return invalid(key, format!("{rule} (got {filter:?}: {error})"));
+    }
+    Ok(filter)
 }
 
 /// The keys as written in the file and the environment, with the built-in defaults; private, so
@@ -374,23 +510,23 @@ struct RawSettings {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawServer {
-    bind: SocketAddr,
-    workers: usize,
-    max_connections: usize,
-    max_rooms: usize,
-    presence: Presence,
-    shutdown_grace_secs: f64,
+    bind: Loose,
+    workers: Loose,
+    max_connections: Loose,
+    max_rooms: Loose,
+    presence: Loose,
+    shutdown_grace_secs: Loose,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
         Self {
-            bind: SocketAddr::from(([127, 0, 0, 1], 9999)),
-            workers: 0,
-            max_connections: 10_000,
-            max_rooms: 10_000,
-            presence: Presence::All,
-            shutdown_grace_secs: 5.0,
+            bind: "127.0.0.1:9999".into(),
+            workers: 0.into(),
+            max_connections: 10_000.into(),
+            max_rooms: 10_000.into(),
+            presence: "all".into(),
+            shutdown_grace_secs: 5.into(),
         }
     }
 }
@@ -398,21 +534,21 @@ impl Default for RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawLimits {
-    max_line_bytes: usize,
-    max_outbound_bytes: usize,
-    lines_per_sec: u32,
-    burst: u32,
-    rooms_per_user: usize,
+    max_line_bytes: Loose,
+    max_outbound_bytes: Loose,
+    lines_per_sec: Loose,
+    burst: Loose,
+    rooms_per_user: Loose,
 }
 
 impl Default for RawLimits {
     fn default() -> Self {
         Self {
-            max_line_bytes: 4096,
-            max_outbound_bytes: 1 << 20,
-            lines_per_sec: 50,
-            burst: 100,
-            rooms_per_user: 32,
+            max_line_bytes: 4096.into(),
+            max_outbound_bytes: (1 << 20).into(),
+            lines_per_sec: 50.into(),
+            burst: 100.into(),
+            rooms_per_user: 32.into(),
         }
     }
 }
@@ -420,17 +556,17 @@ impl Default for RawLimits {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawHeartbeat {
-    interval_secs: f64,
-    timeout_secs: f64,
-    login_timeout_secs: f64,
+    interval_secs: Loose,
+    timeout_secs: Loose,
+    login_timeout_secs: Loose,
 }
 
 impl Default for RawHeartbeat {
     fn default() -> Self {
         Self {
-            interval_secs: 30.0,
-            timeout_secs: 90.0,
-            login_timeout_secs: 30.0,
+            interval_secs: 30.into(),
+            timeout_secs: 90.into(),
+            login_timeout_secs: 30.into(),
         }
     }
 }
@@ -438,13 +574,13 @@ impl Default for RawHeartbeat {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawLog {
-    level: String,
+    level: Loose,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         Self {
-            level: "info".to_owned(),
+            level: "info".into(),
         }
     }
 }
@@ -575,9 +711,7 @@ mod tests {
         let (low, high) = (LINE_LIMITS.start(), LINE_LIMITS.end());
         assert_eq!(
             error.to_string(),
-            format!(
-                "config key limits.max_line_bytes is invalid: must be between {low} and {high}"
-            )
+            format!("limits.max_line_bytes must be a whole number from {low} to {high} (got 3)")
         );
         // Zero workers means one per core, resolved once here.
         let settings = Settings::builder().build().expect("defaults build");
@@ -586,5 +720,108 @@ mod tests {
             Settings::default().heartbeat.timeout,
             Duration::from_secs(90)
         );
+    }
+
+    /// The sentence for each kind of mistake, from the environment and from a file alike.
+    #[test]
+    fn each_kind_of_mistake_is_one_plain_sentence() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "CHAT__SERVER__PRESENCE",
+                "some",
+                r#"server.presence must be "all" or "none" (got "some")"#,
+            ),
+            (
+                "CHAT__SERVER__WORKERS",
+                "-1",
+                "server.workers must be a whole number from 0 to 1024 (got -1)",
+            ),
+            (
+                "CHAT__SERVER__WORKERS",
+                "many",
+                r#"server.workers must be a whole number from 0 to 1024 (got "many")"#,
+            ),
+            (
+                "CHAT__SERVER__WORKERS",
+                "1.5",
+                "server.workers must be a whole number from 0 to 1024 (got 1.5)",
+            ),
+            (
+                "CHAT__HEARTBEAT__TIMEOUT_SECS",
+                "soon",
+                r#"heartbeat.timeout_secs must be a number of seconds above 0 and at most 31536000 (got "soon")"#,
+            ),
+            (
+                "CHAT__HEARTBEAT__TIMEOUT_SECS",
+                "0",
+                "heartbeat.timeout_secs must be a number of seconds above 0 and at most 31536000 (got 0)",
+            ),
+            (
+                "CHAT__SERVER__BIND",
+                "nowhere",
+                r#"server.bind must be HOST:PORT, such as 127.0.0.1:9999, [::1]:9999, 0.0.0.0:9999 or localhost:9999 (got "nowhere")"#,
+            ),
+            (
+                "CHAT__LOG__LEVEL",
+                "inof",
+                r#"log.level must be a log level (error, warn, info, debug, trace or off), or a comma-separated list of LEVEL and MODULE=LEVEL (got "inof": "inof" is not a level)"#,
+            ),
+            (
+                "CHAT__LOG__LEVEL",
+                "warn,actor_chat=verbose",
+                r#"log.level must be a log level (error, warn, info, debug, trace or off), or a comma-separated list of LEVEL and MODULE=LEVEL (got "warn,actor_chat=verbose": "verbose" is not a level)"#,
+            ),
+            (
+                "CHAT__LIMITS__BURST",
+                "0",
+                "limits.burst must be at least 1 when flood control is on",
+            ),
+        ];
+        for (var, value, expected) in cases {
+            assert_eq!(&error_of(None, &[(var, value)]), expected, "{var}={value}");
+        }
+        // The same words for a value from a file, typed as TOML types it.
+        let dir = std::env::temp_dir().join(format!("actor-chat-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "[server]\nworkers = -1\n").expect("write the file");
+        let error = error_of(Some(&file), &[]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            error,
+            "server.workers must be a whole number from 0 to 1024 (got -1)"
+        );
+    }
+
+    #[test]
+    fn bind_accepts_host_names_and_ipv6() {
+        for (bind, expected) in [
+            ("[::1]:9999", "[::1]:9999"),
+            ("[::]:0", "[::]:0"),
+            ("0.0.0.0:9999", "0.0.0.0:9999"),
+        ] {
+            let settings = Settings::load_from(None, env(&[("CHAT__SERVER__BIND", bind)]))
+                .expect("a valid address");
+            assert_eq!(settings.bind().to_string(), expected);
+        }
+        let settings = Settings::load_from(None, env(&[("CHAT__SERVER__BIND", "localhost:9999")]))
+            .expect("localhost resolves");
+        assert!(settings.bind().ip().is_loopback(), "{}", settings.bind());
+        assert_eq!(settings.bind().port(), 9999);
+    }
+
+    #[test]
+    fn valid_log_filters_pass() {
+        for level in [
+            "info",
+            "WARN",
+            "warn,actor_chat=debug",
+            "off",
+            "error,actor_chat::server=trace",
+        ] {
+            let settings = Settings::load_from(None, env(&[("CHAT__LOG__LEVEL", level)]))
+                .expect("a valid filter");
+            assert_eq!(settings.log_filter(), level);
+        }
     }
 }
