@@ -326,6 +326,7 @@ fn describe_error(kind: ErrorKind, arg: &str) -> String {
         ErrorKind::LineTooLong => format!("that line is too long (the limit is {arg} bytes)"),
         ErrorKind::BadEncoding => "the server could not read that line: it is not UTF-8".to_owned(),
         ErrorKind::RateLimited => "slow down: rate limited".to_owned(),
+        ErrorKind::NoSuchRoom => format!("there is no room #{arg}"),
         ErrorKind::TooManyRooms => {
             format!("cannot join #{arg}: you are in too many rooms, or the server has too many")
         }

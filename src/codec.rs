@@ -212,6 +212,7 @@ wire_table! {
         Leave = "leave",
         Say = "say",
         Rooms = "rooms",
+        Names = "names",
         Ping = "ping",
         Pong = "pong",
         Exit = "exit",
@@ -255,6 +256,7 @@ wire_table! {
         BadEncoding = "bad-encoding",
         RateLimited = "rate-limited",
         TooManyRooms = "too-many-rooms",
+        NoSuchRoom = "no-such-room",
     }
 }
 
@@ -292,6 +294,8 @@ pub enum Request<'a> {
     Say { room: &'a str, text: &'a str },
     /// `rooms`
     Rooms,
+    /// `names|ROOM`
+    Names { room: &'a str },
     /// `ping`
     Ping,
     /// `pong`
@@ -366,6 +370,7 @@ impl<'a> Request<'a> {
             Verb::Leave => one().map(|room| Request::Leave { room }),
             Verb::Say => two().map(|(room, text)| Request::Say { room, text }),
             Verb::Rooms => none(Request::Rooms),
+            Verb::Names => one().map(|room| Request::Names { room }),
             Verb::Ping => none(Request::Ping),
             Verb::Pong => none(Request::Pong),
             Verb::Exit => none(Request::Exit),
@@ -382,6 +387,7 @@ impl<'a> Request<'a> {
             Request::Leave { .. } => Verb::Leave,
             Request::Say { .. } => Verb::Say,
             Request::Rooms => Verb::Rooms,
+            Request::Names { .. } => Verb::Names,
             Request::Ping => Verb::Ping,
             Request::Pong => Verb::Pong,
             Request::Exit => Verb::Exit,
@@ -393,7 +399,7 @@ impl<'a> Request<'a> {
         let fields: &[&str] = match self {
             Request::Login { name } => &[name],
             Request::Talk { to, text } => &[to, text],
-            Request::Join { room } | Request::Leave { room } => &[room],
+            Request::Join { room } | Request::Leave { room } | Request::Names { room } => &[room],
             Request::Say { room, text } => &[room, text],
             Request::Who | Request::Rooms | Request::Ping | Request::Pong | Request::Exit => &[],
         };
@@ -425,7 +431,7 @@ pub enum Event<'a> {
     Talk { from: &'a str, text: &'a str },
     /// `users|A,B,C`: everyone online.
     Users(Vec<&'a str>),
-    /// `members|ROOM|A,B`: a room's members, sent after `ok|join`.
+    /// `members|ROOM|A,B`: a room's members, sent after `ok|join` and in answer to `names`.
     Members { room: &'a str, names: Vec<&'a str> },
     /// `join|ROOM|NAME`: NAME joined a room you are in.
     RoomJoined { room: &'a str, name: &'a str },
@@ -704,7 +710,7 @@ mod tests {
 
     #[test]
     fn parses_every_request() {
-        let cases: [(&[u8], Request); 10] = [
+        let cases: [(&[u8], Request); 11] = [
             (b"login|alice", Request::Login { name: "alice" }),
             (
                 b"talk|bob|hi | there",
@@ -724,6 +730,7 @@ mod tests {
                 },
             ),
             (b"rooms", Request::Rooms),
+            (b"names|rust", Request::Names { room: "rust" }),
             (b"ping", Request::Ping),
             (b"pong", Request::Pong),
             (b"exit", Request::Exit),
@@ -890,6 +897,7 @@ mod tests {
             Verb::Leave => Request::Leave { room: a },
             Verb::Say => Request::Say { room: a, text: b },
             Verb::Rooms => Request::Rooms,
+            Verb::Names => Request::Names { room: a },
             Verb::Ping => Request::Ping,
             Verb::Pong => Request::Pong,
             Verb::Exit => Request::Exit,

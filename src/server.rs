@@ -163,7 +163,7 @@ impl Server {
     /// closed (after [`Server::accept`] returns), so that no connection arrives after it.
     pub async fn shutdown(&self) {
         let gate = &self.gate;
-        info!("shutting down: closing {} connections", gate.live());
+        info!("shutting down: closing {}", connections(gate.live()));
         self.chat.do_send(Stopping);
         self.stop.cancel();
         // Every live session holds one permit; all of them back means all sessions are done.
@@ -171,8 +171,8 @@ impl Server {
         match timeout(self.grace, gate.slots.acquire_many(all)).await {
             Ok(_) => info!("all connections closed"),
             Err(_) => warn!(
-                "{} connections still open after {:?}; closing them",
-                gate.live(),
+                "{} still open after {:?}; closing them",
+                connections(gate.live()),
                 self.grace
             ),
         }
@@ -318,6 +318,14 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
         io::Result::Ok(())
     })
     .await;
+}
+
+/// `1 connection`, `2 connections`.
+fn connections(count: usize) -> String {
+    match count {
+        1 => "1 connection".to_owned(),
+        n => format!("{n} connections"),
+    }
 }
 
 fn is_resource_exhaustion(error: &io::Error) -> bool {

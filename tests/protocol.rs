@@ -189,6 +189,38 @@ async fn rooms_join_say_leave_and_vanish_when_empty() {
 }
 
 #[actix::test]
+async fn names_lists_a_rooms_members_to_members_and_others_alike() {
+    let server = TestServer::start_paused(settings_without_presence()).await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("Bob").await;
+    alice.send("join|Rust").await;
+    alice.expect("ok|join|Rust").await;
+    alice.expect("members|Rust|alice").await;
+    bob.send("join|rust").await;
+    bob.expect("ok|join|Rust").await;
+    bob.expect("members|Rust|alice,Bob").await;
+    alice.expect("join|Rust|Bob").await;
+    let mut carol = server.login("carol").await;
+    // Not a member, any case: the room's own spelling comes back.
+    carol.send("names|RUST").await;
+    carol.expect("members|Rust|alice,Bob").await;
+    alice.send("names|rust").await;
+    alice.expect("members|Rust|alice,Bob").await;
+    // A room that does not exist, or could not.
+    carol.send("names|go").await;
+    carol.expect("error|no-such-room|go").await;
+    carol.send("names|not a room").await;
+    carol.expect("error|no-such-room|not a room").await;
+    carol.send("names").await;
+    carol.expect("error|bad-arguments|names").await;
+    let mut anon = server.connect().await;
+    anon.send("names|rust").await;
+    anon.expect("error|not-logged-in|names").await;
+    bob.expect_nothing_pending().await;
+    server.shutdown().await;
+}
+
+#[actix::test]
 async fn exit_says_bye_closes_and_tells_rooms_and_everyone() {
     let server = TestServer::start_paused(settings()).await;
     let [mut alice, mut bob] = server.login_all(["alice", "bob"]).await;

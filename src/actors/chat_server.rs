@@ -79,6 +79,14 @@ pub(crate) struct ListRooms {
     pub(crate) conn: ConnId,
 }
 
+/// `names|ROOM`: the room's members are written to `conn`, member or not.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Names {
+    pub(crate) conn: ConnId,
+    pub(crate) room: String,
+}
+
 /// `join|ROOM` (the room name already checked to be valid).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -328,6 +336,21 @@ impl Handler<ListRooms> for ChatServer {
     fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) {
         let names = self.rooms.values().map(|room| &*room.name).collect();
         self.reply(msg.conn, &Event::Rooms(names));
+    }
+}
+
+impl Handler<Names> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Names, _: &mut Context<Self>) {
+        let event = match self.rooms.get(&fold(&msg.room)) {
+            Some(room) => Event::Members {
+                room: &room.name,
+                names: room.members.values().map(|m| &*m.name).collect(),
+            },
+            None => Event::Error(ErrorKind::NoSuchRoom, &msg.room),
+        };
+        self.reply(msg.conn, &event);
     }
 }
 

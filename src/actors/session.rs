@@ -30,7 +30,7 @@ use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::chat_server::{
-    ChatServer, ConnId, Disconnect, Join, Leave, ListRooms, Login, Resolve, Say, Who,
+    ChatServer, ConnId, Disconnect, Join, Leave, ListRooms, Login, Names, Resolve, Say, Who,
 };
 use crate::{
     codec::{fold_name, is_valid_name, ByeReason, ErrorKind, Event, Frame, Request},
@@ -292,6 +292,14 @@ impl Session {
             }
             Request::Join { room } => self.ask(
                 Join {
+                    conn,
+                    room: room.to_owned(),
+                },
+                ctx,
+            ),
+            // An invalid name cannot be a room; the server's answer covers it.
+            Request::Names { room } => self.ask(
+                Names {
                     conn,
                     room: room.to_owned(),
                 },
