@@ -83,19 +83,16 @@ fn run_client(options: &Options) -> Result<Ending, ClientError> {
     let (mut reader, writer, name) = runtime.block_on(net::connect_and_login(options))?;
 
     let (lines, inputs) = mpsc::channel(INPUT_QUEUE);
-    let (mut output, editor_thread) = if io::stdin().is_terminal() && io::stdout().is_terminal() {
+    let mut output = if io::stdin().is_terminal() && io::stdout().is_terminal() {
         terminal::start(lines).map_err(ClientError::Terminal)?
     } else {
         piped::start(lines);
-        (Output::Plain, None)
+        Output::Plain
     };
 
     output.line(&render_event(&Event::LoggedIn(&name)).unwrap_or_default());
     let ending = runtime.block_on(net::converse(&mut reader, writer, inputs, &mut output));
-    if let Some(editor_thread) = editor_thread {
-        terminal::stop_editor(editor_thread);
-    }
-    drop(output);
+    output.close();
     let ending = ending?;
     if let Ending::ClosedByServer(reason) = ending {
         // Printed after the editor is gone, so it cannot be lost in rustyline's print queue.
