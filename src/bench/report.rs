@@ -345,3 +345,223 @@ mod tests {
         assert!(!with(|t| t.unexpected = 1));
     }
 }
+
+/// The exact table and JSON of one report of each kind, as the tool printed them before its
+/// code was split into steps: people and scripts read these, so a refactor must not change them.
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    fn traffic(rooms: bool, open: bool) -> Report {
+        Report {
+            mode: if rooms { "room" } else { "pairs" },
+            server: "127.0.0.1:9".to_owned(),
+            run: "abc".to_owned(),
+            threads: if open { 2 } else { 1 },
+            connections: 8,
+            elapsed_s: 1.23456,
+            server_cpu_pct: open.then_some(57.4),
+            bench_cpu_pct: 12.6,
+            traffic: Some(TrafficReport {
+                pacing: if open { "open" } else { "closed" },
+                groups: if rooms { 2 } else { 4 },
+                group_size: if rooms { 4 } else { 2 },
+                messages_per_sender: (!open).then_some(100),
+                window: (!open).then_some(16),
+                rate: open.then_some(12345.6),
+                duration_s: open.then_some(2.5),
+                size: 32,
+                sent: 800,
+                expected: 2400,
+                delivered: if open { 2390 } else { 2400 },
+                lost: if open { 10 } else { 0 },
+                out_of_order: if open { 2 } else { 0 },
+                gaps: if open { 3 } else { 0 },
+                disconnected: if open { 1 } else { 0 },
+                unexpected: 0,
+                msgs_per_s: 1944.01,
+                latency_p50_ms: 0.1234,
+                latency_p99_ms: 1.5,
+                latency_p999_ms: 2.25,
+                latency_max_ms: 10.0,
+                latency_mean_ms: 0.2,
+            }),
+            ..Report::default()
+        }
+    }
+
+    fn churn() -> Report {
+        Report {
+            mode: "churn",
+            server: "127.0.0.1:9".to_owned(),
+            run: "abc".to_owned(),
+            threads: 1,
+            connections: 2,
+            elapsed_s: 0.3004,
+            bench_cpu_pct: 40.0,
+            churn: Some(ChurnReport {
+                workers: 2,
+                duration_s: 0.3,
+                logins: 1321,
+                incomplete: 1,
+                logins_per_s: 4400.4,
+                login_p50_ms: 0.229,
+                login_p99_ms: 0.911,
+                login_max_ms: 5.903,
+            }),
+            ..Report::default()
+        }
+    }
+
+    fn idle() -> Report {
+        Report {
+            mode: "idle",
+            server: "127.0.0.1:9".to_owned(),
+            run: "abc".to_owned(),
+            threads: 1,
+            connections: 100,
+            elapsed_s: 0.113,
+            server_cpu_pct: Some(8.8),
+            bench_cpu_pct: 0.0,
+            idle: Some(IdleReport {
+                connect_s: 0.0105,
+                logins_per_s: 9493.3,
+                settle_s: 0.1,
+                rss_before_kib: 5100,
+                rss_after_kib: 5360,
+                rss_per_conn_bytes: 2662.4,
+                rss_per_conn_kib: 2.6,
+                closed: 0,
+            }),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn tables_are_unchanged() {
+        for (report, expected) in [
+            (
+                traffic(false, false),
+                concat!(
+                    "mode         pairs\n",
+                    "server       127.0.0.1:9 (run abc)\n",
+                    "shape        8 clients in 4 pairs\n",
+                    "pacing       closed loop, 100 msgs per sender, window 16, 32 padding bytes\n",
+                    "delivered    2400 of 2400 expected\n",
+                    "lost         0 (out of order 0, gaps 0)\n",
+                    "elapsed      1.235 s\n",
+                    "throughput   1,944 msgs/s\n",
+                    "latency      p50 0.123 ms   p99 1.500 ms   p99.9 2.250 ms   max 10.000 ms\n",
+                    "bench CPU    13 % of a core (1 thread)\n",
+                    "result       ok\n",
+                ),
+            ),
+            (
+                traffic(true, true),
+                concat!(
+                    "mode         room\n",
+                    "server       127.0.0.1:9 (run abc)\n",
+                    "shape        2 rooms of 4 members\n",
+                    "pacing       open loop, 12,346 msgs/s offered for 2.5 s, 32 padding bytes\n",
+                    "delivered    2390 of 2400 expected\n",
+                    "lost         10 (out of order 2, gaps 3)\n",
+                    "anomalies    1 disconnected, 0 unexpected lines\n",
+                    "elapsed      1.235 s\n",
+                    "throughput   1,944 msgs/s\n",
+                    "latency      p50 0.123 ms   p99 1.500 ms   p99.9 2.250 ms   max 10.000 ms\n",
+                    "server CPU   57 % of a core\n",
+                    "bench CPU    13 % of a core (2 threads)\n",
+                    "result       FAILED\n",
+                ),
+            ),
+            (
+                churn(),
+                concat!(
+                    "mode         churn\n",
+                    "server       127.0.0.1:9 (run abc)\n",
+                    "workers      2\n",
+                    "logins       1321 in 0.30 s\n",
+                    "incomplete   1 cycles\n",
+                    "rate         4,400 logins/s\n",
+                    "login time   p50 0.229 ms   p99 0.911 ms   max 5.903 ms\n",
+                    "bench CPU    40 % of a core (1 thread)\n",
+                    "result       FAILED\n",
+                ),
+            ),
+            (
+                idle(),
+                concat!(
+                    "mode         idle\n",
+                    "server       127.0.0.1:9 (run abc)\n",
+                    "connections  100 held\n",
+                    "connecting   0.01 s (9,493 logins/s)\n",
+                    "server RSS   5100 KiB before, 5360 KiB after 0.1 s settling\n",
+                    "per conn     2662 bytes (2.60 KiB)\n",
+                    "server CPU   9 % of a core\n",
+                    "bench CPU    0 % of a core (1 thread)\n",
+                    "result       ok\n",
+                ),
+            ),
+        ] {
+            assert_eq!(report.table(), expected);
+        }
+    }
+
+    #[test]
+    fn json_is_unchanged() {
+        for (report, expected) in [
+            (
+                traffic(false, false),
+                concat!(
+                    "{\"mode\":\"pairs\",\"server\":\"127.0.0.1:9\",\"run\":\"abc\",",
+                    "\"threads\":1,\"connections\":8,\"elapsed_s\":1.23456,",
+                    "\"bench_cpu_pct\":12.6,\"pacing\":\"closed\",\"groups\":4,",
+                    "\"group_size\":2,\"messages_per_sender\":100,\"window\":16,",
+                    "\"size\":32,\"sent\":800,\"expected\":2400,\"delivered\":2400,",
+                    "\"lost\":0,\"out_of_order\":0,\"gaps\":0,\"disconnected\":0,",
+                    "\"unexpected\":0,\"msgs_per_s\":1944.01,\"latency_p50_ms\":0.1234,",
+                    "\"latency_p99_ms\":1.5,\"latency_p999_ms\":2.25,",
+                    "\"latency_max_ms\":10.0,\"latency_mean_ms\":0.2,\"passed\":true}",
+                ),
+            ),
+            (
+                traffic(true, true),
+                concat!(
+                    "{\"mode\":\"room\",\"server\":\"127.0.0.1:9\",\"run\":\"abc\",",
+                    "\"threads\":2,\"connections\":8,\"elapsed_s\":1.23456,",
+                    "\"server_cpu_pct\":57.4,\"bench_cpu_pct\":12.6,\"pacing\":\"open\",",
+                    "\"groups\":2,\"group_size\":4,\"rate\":12345.6,\"duration_s\":2.5,",
+                    "\"size\":32,\"sent\":800,\"expected\":2400,\"delivered\":2390,",
+                    "\"lost\":10,\"out_of_order\":2,\"gaps\":3,\"disconnected\":1,",
+                    "\"unexpected\":0,\"msgs_per_s\":1944.01,\"latency_p50_ms\":0.1234,",
+                    "\"latency_p99_ms\":1.5,\"latency_p999_ms\":2.25,",
+                    "\"latency_max_ms\":10.0,\"latency_mean_ms\":0.2,\"passed\":false}",
+                ),
+            ),
+            (
+                churn(),
+                concat!(
+                    "{\"mode\":\"churn\",\"server\":\"127.0.0.1:9\",\"run\":\"abc\",",
+                    "\"threads\":1,\"connections\":2,\"elapsed_s\":0.3004,",
+                    "\"bench_cpu_pct\":40.0,\"workers\":2,\"duration_s\":0.3,",
+                    "\"logins\":1321,\"incomplete\":1,\"logins_per_s\":4400.4,",
+                    "\"login_p50_ms\":0.229,\"login_p99_ms\":0.911,\"login_max_ms\":5.903,",
+                    "\"passed\":false}",
+                ),
+            ),
+            (
+                idle(),
+                concat!(
+                    "{\"mode\":\"idle\",\"server\":\"127.0.0.1:9\",\"run\":\"abc\",",
+                    "\"threads\":1,\"connections\":100,\"elapsed_s\":0.113,",
+                    "\"server_cpu_pct\":8.8,\"bench_cpu_pct\":0.0,\"connect_s\":0.0105,",
+                    "\"logins_per_s\":9493.3,\"settle_s\":0.1,\"rss_before_kib\":5100,",
+                    "\"rss_after_kib\":5360,\"rss_per_conn_bytes\":2662.4,",
+                    "\"rss_per_conn_kib\":2.6,\"closed\":0,\"passed\":true}",
+                ),
+            ),
+        ] {
+            assert_eq!(report.to_json().expect("serializable"), expected);
+        }
+    }
+}
