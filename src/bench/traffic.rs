@@ -24,7 +24,7 @@ use tokio::{
     net::tcp::{OwnedReadHalf, OwnedWriteHalf},
     sync::Notify,
     task::JoinHandle,
-    time::{interval_at, sleep_until, timeout_at, Instant, MissedTickBehavior},
+    time::{interval_at, sleep_until, timeout_at, Instant, Interval, MissedTickBehavior},
 };
 use tokio_util::codec::Decoder;
 
@@ -77,6 +77,23 @@ impl Shape {
     }
 }
 
+/// Where one member's messages go; the variant picks the request that carries them.
+enum Recipient {
+    /// `talk|PARTNER|TEXT`.
+    Partner(String),
+    /// `say|ROOM|TEXT`.
+    Room(String),
+}
+
+impl Recipient {
+    fn request<'a>(&'a self, text: &'a str) -> Request<'a> {
+        match self {
+            Recipient::Partner(to) => Request::Talk { to, text },
+            Recipient::Room(room) => Request::Say { room, text },
+        }
+    }
+}
+
 /// Per-member state shared between its writer and the readers that receive its messages.
 #[derive(Default)]
 struct Member {
@@ -117,26 +134,82 @@ impl Shared {
     fn member_index(&self, name: &str) -> Option<usize> {
         name.strip_prefix(self.name_prefix.as_str())?.parse().ok()
     }
+
+    /// Receptions each message is due: everyone else in its group.
+    fn per_message(&self) -> u64 {
+        (self.size - 1) as u64
+    }
+
+    /// A writer has sent all it will; the last one wakes the run.
+    fn writer_done(&self) {
+        if self.writers_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.writers_done.notify_one();
+        }
+    }
 }
 
-/// How a writer paces itself.
+/// How one writer paces itself.
 #[derive(Debug, Clone, Copy)]
 enum Pace {
-    Closed {
-        messages: u64,
-        window: u64,
-    },
-    Open {
-        /// Messages per second for this one sender.
+    /// `messages` in all, at most `window` of them not yet received.
+    Closed { messages: u64, window: u64 },
+    /// On a timetable, whatever the receptions.
+    Open(Schedule),
+}
+
+/// One open-loop sender's timetable.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    /// Messages per second for this one sender.
+    rate: f64,
+    start: Instant,
+    /// When this sender's first tick falls: senders are spread over one period so they do
+    /// not all wake at once.
+    first_tick: Instant,
+    period: Duration,
+    /// The end of the sending duration or the run's deadline, whichever comes first.
+    stop: Instant,
+}
+
+impl Schedule {
+    /// A sender's timetable at `rate` for `duration`, its first tick `offset` (a fraction) of
+    /// a period after `start`.
+    ///
+    /// Tokio's timers tick at most once a millisecond; a faster sender sends several messages
+    /// per tick. A sender whose share is less than one message over the whole duration sends
+    /// only its first (due at once), so its period is capped at the duration: that keeps the
+    /// ticks, and the arithmetic on them, within the run.
+    fn new(
         rate: f64,
+        duration: Duration,
+        offset: f64,
         start: Instant,
-        /// When this sender's first tick falls: senders are spread over one period so they do
-        /// not all wake at once.
-        first_tick: Instant,
-        period: Duration,
-        /// The end of the sending duration or the run's deadline, whichever comes first.
-        stop: Instant,
-    },
+        deadline: Instant,
+    ) -> Schedule {
+        let period = Duration::try_from_secs_f64(1.0 / rate)
+            .map_or(duration, |period| period.min(duration))
+            .max(Duration::from_millis(1));
+        Schedule {
+            rate,
+            start,
+            first_tick: start + period.mul_f64(offset),
+            period,
+            stop: super::not_after(start, duration, deadline),
+        }
+    }
+
+    /// The ticks that wake the sender; late ones are skipped, since [`Schedule::due`] catches
+    /// up by itself.
+    fn ticks(&self) -> Interval {
+        let mut tick = interval_at(self.first_tick, self.period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        tick
+    }
+
+    /// Messages due by `now`: one at the start, then one every 1/rate seconds.
+    fn due(&self, now: Instant) -> u64 {
+        ((now - self.start).as_secs_f64() * self.rate) as u64 + 1
+    }
 }
 
 fn room_name(run: &str, group: usize) -> String {
@@ -182,42 +255,30 @@ pub async fn run(
     let per_message = (shape.size - 1) as u64;
     let started_us = shared.clock.now_us();
     let start = Instant::now();
-    // Open loop: each sender's share of the rate, and the tick that paces it. Tokio's timers
-    // tick at most once a millisecond; a faster sender sends several messages per tick. A
-    // sender whose share is less than one message over the whole duration sends only its first
-    // (due at once), so its period is capped at the duration: that keeps the ticks below, and
-    // the arithmetic on them, within the run.
-    let open = traffic.rate.map(|rate| {
-        let rate = rate / members as f64;
-        let period = Duration::try_from_secs_f64(1.0 / rate)
-            .map_or(traffic.duration, |period| period.min(traffic.duration))
-            .max(Duration::from_millis(1));
-        (rate, period)
-    });
     let planned = match traffic.rate {
         None => traffic.messages * members as u64,
         Some(rate) => (rate * traffic.duration.as_secs_f64()) as u64,
     };
-    let pace_of = |i: usize| match open {
+    let pace_of = |i: usize| match traffic.rate {
         None => Pace::Closed {
             messages: traffic.messages,
             window: traffic.window,
         },
-        Some((rate, period)) => Pace::Open {
-            rate,
+        Some(rate) => Pace::Open(Schedule::new(
+            rate / members as f64,
+            traffic.duration,
+            i as f64 / members as f64,
             start,
-            first_tick: start + period.mul_f64(i as f64 / members as f64),
-            period,
-            stop: super::not_after(start, traffic.duration, deadline),
-        },
+            deadline,
+        )),
     };
     let padding: Arc<str> = "x".repeat(traffic.size).into();
     let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(2 * members);
     for (i, conn) in conns.into_iter().enumerate() {
-        let to = if shape.rooms {
-            room_name(run, i / shape.size)
+        let recipient = if shape.rooms {
+            Recipient::Room(room_name(run, i / shape.size))
         } else {
-            user_name(run, i ^ 1)
+            Recipient::Partner(user_name(run, i ^ 1))
         };
         tasks.push(tokio::spawn(read_loop(
             shared.clone(),
@@ -226,15 +287,14 @@ pub async fn run(
             conn.rbuf,
             conn.codec,
         )));
-        let writer = Writer {
-            shared: shared.clone(),
-            me: i,
-            write: conn.write,
-            to,
-            rooms: shape.rooms,
-            padding: padding.clone(),
+        let writer = Writer::new(
+            shared.clone(),
+            i,
+            conn.write,
+            recipient,
+            padding.clone(),
             deadline,
-        };
+        );
         tasks.push(tokio::spawn(writer.run(pace_of(i))));
     }
 
@@ -322,110 +382,211 @@ async fn read_loop(
     mut rbuf: BytesMut,
     mut codec: LineCodec,
 ) {
-    let size = shared.size;
-    let base = me / size * size;
-    // Per sender in my group: the next sequence number due, and receptions not yet credited.
-    let mut next_seq = vec![0u64; size];
-    let mut credits = vec![0u64; size];
-    // The slots with credit, so crediting costs what arrived rather than the room's size.
-    let mut credited: Vec<usize> = Vec::new();
-    let mut latencies: Vec<u64> = Vec::with_capacity(64);
+    let mut inbox = Inbox::new(shared, me);
     loop {
-        let now = shared.clock.now_us();
-        let (mut got, mut pings, mut unexpected) = (0u64, 0u32, 0u64);
-        let (mut out_of_order, mut gaps) = (0u64, 0u64);
+        // The buffer may already hold lines that followed the login reply: those go first.
+        let tally = inbox.take_lines(&mut codec, &mut rbuf);
+        inbox.publish(&tally);
+        if !refill(&mut read, &mut rbuf).await {
+            inbox.shared.disconnected.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Reads what has arrived into `rbuf`, growing it first if little room is left; false once
+/// the connection is closed or broken.
+async fn refill(read: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> bool {
+    if rbuf.capacity() - rbuf.len() < READ_SPARE {
+        rbuf.reserve(4 * READ_SPARE);
+    }
+    matches!(read.read_buf(rbuf).await, Ok(n) if n > 0)
+}
+
+/// What a server line is to a reader.
+enum Line<'a> {
+    /// A message from `from`: to check against what is due from that sender, and count.
+    Message { from: &'a str, text: &'a str },
+    /// The server's heartbeat: the writer must answer it.
+    Ping,
+    /// An error, a line that does not parse, or one too long to frame.
+    Unexpected,
+    /// Room notices, member lists, `bye` (the close follows): nothing to count.
+    Ignored,
+}
+
+impl<'a> Line<'a> {
+    fn classify(frame: &'a Frame) -> Line<'a> {
+        let Frame::Line(line) = frame else {
+            return Line::Unexpected;
+        };
+        match Event::parse(line) {
+            Ok(Event::Talk { from, text }) | Ok(Event::Say { from, text, .. }) => {
+                Line::Message { from, text }
+            }
+            Ok(Event::Ping) => Line::Ping,
+            Ok(Event::Error(..)) | Err(_) => Line::Unexpected,
+            Ok(_) => Line::Ignored,
+        }
+    }
+}
+
+/// What one pass over the buffered lines found. Published to the shared counters once per
+/// pass rather than once per line, so a busy reader touches shared cache lines rarely.
+#[derive(Default)]
+struct Tally {
+    /// Clock time of the pass: the arrival time of every line in it.
+    now: u64,
+    got: u64,
+    pings: u32,
+    unexpected: u64,
+    out_of_order: u64,
+    gaps: u64,
+}
+
+/// One connection's receiving side: what it has seen from each sender in its group.
+struct Inbox {
+    shared: Arc<Shared>,
+    me: usize,
+    /// Index of the first member of my group; a sender's slot is its index minus this.
+    base: usize,
+    /// Per sender slot: the next sequence number due.
+    next_seq: Vec<u64>,
+    /// Per sender slot: receptions not yet credited.
+    credits: Vec<u64>,
+    /// The slots with credit, so crediting costs what arrived rather than the room's size.
+    credited: Vec<usize>,
+    /// This pass's latencies (µs), recorded under one lock.
+    latencies: Vec<u64>,
+}
+
+impl Inbox {
+    fn new(shared: Arc<Shared>, me: usize) -> Inbox {
+        let size = shared.size;
+        Inbox {
+            shared,
+            me,
+            base: me / size * size,
+            next_seq: vec![0; size],
+            credits: vec![0; size],
+            credited: Vec::new(),
+            latencies: Vec::with_capacity(64),
+        }
+    }
+
+    /// Frames, classifies and checks every complete line in `rbuf`, all stamped with one
+    /// clock reading.
+    fn take_lines(&mut self, codec: &mut LineCodec, rbuf: &mut BytesMut) -> Tally {
+        let mut tally = Tally {
+            now: self.shared.clock.now_us(),
+            ..Tally::default()
+        };
         // LineCodec only fails on I/O errors, which cannot come from a buffer.
-        while let Ok(Some(frame)) = codec.decode(&mut rbuf) {
-            let Frame::Line(line) = frame else {
-                unexpected += 1;
-                continue;
-            };
-            let (from, body) = match Event::parse(&line) {
-                Ok(Event::Talk { from, text }) => (from, text),
-                Ok(Event::Say { from, text, .. }) => (from, text),
-                Ok(Event::Ping) => {
-                    pings += 1;
-                    continue;
-                }
-                Ok(Event::Error(..)) | Err(_) => {
-                    unexpected += 1;
-                    continue;
-                }
-                // Room notices, member lists, `bye` (the close follows): nothing to count.
-                Ok(_) => continue,
-            };
-            let sender = shared
-                .member_index(from)
-                .and_then(|sender| sender.checked_sub(base))
-                .filter(|&slot| slot < size && base + slot != me);
-            let (Some(slot), Some((stamp, seq))) = (sender, parse_text(body)) else {
-                unexpected += 1;
-                continue;
-            };
-            // Behind what is due: it was overtaken, or it is a duplicate. Ahead: the ones in
-            // between are missing here, lost or still to come out of order.
-            match seq.cmp(&next_seq[slot]) {
-                std::cmp::Ordering::Less => out_of_order += 1,
-                std::cmp::Ordering::Greater => gaps += 1,
-                std::cmp::Ordering::Equal => {}
-            }
-            next_seq[slot] = next_seq[slot].max(seq + 1);
-            latencies.push(now.saturating_sub(stamp));
-            if credits[slot] == 0 {
-                credited.push(slot);
-            }
-            credits[slot] += 1;
-            got += 1;
-        }
-        if got > 0 {
-            for slot in credited.drain(..) {
-                let sender = &shared.members[base + slot];
-                sender
-                    .acked
-                    .fetch_add(std::mem::take(&mut credits[slot]), Ordering::Release);
-                // Open-loop writers do not wait for credit: do not wake them for it.
-                if shared.closed_loop {
-                    sender.wake.notify_one();
-                }
-            }
-            {
-                let mut histogram = shared.latency.shard(me);
-                for latency in latencies.drain(..) {
-                    histogram.saturating_record(latency.max(1));
-                }
-            }
-            shared.last_arrival_us.fetch_max(now, Ordering::AcqRel);
-            let total = shared.delivered.fetch_add(got, Ordering::AcqRel) + got;
-            if total >= shared.target.load(Ordering::Acquire) {
-                shared.all_delivered.notify_one();
+        while let Ok(Some(frame)) = codec.decode(rbuf) {
+            match Line::classify(&frame) {
+                Line::Message { from, text } => self.receive(from, text, &mut tally),
+                Line::Ping => tally.pings += 1,
+                Line::Unexpected => tally.unexpected += 1,
+                Line::Ignored => {}
             }
         }
-        if out_of_order > 0 {
-            shared
-                .out_of_order
-                .fetch_add(out_of_order, Ordering::Relaxed);
+        tally
+    }
+
+    /// Checks one message against what is due from its sender, and notes the sender's credit.
+    /// A message from outside my group, from myself, or with a text the tool did not write is
+    /// unexpected.
+    fn receive(&mut self, from: &str, text: &str, tally: &mut Tally) {
+        let (Some(slot), Some((stamp, seq))) = (self.slot_of(from), parse_text(text)) else {
+            tally.unexpected += 1;
+            return;
+        };
+        self.check_order(slot, seq, tally);
+        self.latencies.push(tally.now.saturating_sub(stamp));
+        if self.credits[slot] == 0 {
+            self.credited.push(slot);
         }
-        if gaps > 0 {
-            shared.gaps.fetch_add(gaps, Ordering::Relaxed);
+        self.credits[slot] += 1;
+        tally.got += 1;
+    }
+
+    /// The slot of sender `from` in my group, if it is a member of my group other than me.
+    fn slot_of(&self, from: &str) -> Option<usize> {
+        self.shared
+            .member_index(from)
+            .and_then(|sender| sender.checked_sub(self.base))
+            .filter(|&slot| slot < self.shared.size && self.base + slot != self.me)
+    }
+
+    /// Behind what is due: it was overtaken, or it is a duplicate. Ahead: the ones in between
+    /// are missing here, lost or still to come out of order.
+    fn check_order(&mut self, slot: usize, seq: u64, tally: &mut Tally) {
+        match seq.cmp(&self.next_seq[slot]) {
+            std::cmp::Ordering::Less => tally.out_of_order += 1,
+            std::cmp::Ordering::Greater => tally.gaps += 1,
+            std::cmp::Ordering::Equal => {}
         }
-        if unexpected > 0 {
-            shared.unexpected.fetch_add(unexpected, Ordering::Relaxed);
+        self.next_seq[slot] = self.next_seq[slot].max(seq.saturating_add(1));
+    }
+
+    /// Makes a pass's findings visible to the rest of the run.
+    fn publish(&mut self, tally: &Tally) {
+        if tally.got > 0 {
+            self.credit_senders();
+            self.record_latencies();
+            self.count_delivered(tally);
         }
-        if pings > 0 {
-            let member = &shared.members[me];
-            member.pings.fetch_add(pings, Ordering::Release);
+        let shared = &self.shared;
+        add(&shared.out_of_order, tally.out_of_order);
+        add(&shared.gaps, tally.gaps);
+        add(&shared.unexpected, tally.unexpected);
+        if tally.pings > 0 {
+            // Readers never write (see the module doc): the writer answers.
+            let member = &shared.members[self.me];
+            member.pings.fetch_add(tally.pings, Ordering::Release);
             member.wake.notify_one();
         }
-        if rbuf.capacity() - rbuf.len() < READ_SPARE {
-            rbuf.reserve(4 * READ_SPARE);
-        }
-        match read.read_buf(&mut rbuf).await {
-            Ok(n) if n > 0 => {}
-            _ => {
-                shared.disconnected.fetch_add(1, Ordering::Relaxed);
-                return;
+    }
+
+    /// Hands each sender its receptions: that credit is what frees a closed-loop window slot.
+    fn credit_senders(&mut self) {
+        for slot in self.credited.drain(..) {
+            let sender = &self.shared.members[self.base + slot];
+            sender
+                .acked
+                .fetch_add(std::mem::take(&mut self.credits[slot]), Ordering::Release);
+            // Open-loop writers do not wait for credit: do not wake them for it.
+            if self.shared.closed_loop {
+                sender.wake.notify_one();
             }
         }
+    }
+
+    /// Moves this pass's latencies into the shared histograms, under one lock.
+    fn record_latencies(&mut self) {
+        let mut histogram = self.shared.latency.shard(self.me);
+        for latency in self.latencies.drain(..) {
+            histogram.saturating_record(latency.max(1));
+        }
+    }
+
+    /// Adds this pass's receptions to the total, waking the run if that completes it.
+    fn count_delivered(&self, tally: &Tally) {
+        let shared = &self.shared;
+        shared
+            .last_arrival_us
+            .fetch_max(tally.now, Ordering::AcqRel);
+        let total = shared.delivered.fetch_add(tally.got, Ordering::AcqRel) + tally.got;
+        if total >= shared.target.load(Ordering::Acquire) {
+            shared.all_delivered.notify_one();
+        }
+    }
+}
+
+/// Adds `n` to `counter`, skipping the shared write when there is nothing to add.
+fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -434,85 +595,113 @@ struct Writer {
     shared: Arc<Shared>,
     me: usize,
     write: OwnedWriteHalf,
-    /// The partner (pairs) or the room (room).
-    to: String,
-    rooms: bool,
+    recipient: Recipient,
     padding: Arc<str>,
     deadline: Instant,
+    /// The bytes of one write, reused so sending allocates nothing per message.
+    out: BytesMut,
+    /// One message text, reused likewise.
+    text: String,
 }
 
 impl Writer {
+    fn new(
+        shared: Arc<Shared>,
+        me: usize,
+        write: OwnedWriteHalf,
+        recipient: Recipient,
+        padding: Arc<str>,
+        deadline: Instant,
+    ) -> Writer {
+        Writer {
+            shared,
+            me,
+            write,
+            recipient,
+            text: String::with_capacity(48 + padding.len()),
+            padding,
+            deadline,
+            out: BytesMut::with_capacity(4096),
+        }
+    }
+
     /// Sends as paced, reports being done, then answers `ping`s until the run aborts it.
     async fn run(mut self, pace: Pace) {
-        let mut out = BytesMut::with_capacity(4096);
-        let mut text = String::with_capacity(48 + self.padding.len());
-        let mut sent = 0u64;
+        match pace {
+            Pace::Closed { messages, window } => self.send_closed(messages, window).await,
+            Pace::Open(schedule) => self.send_open(schedule).await,
+        }
+        self.shared.writer_done();
+        self.answer_pings().await;
+    }
+
+    /// Closed loop: sends whenever the window has room, until `messages` are sent, a write
+    /// fails or the deadline passes.
+    async fn send_closed(&mut self, messages: u64, window: u64) {
         let shared = self.shared.clone();
         let member = &shared.members[self.me];
-        match pace {
-            Pace::Closed { messages, window } => {
-                let per_message = (shared.size - 1) as u64;
-                while sent < messages {
-                    let received = (member.acked.load(Ordering::Acquire) / per_message).min(sent);
-                    let n = window.saturating_sub(sent - received).min(messages - sent);
-                    let pongs = member.pings.swap(0, Ordering::AcqRel);
-                    if n == 0 && pongs == 0 {
-                        // A permit stored by a reader since the check above makes this return
-                        // at once, so no credit is ever missed.
-                        if timeout_at(self.deadline, member.wake.notified())
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                        continue;
-                    }
-                    if !self.send(&mut out, &mut text, pongs, sent, n).await {
-                        break;
-                    }
-                    sent += n;
+        let mut sent = 0u64;
+        while sent < messages {
+            // Credit counts receptions; a message is received once all its receivers have it.
+            let received = (member.acked.load(Ordering::Acquire) / shared.per_message()).min(sent);
+            let n = window.saturating_sub(sent - received).min(messages - sent);
+            let pongs = member.pings.swap(0, Ordering::AcqRel);
+            if n == 0 && pongs == 0 {
+                // A permit stored by a reader since the check above makes this return at once,
+                // so no credit is ever missed.
+                if timeout_at(self.deadline, member.wake.notified())
+                    .await
+                    .is_err()
+                {
+                    break;
                 }
+                continue;
             }
-            Pace::Open {
-                rate,
-                start,
-                first_tick,
-                period,
-                stop,
-            } => {
-                let mut tick = interval_at(first_tick, period);
-                tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = member.wake.notified() => {}
-                    }
-                    let now = Instant::now();
-                    if now >= stop {
-                        break;
-                    }
-                    // Due so far: one at the start, then one every 1/rate seconds.
-                    let due = ((now - start).as_secs_f64() * rate) as u64 + 1;
-                    let n = due.saturating_sub(sent).min(MAX_BATCH);
-                    let pongs = member.pings.swap(0, Ordering::AcqRel);
-                    if n == 0 && pongs == 0 {
-                        continue;
-                    }
-                    if !self.send(&mut out, &mut text, pongs, sent, n).await {
-                        break;
-                    }
-                    sent += n;
-                }
+            if !self.send(pongs, sent, n).await {
+                break;
             }
+            sent += n;
         }
-        if shared.writers_left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            shared.writers_done.notify_one();
+    }
+
+    /// Open loop: on each tick, sends what the schedule says is due by now, until its stop
+    /// or a failed write.
+    async fn send_open(&mut self, schedule: Schedule) {
+        let shared = self.shared.clone();
+        let member = &shared.members[self.me];
+        let mut tick = schedule.ticks();
+        let mut sent = 0u64;
+        loop {
+            // Woken early only to answer a `ping`.
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = member.wake.notified() => {}
+            }
+            let now = Instant::now();
+            if now >= schedule.stop {
+                break;
+            }
+            let n = schedule.due(now).saturating_sub(sent).min(MAX_BATCH);
+            let pongs = member.pings.swap(0, Ordering::AcqRel);
+            if n == 0 && pongs == 0 {
+                continue;
+            }
+            if !self.send(pongs, sent, n).await {
+                break;
+            }
+            sent += n;
         }
-        // Stay responsive to the server's heartbeat while others finish.
+    }
+
+    /// Stays responsive to the server's heartbeat while others finish, so the server does not
+    /// time this connection out.
+    async fn answer_pings(&mut self) {
+        let shared = self.shared.clone();
+        let member = &shared.members[self.me];
         loop {
             member.wake.notified().await;
             let pongs = member.pings.swap(0, Ordering::AcqRel);
-            if pongs > 0 && !self.send(&mut out, &mut text, pongs, sent, 0).await {
+            if pongs > 0 && !self.send(pongs, 0, 0).await {
                 return;
             }
         }
@@ -520,34 +709,19 @@ impl Writer {
 
     /// Writes `pongs` pongs and messages `first..first + n` in one write, all stamped now.
     /// Counts the messages as sent before writing, so a failed write shows up as loss.
-    async fn send(
-        &mut self,
-        out: &mut BytesMut,
-        text: &mut String,
-        pongs: u32,
-        first: u64,
-        n: u64,
-    ) -> bool {
-        out.clear();
+    async fn send(&mut self, pongs: u32, first: u64, n: u64) -> bool {
+        self.out.clear();
         for _ in 0..pongs {
-            Request::Pong.encode(out);
+            Request::Pong.encode(&mut self.out);
         }
         let stamp = self.shared.clock.now_us();
         for seq in first..first + n {
-            write_text(text, stamp, seq, &self.padding);
-            let request = if self.rooms {
-                Request::Say {
-                    room: &self.to,
-                    text,
-                }
-            } else {
-                Request::Talk { to: &self.to, text }
-            };
-            request.encode(out);
+            write_text(&mut self.text, stamp, seq, &self.padding);
+            self.recipient.request(&self.text).encode(&mut self.out);
         }
         self.shared.sent.fetch_add(n, Ordering::AcqRel);
         matches!(
-            timeout_at(self.deadline, self.write.write_all(out)).await,
+            timeout_at(self.deadline, self.write.write_all(&self.out)).await,
             Ok(Ok(()))
         )
     }
