@@ -30,11 +30,11 @@ use tokio_util::codec::Decoder;
 
 use super::{
     name_prefix,
-    net::{self, Identity},
+    net::{self, Conn, Identity},
     progress::Progress,
-    report::{Report, TrafficReport},
+    report::{Figures, Measured, Offered, TrafficReport},
     stats::{parse_text, write_text, Clock, Latency, Percentiles},
-    user_name, BenchError, Options, TrafficOptions,
+    user_name, BenchError, Loop, Options, Pacing, TrafficOptions,
 };
 use crate::codec::{Event, Frame, LineCodec, Request};
 
@@ -45,36 +45,82 @@ const MAX_BATCH: u64 = 1024;
 /// Free read-buffer space below which a reader grows its buffer before the next read.
 const READ_SPARE: usize = 4 * 1024;
 
-/// How the members are grouped and what they send.
-#[derive(Debug, Clone, Copy)]
-pub struct Shape {
-    groups: usize,
-    size: usize,
-    rooms: bool,
+/// How the members are grouped, which also says what they send: pairs `talk` to each other,
+/// rooms `say` to themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grouping {
+    /// `pairs` pairs exchanging direct messages.
+    Pairs { pairs: usize },
+    /// `rooms` rooms of `members` each.
+    Rooms { rooms: usize, members: usize },
 }
 
-impl Shape {
-    /// `clients / 2` pairs exchanging direct messages.
-    pub fn pairs(clients: usize) -> Shape {
-        Shape {
-            groups: clients / 2,
-            size: 2,
-            rooms: false,
+impl Grouping {
+    /// `clients / 2` pairs.
+    pub(crate) fn pairs(clients: usize) -> Grouping {
+        Grouping::Pairs { pairs: clients / 2 }
+    }
+
+    /// How many pairs or rooms.
+    pub(crate) fn groups(&self) -> usize {
+        match *self {
+            Grouping::Pairs { pairs } => pairs,
+            Grouping::Rooms { rooms, .. } => rooms,
         }
     }
 
-    /// `rooms` rooms of `members`.
-    pub fn rooms(rooms: usize, members: usize) -> Shape {
-        Shape {
-            groups: rooms,
-            size: members,
-            rooms: true,
+    /// Members of each group.
+    pub(crate) fn size(&self) -> usize {
+        match *self {
+            Grouping::Pairs { .. } => 2,
+            Grouping::Rooms { members, .. } => members,
         }
     }
 
+    /// Members in all, one connection each.
     fn members(&self) -> usize {
-        self.groups * self.size
+        self.groups() * self.size()
     }
+
+    /// Who member `i` of run `run` logs in as, and the room it joins.
+    fn identity(&self, run: &str, i: usize) -> Identity {
+        Identity {
+            name: user_name(run, i),
+            room: match self {
+                Grouping::Pairs { .. } => None,
+                Grouping::Rooms { .. } => Some(room_name(run, i / self.size())),
+            },
+        }
+    }
+
+    /// Where member `i`'s messages go: its partner (`i ^ 1`: 0 with 1, 2 with 3, …) or its
+    /// room.
+    fn recipient(&self, run: &str, i: usize) -> Recipient {
+        match self {
+            Grouping::Pairs { .. } => Recipient::Partner(user_name(run, i ^ 1)),
+            Grouping::Rooms { .. } => Recipient::Room(room_name(run, i / self.size())),
+        }
+    }
+
+    /// The progress bar's label while messages flow.
+    fn activity(&self) -> &'static str {
+        match self {
+            Grouping::Pairs { .. } => "talking",
+            Grouping::Rooms { .. } => "saying",
+        }
+    }
+
+    /// The report's `shape` row, for a run of `connections` connections.
+    pub(crate) fn describe(&self, connections: usize) -> String {
+        match *self {
+            Grouping::Pairs { pairs } => format!("{connections} clients in {pairs} pairs"),
+            Grouping::Rooms { rooms, members } => format!("{rooms} rooms of {members} members"),
+        }
+    }
+}
+
+fn room_name(run: &str, group: usize) -> String {
+    format!("{}r{group}", name_prefix(run))
 }
 
 /// Where one member's messages go; the variant picks the request that carries them.
@@ -108,7 +154,9 @@ struct Member {
 /// State of a whole run, shared by every task.
 struct Shared {
     clock: Clock,
-    closed_loop: bool,
+    /// Only closed-loop writers wait for credit, so only they are woken for it.
+    pacing: Loop,
+    /// Members per group.
     size: usize,
     /// `bench{run}-`: every member's name is this plus its index.
     name_prefix: String,
@@ -130,13 +178,37 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(grouping: Grouping, pacing: Loop, run: &str, threads: usize) -> Shared {
+        let members = grouping.members();
+        Shared {
+            clock: Clock::new(),
+            pacing,
+            size: grouping.size(),
+            name_prefix: name_prefix(run),
+            members: (0..members).map(|_| Member::default()).collect(),
+            sent: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            out_of_order: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+            unexpected: AtomicU64::new(0),
+            disconnected: AtomicU64::new(0),
+            target: AtomicU64::new(u64::MAX),
+            all_delivered: Notify::new(),
+            writers_left: AtomicUsize::new(members),
+            writers_done: Notify::new(),
+            last_arrival_us: AtomicU64::new(0),
+            // A few shards per thread keep the locks uncontended (see `Latency`).
+            latency: Latency::new(threads * 4),
+        }
+    }
+
     /// The member index behind a user name this run gave out.
     fn member_index(&self, name: &str) -> Option<usize> {
         name.strip_prefix(self.name_prefix.as_str())?.parse().ok()
     }
 
     /// Receptions each message is due: everyone else in its group.
-    fn per_message(&self) -> u64 {
+    fn receivers(&self) -> u64 {
         (self.size - 1) as u64
     }
 
@@ -145,6 +217,54 @@ impl Shared {
         if self.writers_left.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.writers_done.notify_one();
         }
+    }
+
+    /// The figures of a run whose sending began at `started_us` and whose waiting ended at
+    /// `finished_us` (clock times).
+    fn measure(
+        &self,
+        grouping: Grouping,
+        traffic: TrafficOptions,
+        started_us: u64,
+        finished_us: u64,
+    ) -> Measured {
+        let sent = self.sent.load(Ordering::Acquire);
+        let expected = sent * self.receivers();
+        let delivered = self.delivered.load(Ordering::Acquire);
+        let elapsed = self.sending_span(started_us, finished_us);
+        let latency = Percentiles::of(&self.latency.merged());
+        let traffic = TrafficReport {
+            offered: Offered { grouping, traffic },
+            sent,
+            expected,
+            delivered,
+            lost: expected.saturating_sub(delivered),
+            out_of_order: self.out_of_order.load(Ordering::Acquire),
+            gaps: self.gaps.load(Ordering::Acquire),
+            disconnected: self.disconnected.load(Ordering::Acquire),
+            unexpected: self.unexpected.load(Ordering::Acquire),
+            msgs_per_s: delivered as f64 / elapsed.as_secs_f64(),
+            latency_p50_ms: latency.p50_ms,
+            latency_p99_ms: latency.p99_ms,
+            latency_p999_ms: latency.p999_ms,
+            latency_max_ms: latency.max_ms,
+            latency_mean_ms: latency.mean_ms,
+        };
+        Measured {
+            connections: grouping.members(),
+            elapsed,
+            figures: Figures::Traffic(traffic),
+        }
+    }
+
+    /// From the first send to the last arrival, or to the end of the wait if nothing arrived;
+    /// never zero, since throughput divides by it.
+    fn sending_span(&self, started_us: u64, finished_us: u64) -> Duration {
+        let last_us = match self.last_arrival_us.load(Ordering::Acquire) {
+            0 => finished_us,
+            last => last,
+        };
+        Duration::from_micros(last_us.saturating_sub(started_us).max(1))
     }
 }
 
@@ -155,6 +275,29 @@ enum Pace {
     Closed { messages: u64, window: u64 },
     /// On a timetable, whatever the receptions.
     Open(Schedule),
+}
+
+impl Pace {
+    /// The pace of sender `i` of `senders` in a run paced by `pacing` that starts sending at
+    /// `start`.
+    fn of_sender(
+        pacing: Pacing,
+        i: usize,
+        senders: usize,
+        start: Instant,
+        deadline: Instant,
+    ) -> Pace {
+        match pacing {
+            Pacing::Closed { messages, window } => Pace::Closed { messages, window },
+            Pacing::Open { rate, duration } => Pace::Open(Schedule::new(
+                rate / senders as f64,
+                duration,
+                i as f64 / senders as f64,
+                start,
+                deadline,
+            )),
+        }
+    }
 }
 
 /// One open-loop sender's timetable.
@@ -212,74 +355,71 @@ impl Schedule {
     }
 }
 
-fn room_name(run: &str, group: usize) -> String {
-    format!("{}r{group}", name_prefix(run))
+/// Receptions the progress bar counts towards: what the pacing plans to send, times the
+/// receivers of each. (Display only, so saturating.)
+fn planned_receptions(pacing: Pacing, grouping: Grouping) -> u64 {
+    let messages = match pacing {
+        Pacing::Closed { messages, .. } => messages.saturating_mul(grouping.members() as u64),
+        Pacing::Open { rate, duration } => (rate * duration.as_secs_f64()) as u64,
+    };
+    messages.saturating_mul((grouping.size() - 1) as u64)
 }
 
 /// Connects everyone, sends, waits for the deliveries or the deadline, and reports.
-pub async fn run(
+pub(crate) async fn run(
     options: &Options,
-    shape: Shape,
+    grouping: Grouping,
     traffic: &TrafficOptions,
     deadline: Instant,
-) -> Result<Report, BenchError> {
-    let members = shape.members();
-    let run = options.run_id.as_str();
-    let who = (0..members)
-        .map(|i| Identity {
-            name: user_name(run, i),
-            room: shape.rooms.then(|| room_name(run, i / shape.size)),
-        })
-        .collect();
-    let conns = net::connect_with_progress(options, who, deadline).await?;
-
-    let shared = Arc::new(Shared {
-        clock: Clock::new(),
-        closed_loop: traffic.rate.is_none(),
-        size: shape.size,
-        name_prefix: name_prefix(run),
-        members: (0..members).map(|_| Member::default()).collect(),
-        sent: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        out_of_order: AtomicU64::new(0),
-        gaps: AtomicU64::new(0),
-        unexpected: AtomicU64::new(0),
-        disconnected: AtomicU64::new(0),
-        target: AtomicU64::new(u64::MAX),
-        all_delivered: Notify::new(),
-        writers_left: AtomicUsize::new(members),
-        writers_done: Notify::new(),
-        last_arrival_us: AtomicU64::new(0),
-        latency: Latency::new(options.threads * 4),
-    });
-    let per_message = (shape.size - 1) as u64;
+) -> Result<Measured, BenchError> {
+    let conns = connect_members(options, grouping, deadline).await?;
+    let shared = Arc::new(Shared::new(
+        grouping,
+        traffic.pacing.kind(),
+        &options.run_id,
+        options.threads,
+    ));
     let started_us = shared.clock.now_us();
+    let tasks = start_members(&shared, conns, grouping, traffic, &options.run_id, deadline);
+    watch(
+        &shared,
+        options.progress,
+        grouping,
+        traffic.pacing,
+        deadline,
+    )
+    .await;
+    let finished_us = shared.clock.now_us();
+    stop(tasks).await;
+    Ok(shared.measure(grouping, *traffic, started_us, finished_us))
+}
+
+/// Logs every member in (and into its room), behind a progress bar.
+async fn connect_members(
+    options: &Options,
+    grouping: Grouping,
+    deadline: Instant,
+) -> Result<Vec<Conn>, BenchError> {
+    let who = (0..grouping.members())
+        .map(|i| grouping.identity(&options.run_id, i))
+        .collect();
+    net::connect_with_progress(options, who, deadline).await
+}
+
+/// Starts a reader and a writer on every connection; the writers start sending at once.
+fn start_members(
+    shared: &Arc<Shared>,
+    conns: Vec<Conn>,
+    grouping: Grouping,
+    traffic: &TrafficOptions,
+    run: &str,
+    deadline: Instant,
+) -> Vec<JoinHandle<()>> {
     let start = Instant::now();
-    let planned = match traffic.rate {
-        None => traffic.messages * members as u64,
-        Some(rate) => (rate * traffic.duration.as_secs_f64()) as u64,
-    };
-    let pace_of = |i: usize| match traffic.rate {
-        None => Pace::Closed {
-            messages: traffic.messages,
-            window: traffic.window,
-        },
-        Some(rate) => Pace::Open(Schedule::new(
-            rate / members as f64,
-            traffic.duration,
-            i as f64 / members as f64,
-            start,
-            deadline,
-        )),
-    };
+    let senders = conns.len();
     let padding: Arc<str> = "x".repeat(traffic.size).into();
-    let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(2 * members);
+    let mut tasks = Vec::with_capacity(2 * senders);
     for (i, conn) in conns.into_iter().enumerate() {
-        let recipient = if shape.rooms {
-            Recipient::Room(room_name(run, i / shape.size))
-        } else {
-            Recipient::Partner(user_name(run, i ^ 1))
-        };
         tasks.push(tokio::spawn(read_loop(
             shared.clone(),
             i,
@@ -291,87 +431,71 @@ pub async fn run(
             shared.clone(),
             i,
             conn.write,
-            recipient,
+            grouping.recipient(run, i),
             padding.clone(),
             deadline,
         );
-        tasks.push(tokio::spawn(writer.run(pace_of(i))));
+        let pace = Pace::of_sender(traffic.pacing, i, senders, start, deadline);
+        tasks.push(tokio::spawn(writer.run(pace)));
     }
+    tasks
+}
 
-    {
-        let watched = shared.clone();
-        let _bar = Progress::start(
-            options.progress,
-            if shape.rooms { "saying" } else { "talking" },
-            planned * per_message,
-            move || {
-                let delivered = watched.delivered.load(Ordering::Relaxed);
-                (delivered, format!("{delivered} delivered"))
-            },
-        );
-        while shared.writers_left.load(Ordering::Acquire) > 0 {
-            tokio::select! {
-                _ = shared.writers_done.notified() => {}
-                _ = sleep_until(deadline) => break,
-            }
-        }
-        let expected = shared.sent.load(Ordering::Acquire) * per_message;
-        shared.target.store(expected, Ordering::Release);
-        while shared.delivered.load(Ordering::Acquire) < expected {
-            tokio::select! {
-                _ = shared.all_delivered.notified() => {}
-                _ = sleep_until(deadline) => break,
-            }
+/// Shows progress until every writer is done and everything they sent has arrived, or until
+/// the deadline.
+async fn watch(
+    shared: &Arc<Shared>,
+    progress: bool,
+    grouping: Grouping,
+    pacing: Pacing,
+    deadline: Instant,
+) {
+    let watched = shared.clone();
+    let _bar = Progress::start(
+        progress,
+        grouping.activity(),
+        planned_receptions(pacing, grouping),
+        move || {
+            let delivered = watched.delivered.load(Ordering::Relaxed);
+            (delivered, format!("{delivered} delivered"))
+        },
+    );
+    wait_for_writers(shared, deadline).await;
+    // Only now is the number of receptions due known; from here on, the reader that brings the
+    // count to it wakes this task.
+    let expected = shared.sent.load(Ordering::Acquire) * shared.receivers();
+    shared.target.store(expected, Ordering::Release);
+    wait_for_deliveries(shared, expected, deadline).await;
+}
+
+/// Until every writer has sent all it will, or the deadline.
+async fn wait_for_writers(shared: &Shared, deadline: Instant) {
+    while shared.writers_left.load(Ordering::Acquire) > 0 {
+        tokio::select! {
+            _ = shared.writers_done.notified() => {}
+            _ = sleep_until(deadline) => break,
         }
     }
-    let finished_us = shared.clock.now_us();
+}
+
+/// Until `expected` receptions have been counted, or the deadline.
+async fn wait_for_deliveries(shared: &Shared, expected: u64, deadline: Instant) {
+    while shared.delivered.load(Ordering::Acquire) < expected {
+        tokio::select! {
+            _ = shared.all_delivered.notified() => {}
+            _ = sleep_until(deadline) => break,
+        }
+    }
+}
+
+/// Ends every reader and writer: what has not arrived by now is lost.
+async fn stop(tasks: Vec<JoinHandle<()>>) {
     for task in &tasks {
         task.abort();
     }
     for task in tasks {
         let _ = task.await; // cancelled: returns at once
     }
-
-    let sent = shared.sent.load(Ordering::Acquire);
-    let expected = sent * per_message;
-    let delivered = shared.delivered.load(Ordering::Acquire);
-    let last_us = match shared.last_arrival_us.load(Ordering::Acquire) {
-        0 => finished_us,
-        last => last,
-    };
-    let elapsed = Duration::from_micros(last_us.saturating_sub(started_us).max(1));
-    let latency = Percentiles::of(&shared.latency.merged());
-    let closed = traffic.rate.is_none();
-    Ok(Report {
-        mode: if shape.rooms { "room" } else { "pairs" },
-        connections: members,
-        elapsed_s: elapsed.as_secs_f64(),
-        traffic: Some(TrafficReport {
-            pacing: if closed { "closed" } else { "open" },
-            groups: shape.groups,
-            group_size: shape.size,
-            messages_per_sender: closed.then_some(traffic.messages),
-            window: closed.then_some(traffic.window),
-            rate: traffic.rate,
-            duration_s: (!closed).then_some(traffic.duration.as_secs_f64()),
-            size: traffic.size,
-            sent,
-            expected,
-            delivered,
-            lost: expected.saturating_sub(delivered),
-            out_of_order: shared.out_of_order.load(Ordering::Acquire),
-            gaps: shared.gaps.load(Ordering::Acquire),
-            disconnected: shared.disconnected.load(Ordering::Acquire),
-            unexpected: shared.unexpected.load(Ordering::Acquire),
-            msgs_per_s: delivered as f64 / elapsed.as_secs_f64(),
-            latency_p50_ms: latency.p50_ms,
-            latency_p99_ms: latency.p99_ms,
-            latency_p999_ms: latency.p999_ms,
-            latency_max_ms: latency.max_ms,
-            latency_mean_ms: latency.mean_ms,
-        }),
-        ..Report::default()
-    })
 }
 
 /// Reads one connection until it closes (or the task is aborted at the end of the run).
@@ -556,7 +680,7 @@ impl Inbox {
                 .acked
                 .fetch_add(std::mem::take(&mut self.credits[slot]), Ordering::Release);
             // Open-loop writers do not wait for credit: do not wake them for it.
-            if self.shared.closed_loop {
+            if self.shared.pacing == Loop::Closed {
                 sender.wake.notify_one();
             }
         }
@@ -643,7 +767,7 @@ impl Writer {
         let mut sent = 0u64;
         while sent < messages {
             // Credit counts receptions; a message is received once all its receivers have it.
-            let received = (member.acked.load(Ordering::Acquire) / shared.per_message()).min(sent);
+            let received = (member.acked.load(Ordering::Acquire) / shared.receivers()).min(sent);
             let n = window.saturating_sub(sent - received).min(messages - sent);
             let pongs = member.pings.swap(0, Ordering::AcqRel);
             if n == 0 && pongs == 0 {
