@@ -14,50 +14,77 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::{
     io::AsyncWriteExt,
+    task::JoinHandle,
     time::{timeout_at, Instant},
 };
 
 use super::{
     name_prefix, net,
     progress::Progress,
-    report::{ChurnReport, Report},
+    report::{ChurnReport, Figures, Measured},
     stats::{new_histogram, Percentiles},
     BenchError, Options,
 };
 use crate::codec::Request;
 
+/// Cycles counted by every worker.
+#[derive(Default)]
+struct Counts {
+    /// Completed cycles.
+    logins: AtomicU64,
+    /// Cycles cut short.
+    incomplete: AtomicU64,
+}
+
 /// Runs `workers` loops until `duration` has passed (or the global deadline).
-pub async fn run(
+pub(crate) async fn run(
     options: &Options,
     workers: usize,
     duration: Duration,
     deadline: Instant,
-) -> Result<Report, BenchError> {
+) -> Result<Measured, BenchError> {
     let start = Instant::now();
     let stop = super::not_after(start, duration, deadline);
-    let logins = Arc::new(AtomicU64::new(0));
-    let incomplete = Arc::new(AtomicU64::new(0));
-    let _bar = {
-        let logins = logins.clone();
-        let total = duration.as_millis() as u64;
-        Progress::start(options.progress, "churning", total, move || {
-            let done = logins.load(Ordering::Relaxed);
-            (start.elapsed().as_millis() as u64, format!("{done} logins"))
-        })
-    };
-    let tasks: Vec<_> = (0..workers)
+    let counts = Arc::new(Counts::default());
+    let _bar = progress(options.progress, start, duration, &counts);
+    let tasks = (0..workers)
         .map(|worker| {
             let cycle = Cycle {
                 addr: options.server,
                 prefix: format!("{}{worker}.", name_prefix(&options.run_id)),
                 stop,
                 deadline,
-                logins: logins.clone(),
-                incomplete: incomplete.clone(),
+                counts: counts.clone(),
             };
             tokio::spawn(cycle.run())
         })
         .collect();
+    let latency = join(tasks).await?;
+    Ok(measure(
+        workers,
+        duration,
+        start.elapsed(),
+        &counts,
+        &latency,
+    ))
+}
+
+/// A bar over the duration (churn's work is bounded by time, not by a count), showing the
+/// logins so far.
+fn progress(enabled: bool, start: Instant, duration: Duration, counts: &Arc<Counts>) -> Progress {
+    let counts = counts.clone();
+    let total = duration.as_millis() as u64;
+    Progress::start(enabled, "churning", total, move || {
+        let done = counts.logins.load(Ordering::Relaxed);
+        (start.elapsed().as_millis() as u64, format!("{done} logins"))
+    })
+}
+
+/// Waits for every worker and merges their login latencies; the first fatal error, if any,
+/// is the answer instead.
+async fn join(
+    tasks: Vec<JoinHandle<Result<Histogram<u64>, BenchError>>>,
+) -> Result<Histogram<u64>, BenchError> {
     let mut latency = new_histogram();
     let mut first_error = None;
     for task in tasks {
@@ -72,28 +99,36 @@ pub async fn run(
             Err(_) => {}
         }
     }
-    if let Some(error) = first_error {
-        return Err(error);
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(latency),
     }
-    let elapsed = start.elapsed();
-    let logins = logins.load(Ordering::Acquire);
-    let latency = Percentiles::of(&latency);
-    Ok(Report {
-        mode: "churn",
+}
+
+/// The figures of a churn run that took `elapsed`.
+fn measure(
+    workers: usize,
+    duration: Duration,
+    elapsed: Duration,
+    counts: &Counts,
+    latency: &Histogram<u64>,
+) -> Measured {
+    let logins = counts.logins.load(Ordering::Acquire);
+    let latency = Percentiles::of(latency);
+    Measured {
         connections: workers,
-        elapsed_s: elapsed.as_secs_f64(),
-        churn: Some(ChurnReport {
+        elapsed,
+        figures: Figures::Churn(ChurnReport {
             workers,
             duration_s: duration.as_secs_f64(),
             logins,
-            incomplete: incomplete.load(Ordering::Acquire),
+            incomplete: counts.incomplete.load(Ordering::Acquire),
             logins_per_s: logins as f64 / elapsed.as_secs_f64(),
             login_p50_ms: latency.p50_ms,
             login_p99_ms: latency.p99_ms,
             login_max_ms: latency.max_ms,
         }),
-        ..Report::default()
-    })
+    }
 }
 
 /// One worker's loop.
@@ -103,8 +138,7 @@ struct Cycle {
     prefix: String,
     stop: Instant,
     deadline: Instant,
-    logins: Arc<AtomicU64>,
-    incomplete: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 }
 
 impl Cycle {
@@ -126,11 +160,12 @@ impl Cycle {
             };
             let mut conn = conn?;
             latency.saturating_record((began.elapsed().as_micros() as u64).max(1));
-            if self.finish(&mut conn, &exit).await {
-                self.logins.fetch_add(1, Ordering::Relaxed);
+            let counter = if self.finish(&mut conn, &exit).await {
+                &self.counts.logins
             } else {
-                self.incomplete.fetch_add(1, Ordering::Relaxed);
-            }
+                &self.counts.incomplete
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         Ok(latency)
     }

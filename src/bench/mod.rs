@@ -38,16 +38,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use report::{ChurnReport, IdleReport, Report, TrafficReport};
+pub use report::Report;
 pub use stats::{cpu_time, rss_kib};
+
+use report::Measured;
+use traffic::Grouping;
 
 /// Longest `--timeout`, `--duration` or `--settle`: a day is more than any run needs, and the
 /// bound keeps every deadline computed from them far from `Instant`'s limits.
-pub const MAX_SECONDS: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_SECONDS: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Highest open-loop `--rate`, messages per second: far beyond what one box sustains, low
 /// enough that pacing arithmetic stays exact.
-pub const MAX_RATE: f64 = 10_000_000.0;
+pub(crate) const MAX_RATE: f64 = 10_000_000.0;
 
 /// Where and how to run, common to every workload.
 #[derive(Debug, Clone)]
@@ -109,21 +112,44 @@ pub enum Workload {
     },
 }
 
-/// Pacing of the messaging workloads.
-#[derive(Debug, Clone)]
+/// Pacing and size of the messaging workloads.
+#[derive(Debug, Clone, Copy)]
 pub struct TrafficOptions {
-    /// Closed loop: messages per sender.
-    pub messages: u64,
-    /// Closed loop: most messages per sender sent but not yet received by everyone they are
-    /// for. A reception frees a slot, so the offered load adapts to what the server sustains.
-    pub window: u64,
-    /// Open loop: total messages per second over all senders, whatever the server does (for
-    /// latency at a fixed load). `None` means closed loop.
-    pub rate: Option<f64>,
-    /// Open loop: how long to send.
-    pub duration: Duration,
+    /// When senders send.
+    pub pacing: Pacing,
     /// Padding bytes added to each message text, to vary the message size.
     pub size: usize,
+}
+
+/// When the senders of a messaging workload send: the two ways of offering load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// Each sender sends `messages`, keeping at most `window` of them sent but not yet received
+    /// by everyone they are for. A reception frees a slot, so the offered load adapts to what
+    /// the server sustains: for throughput.
+    Closed { messages: u64, window: u64 },
+    /// All senders together send `rate` messages per second for `duration`, whatever the
+    /// server does: for latency at a fixed load.
+    Open { rate: f64, duration: Duration },
+}
+
+impl Pacing {
+    /// Which of the two it is, as the report names it.
+    pub(crate) fn kind(&self) -> Loop {
+        match self {
+            Pacing::Closed { .. } => Loop::Closed,
+            Pacing::Open { .. } => Loop::Open,
+        }
+    }
+}
+
+/// Closed or open loop, without the parameters: what readers need to know (only closed-loop
+/// writers wait for credit) and what the report's `pacing` key says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Loop {
+    Closed,
+    Open,
 }
 
 /// Why a run could not be carried out; each message is one sentence meant for the user.
@@ -219,17 +245,6 @@ pub fn default_run_id() -> String {
 impl Options {
     /// Rejects option combinations that cannot run, before anything connects.
     fn validate(&self) -> Result<(), BenchError> {
-        let usage = |message: &str| Err(BenchError::Usage(message.to_owned()));
-        let at_most_a_day = |seconds: Duration, flag: &str| {
-            if seconds > MAX_SECONDS {
-                usage(&format!(
-                    "{flag} must be at most {} seconds (one day)",
-                    MAX_SECONDS.as_secs()
-                ))
-            } else {
-                Ok(())
-            }
-        };
         at_most_a_day(self.timeout, "--timeout")?;
         if self.threads == 0 {
             return usage("--threads must be at least 1");
@@ -237,26 +252,22 @@ impl Options {
         if self.connect_concurrency == 0 {
             return usage("--concurrency must be at least 1");
         }
-        if self.run_id.len() > 8
-            || !crate::codec::is_valid_name(&self.run_id)
-            || self.run_id.contains('-')
-        {
+        if !is_valid_run_id(&self.run_id) {
             return usage("--run-id must be 1 to 8 letters, digits, `_` or `.`");
         }
-        let check_traffic = |traffic: &TrafficOptions| match traffic.rate {
-            Some(rate) if !(rate > 0.0 && rate <= MAX_RATE) => usage(&format!(
-                "--rate must be more than 0 and at most {MAX_RATE} messages per second"
-            )),
-            Some(_) if traffic.duration.is_zero() => usage("--duration must be positive"),
-            None if traffic.window == 0 => usage("--window must be at least 1"),
-            _ => at_most_a_day(traffic.duration, "--duration"),
-        };
-        match &self.workload {
+        self.workload.validate(self.server_pid)
+    }
+}
+
+impl Workload {
+    /// Rejects a workload that cannot run; idle also needs the server's pid.
+    fn validate(&self, server_pid: Option<u32>) -> Result<(), BenchError> {
+        match self {
             Workload::Pairs { clients, traffic } => {
                 if *clients < 2 || clients % 2 != 0 {
                     return usage("pairs needs an even number of clients, at least 2");
                 }
-                check_traffic(traffic)
+                traffic.pacing.validate()
             }
             Workload::Room {
                 rooms,
@@ -266,7 +277,7 @@ impl Options {
                 if *rooms == 0 || *members < 2 {
                     return usage("room needs at least one room of at least 2 members");
                 }
-                check_traffic(traffic)
+                traffic.pacing.validate()
             }
             Workload::Churn { workers, duration } => {
                 if *workers == 0 || duration.is_zero() {
@@ -278,13 +289,54 @@ impl Options {
                 if *clients == 0 {
                     return usage("idle needs at least one client");
                 }
-                if self.server_pid.is_none() {
+                if server_pid.is_none() {
                     return usage("idle needs --server-pid to read the server's memory");
                 }
                 at_most_a_day(*settle, "--settle")
             }
         }
     }
+}
+
+impl Pacing {
+    /// Rejects a rate or duration whose pacing arithmetic could overflow, and a window that
+    /// would never let a message out.
+    fn validate(&self) -> Result<(), BenchError> {
+        match *self {
+            Pacing::Open { rate, .. } if !(rate > 0.0 && rate <= MAX_RATE) => usage(&format!(
+                "--rate must be more than 0 and at most {MAX_RATE} messages per second"
+            )),
+            Pacing::Open { duration, .. } if duration.is_zero() => {
+                usage("--duration must be positive")
+            }
+            Pacing::Open { duration, .. } => at_most_a_day(duration, "--duration"),
+            Pacing::Closed { window: 0, .. } => usage("--window must be at least 1"),
+            Pacing::Closed { .. } => Ok(()),
+        }
+    }
+}
+
+/// A [`BenchError::Usage`] with `message`.
+fn usage(message: &str) -> Result<(), BenchError> {
+    Err(BenchError::Usage(message.to_owned()))
+}
+
+/// Refuses a `flag` longer than [`MAX_SECONDS`].
+fn at_most_a_day(value: Duration, flag: &str) -> Result<(), BenchError> {
+    if value > MAX_SECONDS {
+        usage(&format!(
+            "{flag} must be at most {} seconds (one day)",
+            MAX_SECONDS.as_secs()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `id` can prefix every name: at most 8 characters so `bench{id}-{i}` stays a valid
+/// name, and no `-`, which separates the prefix from the index.
+fn is_valid_run_id(id: &str) -> bool {
+    id.len() <= 8 && crate::codec::is_valid_name(id) && !id.contains('-')
 }
 
 /// Runs the workload to completion (or to the deadline) and reports what it measured.
@@ -295,21 +347,26 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
     // Thousands of connections need thousands of descriptors; the usual soft limit is 1024.
     // Failing to raise it is not fatal: small runs fit, and a large one reports the error.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let runtime = if options.threads == 1 {
+    let runtime = runtime(options.threads).map_err(|source| BenchError::Io {
+        context: "cannot start the runtime",
+        source,
+    })?;
+    runtime.block_on(run_async(options))
+}
+
+/// A current-thread runtime for one thread (the tool then takes a single core), a
+/// multi-threaded one otherwise.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(options.threads)
+            .worker_threads(threads)
             .enable_all()
             .build()
     }
-    .map_err(|source| BenchError::Io {
-        context: "cannot start the runtime",
-        source,
-    })?;
-    runtime.block_on(run_async(options))
 }
 
 /// `wait` after `from`, but never after `deadline` (nor past the end of time).
@@ -322,6 +379,7 @@ fn not_after(
         .map_or(deadline, |end| end.min(deadline))
 }
 
+/// Runs the workload between two CPU readings, so the report can say what the run cost.
 async fn run_async(options: Options) -> Result<Report, BenchError> {
     // `validate` bounds the timeout to a day, so this cannot overflow; checked all the same,
     // since a panic would be a worse answer than a sentence.
@@ -330,38 +388,38 @@ async fn run_async(options: Options) -> Result<Report, BenchError> {
         .ok_or_else(|| BenchError::Usage("--timeout is too long".to_owned()))?;
     let cpu_before = stats::CpuSample::take(options.server_pid);
     let started = Instant::now();
-    let mut report = match &options.workload {
+    let measured = run_workload(&options, deadline).await?;
+    let wall = started.elapsed();
+    let cpu_after = stats::CpuSample::take(options.server_pid);
+    let cpu = stats::CpuUse::between(cpu_before, cpu_after, wall);
+    Ok(Report::new(&options, measured, cpu))
+}
+
+/// Hands the workload to the module that runs it.
+async fn run_workload(
+    options: &Options,
+    deadline: tokio::time::Instant,
+) -> Result<Measured, BenchError> {
+    match &options.workload {
         Workload::Pairs { clients, traffic } => {
-            let shape = traffic::Shape::pairs(*clients);
-            traffic::run(&options, shape, traffic, deadline).await?
+            traffic::run(options, Grouping::pairs(*clients), traffic, deadline).await
         }
         Workload::Room {
             rooms,
             members,
             traffic,
         } => {
-            let shape = traffic::Shape::rooms(*rooms, *members);
-            traffic::run(&options, shape, traffic, deadline).await?
+            let grouping = Grouping::Rooms {
+                rooms: *rooms,
+                members: *members,
+            };
+            traffic::run(options, grouping, traffic, deadline).await
         }
         Workload::Churn { workers, duration } => {
-            churn::run(&options, *workers, *duration, deadline).await?
+            churn::run(options, *workers, *duration, deadline).await
         }
-        Workload::Idle { clients, settle } => {
-            idle::run(&options, *clients, *settle, deadline).await?
-        }
-    };
-    let wall = started.elapsed();
-    let cpu_after = stats::CpuSample::take(options.server_pid);
-    // Tick-rounded readings from /proc: a later one is never meant to be smaller, but a
-    // subtraction that could panic on it is not worth the risk.
-    report.bench_cpu_pct = stats::percent(cpu_after.own.saturating_sub(cpu_before.own), wall);
-    if let (Some(after), Some(before)) = (cpu_after.server, cpu_before.server) {
-        report.server_cpu_pct = Some(stats::percent(after.saturating_sub(before), wall));
+        Workload::Idle { clients, settle } => idle::run(options, *clients, *settle, deadline).await,
     }
-    report.server = options.server.to_string();
-    report.run = options.run_id.clone();
-    report.threads = options.threads;
-    Ok(report)
 }
 
 #[cfg(test)]
@@ -395,7 +453,7 @@ mod tests {
         ));
     }
 
-    fn pairs(timeout: Duration, rate: Option<f64>, duration: Duration) -> Options {
+    fn pairs(timeout: Duration, pacing: Pacing) -> Options {
         Options {
             server: SocketAddr::from(([127, 0, 0, 1], 9999)),
             timeout,
@@ -406,13 +464,7 @@ mod tests {
             run_id: "t".to_owned(),
             workload: Workload::Pairs {
                 clients: 2,
-                traffic: TrafficOptions {
-                    messages: 1,
-                    window: 1,
-                    rate,
-                    duration,
-                    size: 0,
-                },
+                traffic: TrafficOptions { pacing, size: 0 },
             },
         }
     }
@@ -420,25 +472,32 @@ mod tests {
     #[test]
     fn absurd_times_and_rates_are_refused_before_they_can_overflow() {
         let second = Duration::from_secs(1);
-        assert!(pairs(MAX_SECONDS, Some(MAX_RATE), MAX_SECONDS)
+        let open = |rate, duration| Pacing::Open { rate, duration };
+        let closed = |window| Pacing::Closed {
+            messages: 1,
+            window,
+        };
+        assert!(pairs(MAX_SECONDS, open(MAX_RATE, MAX_SECONDS))
             .validate()
             .is_ok());
-        for options in [
-            pairs(
-                Duration::from_secs(10_000_000_000_000_000_000),
-                None,
-                second,
+        assert!(pairs(second, closed(1)).validate().is_ok());
+        for (options, flag) in [
+            (
+                pairs(Duration::from_secs(10_000_000_000_000_000_000), closed(1)),
+                "--timeout",
             ),
-            pairs(second, Some(1.0), MAX_SECONDS + second),
-            pairs(second, Some(MAX_RATE * 2.0), second),
-            pairs(second, Some(0.0), second),
-            pairs(second, Some(f64::NAN), second),
-            pairs(second, Some(f64::INFINITY), second),
+            (pairs(second, open(1.0, MAX_SECONDS + second)), "--duration"),
+            (pairs(second, open(1.0, Duration::ZERO)), "--duration"),
+            (pairs(second, open(MAX_RATE * 2.0, second)), "--rate"),
+            (pairs(second, open(0.0, second)), "--rate"),
+            (pairs(second, open(f64::NAN, second)), "--rate"),
+            (pairs(second, open(f64::INFINITY, second)), "--rate"),
+            (pairs(second, closed(0)), "--window"),
         ] {
             let error = options.validate().err().map(|error| error.to_string());
             assert!(
-                error.as_deref().is_some_and(|text| text.starts_with("--")),
-                "{error:?}"
+                error.as_deref().is_some_and(|text| text.starts_with(flag)),
+                "{flag}: {error:?}"
             );
         }
     }

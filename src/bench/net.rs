@@ -29,17 +29,17 @@ use crate::codec::{Event, Frame, LineCodec, Request, MAX_SERVER_LINE};
 const CONNECT_ATTEMPTS: u32 = 5;
 
 /// A logged-in connection, split so that one task may read while another writes.
-pub struct Conn {
-    pub read: OwnedReadHalf,
-    pub write: OwnedWriteHalf,
+pub(crate) struct Conn {
+    pub(crate) read: OwnedReadHalf,
+    pub(crate) write: OwnedWriteHalf,
     /// Bytes read but not yet framed; may already hold lines that followed the login reply.
-    pub rbuf: BytesMut,
-    pub codec: LineCodec,
+    pub(crate) rbuf: BytesMut,
+    pub(crate) codec: LineCodec,
 }
 
 impl Conn {
     /// The next line from the server, or `None` at the end of the stream.
-    pub async fn next_line(&mut self) -> io::Result<Option<BytesMut>> {
+    pub(crate) async fn next_line(&mut self) -> io::Result<Option<BytesMut>> {
         loop {
             match self.codec.decode(&mut self.rbuf)? {
                 Some(Frame::Line(line)) => return Ok(Some(line)),
@@ -56,7 +56,7 @@ impl Conn {
 }
 
 /// Connects, retrying a refused connection a few times with a growing pause.
-pub async fn connect(addr: SocketAddr) -> Result<TcpStream, BenchError> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<TcpStream, BenchError> {
     let mut pause = Duration::from_millis(10);
     let mut attempt = 1;
     loop {
@@ -87,28 +87,18 @@ fn retryable(error: &io::Error) -> bool {
 }
 
 /// Connects and logs in as `name`, then joins `room` if given; returns once the last reply
-/// (`ok|login|NAME` or `ok|join|ROOM`) has arrived. Both requests go out in one write, so
-/// joining costs no extra round trip.
-pub async fn handshake(
+/// (`ok|login|NAME` or `ok|join|ROOM`) has arrived.
+pub(crate) async fn handshake(
     addr: SocketAddr,
     name: &str,
     room: Option<&str>,
 ) -> Result<Conn, BenchError> {
     let stream = connect(addr).await?;
     let (read, mut write) = stream.into_split();
-    let mut conn_out = BytesMut::with_capacity(128);
-    Request::Login { name }.encode(&mut conn_out);
-    if let Some(room) = room {
-        Request::Join { room }.encode(&mut conn_out);
-    }
-    let closed = |reason: String| BenchError::ClosedDuringLogin {
-        name: name.to_owned(),
-        reason,
-    };
     write
-        .write_all(&conn_out)
+        .write_all(&login_requests(name, room))
         .await
-        .map_err(|error| closed(format!(" ({error})")))?;
+        .map_err(|error| closed_during_login(name, format!(" ({error})")))?;
     let mut conn = Conn {
         read,
         write,
@@ -116,25 +106,43 @@ pub async fn handshake(
         // Long enough for any list a server can send (see `MAX_SERVER_LINE`).
         codec: LineCodec::new(MAX_SERVER_LINE),
     };
+    await_login(&mut conn, name, room).await?;
+    Ok(conn)
+}
+
+/// `login|NAME`, then `join|ROOM` if given: both in one write, so joining costs no extra
+/// round trip.
+fn login_requests(name: &str, room: Option<&str>) -> BytesMut {
+    let mut out = BytesMut::with_capacity(128);
+    Request::Login { name }.encode(&mut out);
+    if let Some(room) = room {
+        Request::Join { room }.encode(&mut out);
+    }
+    out
+}
+
+/// Reads until the last reply [`login_requests`] asked for; an error reply, `bye` or the end
+/// of the stream before it is the login's failure.
+async fn await_login(conn: &mut Conn, name: &str, room: Option<&str>) -> Result<(), BenchError> {
     let mut logged_in = false;
     loop {
         let line = match conn.next_line().await {
             Ok(Some(line)) => line,
-            Ok(None) => return Err(closed(String::new())),
-            Err(error) => return Err(closed(format!(" ({error})"))),
+            Ok(None) => return Err(closed_during_login(name, String::new())),
+            Err(error) => return Err(closed_during_login(name, format!(" ({error})"))),
         };
         match Event::parse(&line) {
             Ok(Event::LoggedIn(who)) if who == name => {
                 logged_in = true;
                 if room.is_none() {
-                    return Ok(conn);
+                    return Ok(());
                 }
             }
             // Room names are unique ignoring ASCII case, and the reply may spell it the server's way.
             Ok(Event::Joined(joined))
                 if logged_in && room.is_some_and(|room| room.eq_ignore_ascii_case(joined)) =>
             {
-                return Ok(conn)
+                return Ok(())
             }
             Ok(Event::Error(..)) => {
                 return Err(BenchError::LoginRefused {
@@ -144,21 +152,30 @@ pub async fn handshake(
             }
             Ok(Event::Bye(_)) => {
                 let text = String::from_utf8_lossy(&line);
-                return Err(closed(format!(" (it sent `{text}`)")));
+                return Err(closed_during_login(name, format!(" (it sent `{text}`)")));
             }
             _ => {} // presence lists, room notices: not for the handshake
         }
     }
 }
 
+/// The server closed `name`'s connection before its login completed; `reason` is empty or
+/// ` (why)`.
+fn closed_during_login(name: &str, reason: String) -> BenchError {
+    BenchError::ClosedDuringLogin {
+        name: name.to_owned(),
+        reason,
+    }
+}
+
 /// Who connection `i` is: its user name and the room it joins, if any.
-pub struct Identity {
-    pub name: String,
-    pub room: Option<String>,
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    pub(crate) room: Option<String>,
 }
 
 /// [`connect_all`] for `who`, with a progress bar while the connections log in.
-pub async fn connect_with_progress(
+pub(crate) async fn connect_with_progress(
     options: &Options,
     who: Vec<Identity>,
     deadline: Instant,
@@ -185,7 +202,7 @@ pub async fn connect_with_progress(
 ///
 /// Bounded concurrency keeps the server's listen backlog from overflowing (a dropped SYN costs
 /// a one-second retransmit) while still opening thousands of connections a second.
-pub async fn connect_all(
+pub(crate) async fn connect_all(
     addr: SocketAddr,
     who: Vec<Identity>,
     concurrency: usize,
@@ -193,43 +210,18 @@ pub async fn connect_all(
     done: Arc<AtomicUsize>,
 ) -> Result<Vec<Conn>, BenchError> {
     let wanted = who.len();
-    let who = Arc::new(who);
-    let next = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicBool::new(false));
-    let first_error: Arc<Mutex<Option<BenchError>>> = Arc::new(Mutex::new(None));
-    let mut workers = Vec::new();
-    for _ in 0..concurrency.min(wanted) {
-        let (who, next, failed, first_error, done) = (
-            who.clone(),
-            next.clone(),
-            failed.clone(),
-            first_error.clone(),
-            done.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut opened = Vec::new();
-            while !failed.load(Ordering::Relaxed) {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(identity) = who.get(i) else { break };
-                let attempt = handshake(addr, &identity.name, identity.room.as_deref());
-                match timeout_at(deadline, attempt).await {
-                    Ok(Ok(conn)) => {
-                        opened.push((i, conn));
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Err(error)) => {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .get_or_insert(error);
-                    }
-                    Err(_) => failed.store(true, Ordering::Relaxed),
-                }
-            }
-            opened
-        }));
-    }
+    let queue = Arc::new(Queue {
+        addr,
+        who,
+        deadline,
+        next: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+        done,
+    });
+    let workers: Vec<_> = (0..concurrency.min(wanted))
+        .map(|_| tokio::spawn(queue.clone().work()))
+        .collect();
     let mut all = Vec::with_capacity(wanted);
     for worker in workers {
         // A worker only ends by returning (it never panics on network input); a join error
@@ -238,11 +230,7 @@ pub async fn connect_all(
             all.extend(opened);
         }
     }
-    if let Some(error) = first_error
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
-    {
+    if let Some(error) = queue.first_error() {
         return Err(error);
     }
     if all.len() < wanted {
@@ -253,4 +241,56 @@ pub async fn connect_all(
     }
     all.sort_unstable_by_key(|(i, _)| *i);
     Ok(all.into_iter().map(|(_, conn)| conn).collect())
+}
+
+/// The connections [`connect_all`] still has to open, shared by the workers that open them.
+struct Queue {
+    addr: SocketAddr,
+    who: Vec<Identity>,
+    deadline: Instant,
+    /// The index of the next identity to take.
+    next: AtomicUsize,
+    /// Set by the first failure: the others stop taking work, since the run is over.
+    failed: AtomicBool,
+    /// What the first failure was, unless it was the deadline.
+    first_error: Mutex<Option<BenchError>>,
+    /// Logged-in connections so far.
+    done: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// One worker: logs in the next identity until none is left or some login has failed;
+    /// returns what it opened, with each connection's index.
+    async fn work(self: Arc<Self>) -> Vec<(usize, Conn)> {
+        let mut opened = Vec::new();
+        while !self.failed.load(Ordering::Relaxed) {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(identity) = self.who.get(i) else {
+                break;
+            };
+            let attempt = handshake(self.addr, &identity.name, identity.room.as_deref());
+            match timeout_at(self.deadline, attempt).await {
+                Ok(Ok(conn)) => {
+                    opened.push((i, conn));
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(error)) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    self.lock_error().get_or_insert(error);
+                }
+                Err(_) => self.failed.store(true, Ordering::Relaxed),
+            }
+        }
+        opened
+    }
+
+    fn first_error(&self) -> Option<BenchError> {
+        self.lock_error().take()
+    }
+
+    fn lock_error(&self) -> std::sync::MutexGuard<'_, Option<BenchError>> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }

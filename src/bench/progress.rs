@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 
 /// A phase's bar; cleared when dropped.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: ProgressBar,
     ticker: Option<JoinHandle<()>>,
 }
@@ -18,7 +18,7 @@ pub struct Progress {
 impl Progress {
     /// Shows `label` with a bar up to `total`; every 100 ms `sample` gives the position and a
     /// short message (what has been done so far, in the phase's own unit).
-    pub fn start(
+    pub(crate) fn start(
         enabled: bool,
         label: &str,
         total: u64,

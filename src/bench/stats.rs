@@ -14,18 +14,18 @@ const MAX_MICROS: u64 = 3_600_000_000;
 /// Microseconds since a run-wide epoch: the clock that send stamps and arrivals share. Senders
 /// and receivers are in the same process, so one monotonic clock serves both ends.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     epoch: Instant,
 }
 
 impl Clock {
-    pub fn new() -> Clock {
+    pub(crate) fn new() -> Clock {
         Clock {
             epoch: Instant::now(),
         }
     }
 
-    pub fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
 }
@@ -33,7 +33,7 @@ impl Clock {
 /// Writes a message text: `STAMP SEQ` then, if asked, a space and `padding`.
 ///
 /// Into a reused `String`, so sending allocates nothing per message.
-pub fn write_text(out: &mut String, stamp_us: u64, seq: u64, padding: &str) {
+pub(crate) fn write_text(out: &mut String, stamp_us: u64, seq: u64, padding: &str) {
     out.clear();
     // Writing into a String cannot fail.
     let _ = write!(out, "{stamp_us} {seq}");
@@ -44,7 +44,7 @@ pub fn write_text(out: &mut String, stamp_us: u64, seq: u64, padding: &str) {
 }
 
 /// Reads `(stamp, seq)` back from a message text; `None` for anything the tool did not send.
-pub fn parse_text(text: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_text(text: &str) -> Option<(u64, u64)> {
     let mut fields = text.splitn(3, ' ');
     let stamp = fields.next()?.parse().ok()?;
     let seq = fields.next()?.parse().ok()?;
@@ -56,12 +56,12 @@ pub fn parse_text(text: &str) -> Option<(u64, u64)> {
 /// One histogram per connection would cost tens of kilobytes each (too much for thousands of
 /// connections); one for all would be contended on a multi-threaded runtime. A few shards,
 /// locked once per read batch, are both small and uncontended.
-pub struct Latency {
+pub(crate) struct Latency {
     shards: Vec<Mutex<Histogram<u64>>>,
 }
 
 impl Latency {
-    pub fn new(shards: usize) -> Latency {
+    pub(crate) fn new(shards: usize) -> Latency {
         Latency {
             shards: (0..shards.max(1))
                 .map(|_| Mutex::new(new_histogram()))
@@ -70,14 +70,14 @@ impl Latency {
     }
 
     /// The shard for connection `index`, locked.
-    pub fn shard(&self, index: usize) -> MutexGuard<'_, Histogram<u64>> {
+    pub(crate) fn shard(&self, index: usize) -> MutexGuard<'_, Histogram<u64>> {
         self.shards[index % self.shards.len()]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// All shards merged.
-    pub fn merged(&self) -> Histogram<u64> {
+    pub(crate) fn merged(&self) -> Histogram<u64> {
         let mut all = new_histogram();
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -89,7 +89,7 @@ impl Latency {
 }
 
 /// A histogram of microseconds from 1 µs to an hour at 3 significant digits.
-pub fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // Constant bounds that satisfy hdrhistogram's rules (low >= 1, high >= 2 * low,
     // sigfig <= 5): construction cannot fail.
     Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant histogram bounds are valid")
@@ -97,16 +97,16 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// Latency figures in milliseconds, for the report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct Percentiles {
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-    pub mean_ms: f64,
+pub(crate) struct Percentiles {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) mean_ms: f64,
 }
 
 impl Percentiles {
-    pub fn of(histogram: &Histogram<u64>) -> Percentiles {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Percentiles {
         if histogram.is_empty() {
             return Percentiles::default();
         }
@@ -123,13 +123,13 @@ impl Percentiles {
 
 /// CPU time used so far by this process and, if known, by the server.
 #[derive(Debug, Clone, Copy)]
-pub struct CpuSample {
-    pub own: Duration,
-    pub server: Option<Duration>,
+pub(crate) struct CpuSample {
+    pub(crate) own: Duration,
+    pub(crate) server: Option<Duration>,
 }
 
 impl CpuSample {
-    pub fn take(server_pid: Option<u32>) -> CpuSample {
+    pub(crate) fn take(server_pid: Option<u32>) -> CpuSample {
         CpuSample {
             own: cpu_time("self").unwrap_or_default(),
             server: server_pid.and_then(|pid| cpu_time(&pid.to_string())),
@@ -137,8 +137,31 @@ impl CpuSample {
     }
 }
 
+/// CPU used between two samples, in % of one core.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuUse {
+    pub(crate) bench_pct: f64,
+    /// `None` without `--server-pid`, or if the server could not be read both times.
+    pub(crate) server_pct: Option<f64>,
+}
+
+impl CpuUse {
+    pub(crate) fn between(before: CpuSample, after: CpuSample, wall: Duration) -> CpuUse {
+        // Tick-rounded readings from /proc: a later one is never meant to be smaller, but a
+        // subtraction that could panic on it is not worth the risk.
+        let used = |before: Duration, after: Duration| percent(after.saturating_sub(before), wall);
+        CpuUse {
+            bench_pct: used(before.own, after.own),
+            server_pct: before
+                .server
+                .zip(after.server)
+                .map(|(before, after)| used(before, after)),
+        }
+    }
+}
+
 /// `used` as a percentage of one core over `wall`.
-pub fn percent(used: Duration, wall: Duration) -> f64 {
+fn percent(used: Duration, wall: Duration) -> f64 {
     if wall.is_zero() {
         0.0
     } else {

@@ -4,7 +4,7 @@
 
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
-use actor_chat::bench::{self, BenchError, Options, TrafficOptions, Workload};
+use actor_chat::bench::{self, BenchError, Options, Pacing, TrafficOptions, Workload};
 use clap::{Args, Parser, Subcommand};
 
 /// Load generator for actor-chat-server: measures throughput, latency, login rate and memory
@@ -99,12 +99,21 @@ struct TrafficArgs {
 }
 
 impl TrafficArgs {
+    /// `--rate` picks the open loop; without it, `--messages` (or the mode's default) and
+    /// `--window` make a closed loop.
     fn options(&self, default_messages: u64) -> Result<TrafficOptions, BenchError> {
+        let pacing = match self.rate {
+            Some(rate) => Pacing::Open {
+                rate,
+                duration: seconds(self.duration, "--duration")?,
+            },
+            None => Pacing::Closed {
+                messages: self.messages.unwrap_or(default_messages),
+                window: self.window,
+            },
+        };
         Ok(TrafficOptions {
-            messages: self.messages.unwrap_or(default_messages),
-            window: self.window,
-            rate: self.rate,
-            duration: seconds(self.duration, "--duration")?,
+            pacing,
             size: self.size,
         })
     }
