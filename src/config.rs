@@ -15,13 +15,14 @@
 
 use std::{
     fmt,
-    net::{SocketAddr, ToSocketAddrs},
+    net::{IpAddr, SocketAddr, ToSocketAddrs},
     num::{NonZeroU32, NonZeroUsize},
     ops::RangeInclusive,
     path::{Path, PathBuf},
     time::Duration,
 };
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::codec::{max_list_reply_bytes, MAX_LISTED};
@@ -86,6 +87,16 @@ pub(crate) struct Limits {
     pub(crate) rooms_per_user: usize,
     /// `None` when `limits.lines_per_sec` is 0.
     pub(crate) flood: Option<FloodLimit>,
+    /// Most bytes all clients together may owe before the largest debtors are cut off.
+    pub(crate) max_total_outbound_bytes: usize,
+    /// How long a client owing more than `max_outbound_bytes` may go without taking a byte.
+    pub(crate) slow_reader_grace: Duration,
+    /// Connections one address may have open at once, outside `exempt_networks`.
+    pub(crate) max_connections_per_ip: usize,
+    /// Addresses the per-address limit does not apply to.
+    pub(crate) exempt_networks: Vec<IpNet>,
+    /// Connections that may be waiting to log in at once; past it the oldest is closed.
+    pub(crate) max_pending_logins: usize,
 }
 
 /// Flood control's budget, when it is on.
@@ -284,6 +295,26 @@ impl Settings {
                 )
             }
         };
+        let max_total_outbound_bytes = whole(
+            "limits.max_total_outbound_bytes",
+            limits.max_total_outbound_bytes,
+            max_outbound_bytes..=usize::MAX,
+        )?;
+        let slow_reader_grace = seconds(
+            "limits.slow_reader_grace_secs",
+            limits.slow_reader_grace_secs,
+        )?;
+        let max_connections_per_ip = whole(
+            "limits.max_connections_per_ip",
+            limits.max_connections_per_ip,
+            LISTED,
+        )?;
+        let exempt_networks = networks("limits.exempt_networks", limits.exempt_networks)?;
+        let max_pending_logins = whole(
+            "limits.max_pending_logins",
+            limits.max_pending_logins,
+            LISTED,
+        )?;
         let shutdown_grace = seconds("server.shutdown_grace_secs", server.shutdown_grace_secs)?;
         let interval = seconds("heartbeat.interval_secs", heartbeat.interval_secs)?;
         let timeout = seconds("heartbeat.timeout_secs", heartbeat.timeout_secs)?;
@@ -309,6 +340,11 @@ impl Settings {
                 max_outbound_bytes,
                 rooms_per_user,
                 flood,
+                max_total_outbound_bytes,
+                slow_reader_grace,
+                max_connections_per_ip,
+                exempt_networks,
+                max_pending_logins,
             },
             heartbeat: Heartbeat {
                 interval,
@@ -343,6 +379,7 @@ enum Loose {
     Int(i64),
     Float(f64),
     Text(String),
+    List(Vec<Loose>),
 }
 
 impl fmt::Display for Loose {
@@ -353,6 +390,10 @@ impl fmt::Display for Loose {
             Loose::Int(value) => write!(f, "{value}"),
             Loose::Float(value) => write!(f, "{value}"),
             Loose::Text(value) => write!(f, "{value:?}"),
+            Loose::List(values) => {
+                let values: Vec<String> = values.iter().map(Loose::to_string).collect();
+                write!(f, "[{}]", values.join(", "))
+            }
         }
     }
 }
@@ -464,6 +505,41 @@ fn socket_address(key: &'static str, value: Loose) -> Result<SocketAddr, ConfigE
     )
 }
 
+/// A list of networks in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is one host),
+/// as a TOML array or a comma-separated string (which is how the environment gives a list; an
+/// empty string is an empty list).
+fn networks(key: &'static str, value: Loose) -> Result<Vec<IpNet>, ConfigError> {
+    let items: Vec<Loose> = match &value {
+        Loose::List(items) => items.clone(),
+        Loose::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(Loose::from)
+            .collect(),
+        _ => vec![value.clone()],
+    };
+    items
+        .iter()
+        .map(|item| {
+            let parsed = match item {
+                Loose::Text(text) => text
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from)),
+                _ => None,
+            };
+            parsed.ok_or_else(|| ConfigError::Value {
+                key,
+                reason: format!(
+                    "must be a list of networks such as [\"127.0.0.0/8\", \"::1/128\"] \
+                     (got {item} in {value})"
+                ),
+            })
+        })
+        .collect()
+}
+
 /// The levels a log filter may name.
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
@@ -539,6 +615,11 @@ struct RawLimits {
     lines_per_sec: Loose,
     burst: Loose,
     rooms_per_user: Loose,
+    max_total_outbound_bytes: Loose,
+    slow_reader_grace_secs: Loose,
+    max_connections_per_ip: Loose,
+    exempt_networks: Loose,
+    max_pending_logins: Loose,
 }
 
 impl Default for RawLimits {
@@ -549,6 +630,11 @@ impl Default for RawLimits {
             lines_per_sec: 50.into(),
             burst: 100.into(),
             rooms_per_user: 32.into(),
+            max_total_outbound_bytes: (256 << 20).into(),
+            slow_reader_grace_secs: 5.into(),
+            max_connections_per_ip: 64.into(),
+            exempt_networks: Loose::List(vec!["127.0.0.0/8".into(), "::1/128".into()]),
+            max_pending_logins: 1000.into(),
         }
     }
 }

@@ -105,14 +105,14 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Starts serving `reader` and `writer` for the actor that owns `ctx`: frames of at most
-    /// `max_line_bytes` arrive on its [`StreamHandler<Input>`], and at most `max_outbound_bytes`
-    /// may be queued for the peer before it is cut off as too slow. The stream of inputs ends
-    /// (the handler's `finished`) once input has ended *and* the writer has finished.
+    /// `max_line_bytes` arrive on its [`StreamHandler<Input>`], and what is queued for the peer
+    /// is judged by `outbound` (see [`outbox`]). The stream of inputs ends (the handler's
+    /// `finished`) once input has ended *and* the writer has finished.
     pub(crate) fn start<A, R, W>(
         reader: R,
         writer: W,
         max_line_bytes: usize,
-        max_outbound_bytes: usize,
+        outbound: outbox::Limits,
         ctx: &mut Context<A>,
     ) -> Connection
     where
@@ -120,7 +120,7 @@ impl Connection {
         R: AsyncRead + Unpin + 'static,
         W: AsyncWrite + Unpin + 'static,
     {
-        let (outbox, outbox_writer) = outbox::outbox(max_outbound_bytes);
+        let (outbox, outbox_writer) = outbox::outbox(outbound);
         // The writer is a task of its own, not a future of the actor: while the actor waits
         // (`ctx.wait`), its own futures are not polled, and output must keep flowing regardless.
         let (written, writer_end) = oneshot::channel();

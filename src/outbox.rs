@@ -1,5 +1,5 @@
-//! The write side of one connection: a byte queue with a hard cap, and the future that drains it
-//! into the socket.
+//! The write side of one connection: a byte queue with a cap that counts what the client owes,
+//! and the future that drains it into the socket.
 //!
 //! Why not `actix::io::FramedWrite`? Its high-water mark never triggers on tokio sockets, so its
 //! buffer grows without bound for a peer that stops reading; it has no length getter; and its
@@ -8,47 +8,156 @@
 //!
 //! An [`Outbox`] is a cheap, cloneable handle that anyone holding it (the session itself, the
 //! `ChatServer`, other sessions that cached it) uses to append encoded lines. It never blocks
-//! and never waits on the peer: when the bytes not yet written would pass the cap, the
-//! connection is aborted as too slow and further sends fail with [`Closed`], which senders treat
-//! as "that user is gone". The one [`OutboxWriter`] swaps the whole queue out on each wake-up and
-//! writes it with as few syscalls as the socket allows, so a busy connection gets its lines in
-//! batches.
+//! and never waits on the peer. The one [`OutboxWriter`] takes the whole queue on each wake-up
+//! and writes it with as few syscalls as the socket allows (vectored writes), so a busy
+//! connection gets its lines in batches.
 //!
-//! The queue sits behind a `Mutex` held only to append or swap a buffer — it *is* the channel,
-//! not state shared between actors — which keeps the queued byte count exact and lets an idle
+//! What is queued is a list of chunks: small lines (replies, direct messages) are encoded into
+//! one growing buffer, and a line fanned out to a room is one reference-counted [`Bytes`] that
+//! every member's queue shares, so a room line costs its length once plus a handle per member,
+//! not its length per member. Each queue still counts every byte its own client owes.
+//!
+//! **Too slow means not taking bytes.** A client is cut off with `bye|too-slow` only when it owes
+//! more than the cap *and* its socket has accepted nothing for the grace period (NATS's
+//! slow-consumer rule): a client that reads as fast as the network allows is never cut because
+//! the server itself fell behind — for instance, because its writer's thread was busy. And since
+//! a queue may pass its cap during the grace period, all queues together answer to one
+//! [`Budget`]: past it, the clients owing the most are cut first, so memory stays bounded
+//! whatever the clients do.
+//!
+//! The queue sits behind a `Mutex` held only to append or take chunks — it *is* the channel,
+//! not state shared between actors — which keeps the owed byte count exact and lets an idle
 //! connection hold no buffer at all.
 
 use std::{
-    future::poll_fn,
-    io,
+    collections::VecDeque,
+    future::{poll_fn, Future},
+    io::{self, IoSlice},
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+    },
     task::{Context, Poll, Waker},
+    time::Duration,
 };
 
-use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::AsyncWrite;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use slab::Slab;
+use tokio::{
+    io::AsyncWrite,
+    time::{sleep_until, Instant, Sleep},
+};
 
 use crate::codec::{ByeReason, Event};
 
 /// Batches written per poll before the writer yields to the other tasks on its thread.
 const BATCHES_PER_POLL: usize = 16;
+/// Chunks handed to one vectored write.
+const MAX_SLICES: usize = 64;
+/// A shared line shorter than this is copied into the queue's buffer instead: a handle costs
+/// about as much, and fewer chunks mean fewer slices per write.
+const SHARE_FROM_BYTES: usize = 64;
 
-/// Creates the two ends for one connection, with at most `cap` bytes queued at any time.
-pub fn outbox(cap: usize) -> (Outbox, OutboxWriter) {
-    let shared = Arc::new(Shared {
-        cap,
-        queue: Mutex::new(Queue {
-            pending: BytesMut::new(),
-            in_flight: 0,
-            state: State::Open,
-            writer: None,
-        }),
+/// What every outbox of one server answers to: the most bytes all clients together may owe.
+pub(crate) struct Budget {
+    limit: usize,
+    owed: AtomicUsize,
+    /// Every live queue, so that the largest debtors can be found when the budget is passed.
+    queues: Mutex<Slab<Weak<Shared>>>,
+    /// Someone is already cutting debtors.
+    relieving: AtomicBool,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            limit,
+            owed: AtomicUsize::new(0),
+            queues: Mutex::new(Slab::new()),
+            relieving: AtomicBool::new(false),
+        })
+    }
+
+    /// Bytes owed by all clients together.
+    pub(crate) fn owed(&self) -> usize {
+        self.owed.load(Ordering::Relaxed)
+    }
+
+    fn queues(&self) -> MutexGuard<'_, Slab<Weak<Shared>>> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, bytes: usize) {
+        self.owed.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.owed.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Past the limit: cuts the clients owing the most until all owe at most seven eighths of
+    /// it (some room, so that one more line does not start it all over again).
+    fn relieve(&self) {
+        if self.owed() <= self.limit || self.relieving.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let queues: Vec<Arc<Shared>> = self
+            .queues()
+            .iter()
+            .filter_map(|(_, q)| q.upgrade())
+            .collect();
+        let mut debtors: Vec<(usize, Arc<Shared>)> = queues
+            .into_iter()
+            .map(|queue| {
+                let owed = queue.lock().owed;
+                (owed, queue)
+            })
+            .collect();
+        debtors.sort_unstable_by_key(|(owed, _)| std::cmp::Reverse(*owed));
+        let target = self.limit / 8 * 7;
+        for (_, queue) in debtors {
+            if self.owed() <= target {
+                break;
+            }
+            abort(&queue, ByeReason::TooSlow);
+        }
+        self.relieving.store(false, Ordering::Release);
+    }
+}
+
+/// How an outbox judges its client (see the module docs).
+#[derive(Clone)]
+pub(crate) struct Limits {
+    /// Bytes a client may owe before it is judged by whether it is taking them.
+    pub(crate) cap: usize,
+    /// How long a client over the cap may go without its socket accepting a write.
+    pub(crate) grace: Duration,
+    pub(crate) budget: Arc<Budget>,
+}
+
+/// Creates the two ends for one connection.
+pub(crate) fn outbox(limits: Limits) -> (Outbox, OutboxWriter) {
+    let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+        let key = limits.budget.queues().insert(weak.clone());
+        Shared {
+            limits,
+            key,
+            queue: Mutex::new(Queue {
+                chunks: VecDeque::new(),
+                tail: BytesMut::new(),
+                owed: 0,
+                progress_at: Instant::now(),
+                state: State::Open,
+                writer: None,
+            }),
+        }
     });
     let writer = OutboxWriter {
         shared: shared.clone(),
-        batch: BytesMut::new(),
+        batch: VecDeque::new(),
         at_line_start: true,
+        stall: None,
     };
     (Outbox { shared }, writer)
 }
@@ -56,24 +165,30 @@ pub fn outbox(cap: usize) -> (Outbox, OutboxWriter) {
 /// The connection is closing or closed: nothing more will be written to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the connection is closed")]
-pub struct Closed;
+pub(crate) struct Closed;
 
 /// A handle for queueing lines to one connection.
 #[derive(Clone)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    cap: usize,
+pub(crate) struct Shared {
+    limits: Limits,
+    /// This queue's place in the budget's list.
+    key: usize,
     queue: Mutex<Queue>,
 }
 
 struct Queue {
-    /// Bytes not yet taken by the writer.
-    pending: BytesMut,
-    /// Bytes the writer has taken but not yet written.
-    in_flight: usize,
+    /// Chunks not yet taken by the writer, oldest first; `tail` follows them.
+    chunks: VecDeque<Bytes>,
+    /// Small lines, encoded in place, not yet taken by the writer.
+    tail: BytesMut,
+    /// Bytes queued or taken by the writer, and not yet written: what the client owes.
+    owed: usize,
+    /// When the socket last accepted a write, or when the client last began to owe bytes.
+    progress_at: Instant,
     state: State,
     /// The writer's waker, when it waits for bytes or for the socket.
     writer: Option<Waker>,
@@ -91,11 +206,28 @@ enum State {
     Finished,
 }
 
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.tail.is_empty()
+    }
+
+    /// Whether a client over the cap has gone `grace` without taking a byte.
+    fn stalled(&self, limits: &Limits, now: Instant) -> bool {
+        self.owed > limits.cap && now.saturating_duration_since(self.progress_at) >= limits.grace
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // Nothing panics while the lock is held; if something ever did, the queue is still
-        // consistent (a buffer and two counters), so carry on rather than poison every sender.
+        // consistent (chunks and counters), so carry on rather than poison every sender.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.limits.budget.queues().try_remove(self.key);
     }
 }
 
@@ -109,49 +241,109 @@ fn release_and_wake(mut queue: MutexGuard<'_, Queue>) {
     }
 }
 
+/// Drops what is queued and ends the connection with `bye|REASON` (best effort), unless it
+/// has already ended. What the client owed leaves the budget at once.
+fn abort(shared: &Shared, reason: ByeReason) {
+    let mut queue = shared.lock();
+    if matches!(queue.state, State::Aborted(_) | State::Finished) {
+        return;
+    }
+    queue.chunks = VecDeque::new();
+    queue.tail = BytesMut::new();
+    queue.state = State::Aborted(reason);
+    let owed = std::mem::take(&mut queue.owed);
+    release_and_wake(queue);
+    shared.limits.budget.sub(owed);
+}
+
 impl Outbox {
-    /// Queues one event. Fails if the connection is closing, or if this line would pass the
-    /// cap — in which case the connection is aborted with `bye|too-slow`.
-    pub fn send(&self, event: &Event<'_>) -> Result<(), Closed> {
-        self.push(|buf| event.encode(buf))
+    /// Queues one event. Fails if the connection is closing, or if the client is judged too
+    /// slow (see the module docs) — in which case the connection is aborted with `bye|too-slow`.
+    pub(crate) fn send(&self, event: &Event<'_>) -> Result<(), Closed> {
+        self.push(|queue| {
+            let before = queue.tail.len();
+            event.encode(&mut queue.tail);
+            queue.tail.len() - before
+        })
     }
 
     /// Queues bytes already encoded as one or more complete lines (for fan-out: encode once,
-    /// send to many).
-    pub fn send_line(&self, line: &[u8]) -> Result<(), Closed> {
-        self.push(|buf| buf.put_slice(line))
+    /// send to many). The bytes are shared, not copied, unless they are few.
+    pub(crate) fn send_shared(&self, lines: &Bytes) -> Result<(), Closed> {
+        self.push(|queue| {
+            if lines.len() < SHARE_FROM_BYTES {
+                queue.tail.put_slice(lines);
+            } else {
+                if !queue.tail.is_empty() {
+                    let small = queue.tail.split().freeze();
+                    queue.chunks.push_back(small);
+                }
+                queue.chunks.push_back(lines.clone());
+            }
+            lines.len()
+        })
     }
 
-    fn push(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<(), Closed> {
-        let mut queue = self.shared.lock();
+    /// Queues a copy of `lines` (one or more complete lines).
+    pub(crate) fn send_line(&self, lines: &[u8]) -> Result<(), Closed> {
+        self.push(|queue| {
+            queue.tail.put_slice(lines);
+            lines.len()
+        })
+    }
+
+    /// Appends with `append` (which returns the bytes it added) and settles the accounts.
+    fn push(&self, append: impl FnOnce(&mut Queue) -> usize) -> Result<(), Closed> {
+        let shared = &*self.shared;
+        let limits = &shared.limits;
+        let mut queue = shared.lock();
         if queue.state != State::Open {
             return Err(Closed);
         }
-        let before = queue.pending.len();
-        encode(&mut queue.pending);
-        if queue.pending.len() + queue.in_flight > self.shared.cap {
-            // Free the backlog now: this peer will never read it.
-            queue.pending = BytesMut::new();
-            queue.state = State::Aborted(ByeReason::TooSlow);
-            release_and_wake(queue);
+        let was_empty = queue.is_empty();
+        let owed_before = queue.owed;
+        let added = append(&mut queue);
+        queue.owed += added;
+        limits.budget.add(added);
+        let now_over = queue.owed > limits.cap;
+        if owed_before == 0 {
+            // The clock for "not taking bytes" starts when there are bytes to take.
+            queue.progress_at = Instant::now();
+        } else if now_over && queue.stalled(limits, Instant::now()) {
+            drop(queue);
+            abort(shared, ByeReason::TooSlow);
             return Err(Closed);
         }
-        if before == 0 {
-            // Otherwise the writer was already told about the earlier bytes.
+        // Wake an idle writer; and one that waits on a full socket when the cap is first
+        // passed, so that it starts the grace period's timer.
+        let crossed = now_over && owed_before <= limits.cap;
+        if was_empty || crossed {
             release_and_wake(queue);
+        } else {
+            drop(queue);
+        }
+        if limits.budget.owed() > limits.budget.limit {
+            limits.budget.relieve();
         }
         Ok(())
     }
 
     /// Closes gracefully: what is queued is written, then `farewell` if given, then the write
     /// side is shut down. Later sends fail. Does nothing if already closing.
-    pub fn close(&self, farewell: Option<Event<'_>>) {
+    pub(crate) fn close(&self, farewell: Option<Event<'_>>) {
         let mut queue = self.shared.lock();
         if queue.state != State::Open {
             return;
         }
         if let Some(farewell) = farewell {
-            farewell.encode(&mut queue.pending);
+            let before = queue.tail.len();
+            farewell.encode(&mut queue.tail);
+            let added = queue.tail.len() - before;
+            if queue.owed == 0 {
+                queue.progress_at = Instant::now();
+            }
+            queue.owed += added;
+            self.shared.limits.budget.add(added);
         }
         queue.state = State::Closing;
         release_and_wake(queue);
@@ -159,32 +351,25 @@ impl Outbox {
 
     /// Closes at once: what is queued is dropped and `bye|REASON` is attempted without waiting.
     /// Also cuts short a graceful close that is taking too long.
-    pub fn abort(&self, reason: ByeReason) {
-        let mut queue = self.shared.lock();
-        if matches!(queue.state, State::Aborted(_) | State::Finished) {
-            return;
-        }
-        queue.pending = BytesMut::new();
-        queue.state = State::Aborted(reason);
-        release_and_wake(queue);
+    pub(crate) fn abort(&self, reason: ByeReason) {
+        abort(&self.shared, reason);
     }
 
     /// Whether sends to this connection now fail.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.shared.lock().state != State::Open
     }
 
     /// Bytes queued and not yet written to the socket.
     #[cfg(test)]
     fn queued_bytes(&self) -> usize {
-        let queue = self.shared.lock();
-        queue.pending.len() + queue.in_flight
+        self.shared.lock().owed
     }
 }
 
 /// How a connection's writer ended.
 #[derive(Debug)]
-pub enum WriterEnd {
+pub(crate) enum WriterEnd {
     /// Closed gracefully: everything queued was written and the write side shut down.
     Closed,
     /// Aborted, e.g. too slow; the queue was dropped.
@@ -194,17 +379,19 @@ pub enum WriterEnd {
 }
 
 /// Drains one connection's [`Outbox`] into its socket.
-pub struct OutboxWriter {
+pub(crate) struct OutboxWriter {
     shared: Arc<Shared>,
-    /// The bytes taken from the queue and being written.
-    batch: BytesMut,
+    /// The chunks taken from the queue and being written; the first may be partly written.
+    batch: VecDeque<Bytes>,
     /// Whether the last byte written ended a line, so a farewell never lands mid-line.
     at_line_start: bool,
+    /// While the client owes more than the cap and its socket is full: the end of its grace.
+    stall: Option<Pin<Box<Sleep>>>,
 }
 
 impl OutboxWriter {
     /// Writes until the outbox is closed or aborted, or the socket fails.
-    pub async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> WriterEnd {
+    pub(crate) async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> WriterEnd {
         poll_fn(|cx| self.poll_drive(cx, &mut sink)).await
         // Dropping `self` marks the outbox finished.
     }
@@ -217,13 +404,12 @@ impl OutboxWriter {
         for _ in 0..BATCHES_PER_POLL {
             {
                 let mut queue = self.shared.lock();
-                queue.in_flight = self.batch.len();
                 if let State::Aborted(reason) = queue.state {
                     drop(queue);
                     return Poll::Ready(self.farewell(cx, sink, reason));
                 }
                 if self.batch.is_empty() {
-                    if queue.pending.is_empty() {
+                    if queue.is_empty() {
                         if queue.state == State::Closing {
                             drop(queue);
                             return Pin::new(sink).poll_shutdown(cx).map(|result| match result {
@@ -234,30 +420,91 @@ impl OutboxWriter {
                         register(&mut queue.writer, cx.waker());
                         // Idle: hold no buffer at all, so that thousands of quiet connections
                         // cost next to nothing (the next line allocates one again).
-                        self.batch = BytesMut::new();
-                        queue.pending = BytesMut::new();
+                        queue.tail = BytesMut::new();
+                        self.batch = VecDeque::new();
+                        self.stall = None;
                         return Poll::Pending;
                     }
-                    std::mem::swap(&mut queue.pending, &mut self.batch);
-                    queue.in_flight = self.batch.len();
+                    std::mem::swap(&mut queue.chunks, &mut self.batch);
+                    if !queue.tail.is_empty() {
+                        self.batch.push_back(queue.tail.split().freeze());
+                    }
                 }
                 // Also wanted while the socket is full: an abort must not wait for the peer.
                 register(&mut queue.writer, cx.waker());
             }
-            match Pin::new(&mut *sink).poll_write(cx, &self.batch) {
-                Poll::Pending => return Poll::Pending,
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = self.batch.len().min(MAX_SLICES);
+            for (slice, chunk) in slices.iter_mut().zip(&self.batch) {
+                *slice = IoSlice::new(chunk);
+            }
+            match Pin::new(&mut *sink).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Pending => return self.poll_stall(cx),
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(WriterEnd::Failed(io::ErrorKind::WriteZero.into()))
                 }
-                Poll::Ready(Ok(written)) => {
-                    self.at_line_start = self.batch[written - 1] == b'\n';
-                    self.batch.advance(written);
-                }
+                Poll::Ready(Ok(written)) => self.advance(written),
                 Poll::Ready(Err(error)) => return Poll::Ready(WriterEnd::Failed(error)),
             }
         }
         // Plenty written in one go: let the other connections on this thread have a turn.
-        self.shared.lock().in_flight = self.batch.len();
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// `written` bytes of the batch went out: drop them and settle the accounts.
+    fn advance(&mut self, mut written: usize) {
+        let total = written;
+        while written > 0 {
+            let Some(chunk) = self.batch.front_mut() else {
+                break;
+            };
+            if written < chunk.len() {
+                self.at_line_start = chunk[written - 1] == b'\n';
+                chunk.advance(written);
+                break;
+            }
+            written -= chunk.len();
+            self.at_line_start = chunk.last() == Some(&b'\n');
+            self.batch.pop_front();
+        }
+        let mut queue = self.shared.lock();
+        // An abort may have written the debt off meanwhile.
+        let paid = total.min(queue.owed);
+        queue.owed -= paid;
+        queue.progress_at = Instant::now();
+        drop(queue);
+        self.shared.limits.budget.sub(paid);
+        self.stall = None;
+    }
+
+    /// The socket is full. A client that owes more than the cap gets its grace period on a
+    /// timer, so that it is cut off even if nothing more is sent to it.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<WriterEnd> {
+        let limits = &self.shared.limits;
+        let (over, deadline) = {
+            let queue = self.shared.lock();
+            (queue.owed > limits.cap, queue.progress_at + limits.grace)
+        };
+        if !over {
+            self.stall = None;
+            return Poll::Pending;
+        }
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        if stall.deadline() != deadline {
+            stall.as_mut().reset(deadline);
+        }
+        if stall.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.stall = None;
+        let stalled = self.shared.lock().stalled(limits, Instant::now());
+        if stalled {
+            abort(&self.shared, ByeReason::TooSlow);
+        }
+        // Either way, look again: an abort is handled at the top of the loop.
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -269,13 +516,14 @@ impl OutboxWriter {
         sink: &mut W,
         reason: ByeReason,
     ) -> WriterEnd {
-        self.batch.clear();
+        self.batch = VecDeque::new();
+        let mut bye = BytesMut::new();
         if !self.at_line_start {
-            self.batch.put_u8(b'\n');
+            bye.put_u8(b'\n');
         }
-        Event::Bye(Some(reason)).encode(&mut self.batch);
+        Event::Bye(Some(reason)).encode(&mut bye);
         // Ignoring the outcome is the point: this is best effort, and the caller closes anyway.
-        let _ = Pin::new(sink).poll_write(cx, &self.batch);
+        let _ = Pin::new(sink).poll_write(cx, &bye);
         WriterEnd::Aborted(reason)
     }
 }
@@ -283,12 +531,15 @@ impl OutboxWriter {
 impl Drop for OutboxWriter {
     /// However the writer ends — finished, or dropped unfinished because its task died — the
     /// outbox stops accepting lines, so senders learn the user is gone instead of queueing
-    /// into a void.
+    /// into a void, and what the client still owed leaves the budget.
     fn drop(&mut self) {
         let mut queue = self.shared.lock();
         queue.state = State::Finished;
-        queue.pending = BytesMut::new();
-        queue.in_flight = 0;
+        queue.chunks = VecDeque::new();
+        queue.tail = BytesMut::new();
+        let owed = std::mem::take(&mut queue.owed);
+        drop(queue);
+        self.shared.limits.budget.sub(owed);
     }
 }
 
@@ -306,6 +557,20 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    const GRACE: Duration = Duration::from_secs(5);
+
+    fn limits(cap: usize, budget: usize) -> Limits {
+        Limits {
+            cap,
+            grace: GRACE,
+            budget: Budget::new(budget),
+        }
+    }
+
+    fn outbox_of(cap: usize) -> (Outbox, OutboxWriter) {
+        outbox(limits(cap, usize::MAX))
+    }
+
     async fn read_to_end(mut reader: tokio::io::DuplexStream) -> String {
         let mut bytes = Vec::new();
         reader
@@ -317,7 +582,7 @@ mod tests {
 
     #[tokio::test]
     async fn graceful_close_writes_everything_then_the_farewell_then_eof() {
-        let (outbox, writer) = outbox(1024);
+        let (outbox, writer) = outbox_of(1024);
         let (sink, peer) = tokio::io::duplex(16);
         let writing = tokio::spawn(writer.run(sink));
         outbox.send(&Event::Online("bob")).expect("open");
@@ -329,32 +594,133 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_peer_that_never_reads_is_aborted_at_the_cap_and_the_sender_never_waits() {
+    async fn shared_lines_and_small_lines_arrive_in_the_order_queued() {
+        let (outbox, writer) = outbox_of(1 << 20);
+        let (sink, peer) = tokio::io::duplex(64);
+        let writing = tokio::spawn(writer.run(sink));
+        let big = Bytes::from(format!("say|r|a|{}\n", "x".repeat(100)));
+        let small = Bytes::from_static(b"say|r|a|hi\n");
+        outbox.send(&Event::Online("bob")).expect("open");
+        outbox.send_shared(&big).expect("open");
+        outbox.send_shared(&small).expect("open");
+        outbox.send(&Event::Pong).expect("open");
+        outbox.send_shared(&big).expect("open");
+        outbox.close(None);
+        let text = read_to_end(peer).await;
+        let expected = format!(
+            "login|bob\n{}say|r|a|hi\npong\n{}",
+            String::from_utf8_lossy(&big),
+            String::from_utf8_lossy(&big)
+        );
+        assert_eq!(text, expected);
+        assert!(matches!(writing.await, Ok(WriterEnd::Closed)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_reads_is_cut_off_after_the_grace_and_the_sender_never_waits() {
         let cap = 4096;
-        let (outbox, writer) = outbox(cap);
+        let (outbox, writer) = outbox_of(cap);
         let (sink, peer) = tokio::io::duplex(64);
         let writing = tokio::spawn(writer.run(sink));
         let line = [b'x'; 99];
-        let mut sent = 0;
-        while outbox.send_line(&line).is_ok() {
-            sent += line.len();
-            assert!(outbox.queued_bytes() <= cap);
+        // Over the cap, the queue takes more for as long as the grace lasts (no time passes
+        // here), and no send waits.
+        for _ in 0..2 * cap / line.len() {
+            outbox.send_line(&line).expect("within the grace period");
             tokio::task::yield_now().await;
-            assert!(sent < 10 * cap, "never cut off");
         }
-        assert!(sent + 64 >= cap, "cut off early, after {sent} bytes");
-        assert!(outbox.is_closed());
+        assert!(outbox.queued_bytes() > cap);
+        // Nothing more is sent; the writer's own timer ends it once the grace is over.
         assert!(matches!(
             writing.await,
             Ok(WriterEnd::Aborted(ByeReason::TooSlow))
         ));
+        assert!(outbox.is_closed());
+        assert_eq!(outbox.send_line(&line), Err(Closed));
         assert_eq!(outbox.queued_bytes(), 0, "the backlog is released");
         drop(peer);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_send_after_the_grace_to_a_stalled_peer_fails_at_once() {
+        let cap = 1000;
+        let (outbox, writer) = outbox_of(cap);
+        // The writer never runs: as if its thread were busy, or the socket full for good.
+        let (sink, _peer) = tokio::io::duplex(64);
+        outbox
+            .send_line(&[b'y'; 1500])
+            .expect("over the cap, within the grace");
+        tokio::time::advance(GRACE).await;
+        assert_eq!(outbox.send_line(b"z\n"), Err(Closed));
+        assert!(outbox.is_closed());
+        drop((writer, sink));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_keeps_reading_is_never_cut_off_however_much_it_owes() {
+        let cap = 1000;
+        let (outbox, writer) = outbox_of(cap);
+        let (sink, mut peer) = tokio::io::duplex(64);
+        let writing = tokio::spawn(writer.run(sink));
+        // Ten times the cap at once: far over it, but the peer takes 64 bytes every second,
+        // less than the grace apart, so it is making progress and stays.
+        let line = [b'w'; 99];
+        for _ in 0..100 {
+            let mut with_newline = line.to_vec();
+            with_newline.push(b'\n');
+            outbox
+                .send_line(&with_newline)
+                .expect("a reading peer is not cut off");
+        }
+        outbox.close(None);
+        let mut received = 0;
+        let mut buf = [0u8; 64];
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match peer.read(&mut buf).await.expect("duplex reads do not fail") {
+                0 => break,
+                n => received += n,
+            }
+        }
+        assert_eq!(received, 100 * 100);
+        assert!(matches!(writing.await, Ok(WriterEnd::Closed)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_budget_the_largest_debtor_is_cut_first() {
+        let shared = limits(1000, 5000);
+        let (big, big_writer) = outbox(shared.clone());
+        let (small, small_writer) = outbox(shared.clone());
+        let (big_sink, _big_peer) = tokio::io::duplex(16);
+        let (small_sink, _small_peer) = tokio::io::duplex(16);
+        let big_writing = tokio::spawn(big_writer.run(big_sink));
+        let small_writing = tokio::spawn(small_writer.run(small_sink));
+        small.send_line(&[b's'; 1500]).expect("within the grace");
+        for _ in 0..3 {
+            big.send_line(&[b'b'; 1000]).expect("within the budget");
+        }
+        assert_eq!(shared.budget.owed(), 4500);
+        // This pushes everyone past 5,000: the one owing the most goes.
+        let _ = big.send_line(&[b'b'; 1000]);
+        assert!(big.is_closed());
+        assert!(!small.is_closed());
+        assert!(
+            shared.budget.owed() <= 5000 / 8 * 7,
+            "{}",
+            shared.budget.owed()
+        );
+        assert!(matches!(
+            big_writing.await,
+            Ok(WriterEnd::Aborted(ByeReason::TooSlow))
+        ));
+        small.abort(ByeReason::Shutdown);
+        assert!(small_writing.await.is_ok());
+        assert_eq!(shared.budget.owed(), 0, "every byte is accounted for");
+    }
+
     #[tokio::test]
     async fn abort_interrupts_a_writer_stuck_on_a_full_socket() {
-        let (outbox, writer) = outbox(1 << 20);
+        let (outbox, writer) = outbox_of(1 << 20);
         let (sink, peer) = tokio::io::duplex(8);
         let writing = tokio::spawn(writer.run(sink));
         outbox.send_line(b"0123456789abcdef\n").expect("open");
@@ -369,7 +735,7 @@ mod tests {
 
     #[tokio::test]
     async fn farewell_after_a_partial_line_starts_on_a_new_line() {
-        let (outbox, writer) = outbox(1 << 20);
+        let (outbox, writer) = outbox_of(1 << 20);
         let (sink, mut peer) = tokio::io::duplex(64);
         let writing = tokio::spawn(writer.run(sink));
         outbox.send_line(&[b'y'; 100]).expect("open");
@@ -384,7 +750,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_socket_ends_the_writer_and_later_sends_are_harmless() {
-        let (outbox, writer) = outbox(1024);
+        let (outbox, writer) = outbox_of(1024);
         let (sink, peer) = tokio::io::duplex(8);
         drop(peer);
         let writing = tokio::spawn(writer.run(sink));

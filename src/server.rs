@@ -38,6 +38,7 @@ use crate::{
     codec::{ByeReason, Event},
     config::Settings,
     connection::Transport,
+    outbox::{self, Budget},
 };
 
 /// Longest pause between accept attempts while the process is out of file descriptors.
@@ -102,6 +103,11 @@ impl Server {
             workers,
             context: Arc::new(SessionContext {
                 server: chat.clone(),
+                outbound: outbox::Limits {
+                    cap: settings.limits.max_outbound_bytes,
+                    grace: settings.limits.slow_reader_grace,
+                    budget: Budget::new(settings.limits.max_total_outbound_bytes),
+                },
                 settings,
                 shutdown: stop.clone(),
             }),

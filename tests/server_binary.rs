@@ -83,7 +83,11 @@ async fn a_second_signal_exits_at_once() {
 #[actix::test]
 async fn memory_stays_flat_while_a_reader_that_never_reads_is_sent_100_mb() {
     let mut command = ServerProcess::command("config/default.toml");
-    command.env("CHAT__LIMITS__LINES_PER_SEC", "0");
+    // Within its grace period a non-reader may owe more than its cap; what bounds memory then
+    // is the budget all clients share, here 4 MiB.
+    command
+        .env("CHAT__LIMITS__LINES_PER_SEC", "0")
+        .env("CHAT__LIMITS__MAX_TOTAL_OUTBOUND_BYTES", "4194304");
     let server = ServerProcess::spawn(command);
     let slow = Client::login(server.addr, "slow").await;
     let mut sender = Client::login(server.addr, "sender").await;

@@ -170,13 +170,14 @@ impl ChatServer {
         }
     }
 
-    /// Encodes `event` once and queues it on each of `outboxes`: the one fan-out, for
-    /// presence notices and room lines alike. A closed outbox belongs to a user whose
-    /// `Disconnect` is on its way, so a failure is not this sender's concern.
+    /// Encodes `event` once and queues that one copy on each of `outboxes` (shared, not
+    /// copied: see [`Outbox::send_shared`]): the one fan-out, for presence notices and room
+    /// lines alike. A closed outbox belongs to a user whose `Disconnect` is on its way, so a
+    /// failure is not this sender's concern.
     fn fan_out<'o>(event: &Event<'_>, outboxes: impl Iterator<Item = &'o Outbox>) {
-        let line = event.to_line();
+        let line = event.to_line().freeze();
         for outbox in outboxes {
-            let _ = outbox.send_line(&line);
+            let _ = outbox.send_shared(&line);
         }
     }
 

@@ -37,7 +37,7 @@ use crate::{
     config::Settings,
     connection::{Connection, Input, Transport},
     flood::{FloodControl, Verdict},
-    outbox::{Outbox, WriterEnd},
+    outbox::{self, Outbox, WriterEnd},
 };
 
 /// Direct-message recipients a session remembers; past this, forgotten ones are looked up again.
@@ -47,6 +47,8 @@ const MAX_CACHED_PEERS: usize = 64;
 pub(crate) struct SessionContext {
     pub(crate) server: Addr<ChatServer>,
     pub(crate) settings: Settings,
+    /// How every session's outbox judges its client, and the budget they share.
+    pub(crate) outbound: outbox::Limits,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
 }
@@ -201,7 +203,7 @@ impl Session {
                         reader,
                         writer,
                         limits.max_line_bytes,
-                        limits.max_outbound_bytes,
+                        context.outbound.clone(),
                         ctx,
                     );
                     let now = Instant::now();
