@@ -59,6 +59,22 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Whether `c` may not be sent in any field: a C0 control other than TAB, DEL, a C1 control,
+/// or the Unicode line and paragraph separators. Some reader splits a line at each of them —
+/// `\r` alone for Python's `makefile('r')`, Java's `readLine` and .NET's `ReadLine`; `\x0b`,
+/// `\x0c`, `\x1c`–`\x1e`, U+0085, U+2028 and U+2029 for Python's `splitlines()` — so a text
+/// holding one could pass off the rest of the line as a line of the server's own.
+pub const fn breaks_lines(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{8}' | '\u{a}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Whether no character of `text` [`breaks_lines`]. Almost every text is ASCII or free of the
+/// lead bytes of the ranges in question, and is cleared a byte at a time.
+pub fn is_clean_text(text: &str) -> bool {
+    let suspect = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f || b == 0xc2 || b == 0xe2;
+    !text.bytes().any(suspect) || !text.chars().any(breaks_lines)
+}
+
 /// One unit produced by [`LineCodec`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -67,6 +83,11 @@ pub enum Frame {
     Line(BytesMut),
     /// A line longer than the limit arrived; its bytes up to the next newline are discarded.
     TooLong,
+    /// Input that is no line but still cost something to read: an empty line, or another
+    /// `max_line_bytes` discarded from an over-long one. Nothing to answer, but a server counts
+    /// it against flood control, so that a stream of newlines or an endless line is a flood
+    /// like any other.
+    Skipped,
 }
 
 /// Newline framing with a length limit.
@@ -81,6 +102,8 @@ pub struct LineCodec {
     scanned: usize,
     /// Inside an over-long line: drop bytes until the next newline.
     discarding: bool,
+    /// Bytes of the over-long line discarded and not yet reported as [`Frame::Skipped`].
+    discarded: usize,
 }
 
 impl LineCodec {
@@ -90,6 +113,7 @@ impl LineCodec {
             max_line_bytes,
             scanned: 0,
             discarding: false,
+            discarded: 0,
         }
     }
 }
@@ -112,6 +136,11 @@ impl Decoder for LineCodec {
                     // Still inside an over-long line: drop what was searched and look on.
                     buf.advance(window);
                     self.scanned = 0;
+                    self.discarded += window;
+                    if self.discarded >= self.max_line_bytes {
+                        self.discarded -= self.max_line_bytes;
+                        return Ok(Some(Frame::Skipped));
+                    }
                     if buf.is_empty() {
                         return Ok(None);
                     }
@@ -131,6 +160,7 @@ impl Decoder for LineCodec {
             let mut line = buf.split_to(newline + 1);
             self.scanned = 0;
             if std::mem::take(&mut self.discarding) {
+                self.discarded = 0;
                 continue; // the tail of an over-long line, already reported
             }
             line.truncate(newline);
@@ -140,9 +170,10 @@ impl Decoder for LineCodec {
             if line.len() > self.max_line_bytes {
                 return Ok(Some(Frame::TooLong));
             }
-            if !line.is_empty() {
-                return Ok(Some(Frame::Line(line)));
+            if line.is_empty() {
+                return Ok(Some(Frame::Skipped));
             }
+            return Ok(Some(Frame::Line(line)));
         }
     }
 
@@ -153,6 +184,7 @@ impl Decoder for LineCodec {
             buf.clear();
             self.scanned = 0;
             self.discarding = false;
+            self.discarded = 0;
         }
         Ok(frame)
     }
@@ -257,6 +289,7 @@ wire_table! {
         RateLimited = "rate-limited",
         TooManyRooms = "too-many-rooms",
         NoSuchRoom = "no-such-room",
+        BadText = "bad-text",
     }
 }
 
@@ -313,6 +346,8 @@ pub enum ParseError<'a> {
     UnknownCommand(&'a str),
     /// A known verb with a missing, empty or extra field.
     BadArguments(Verb),
+    /// A TEXT field with a character that [`breaks_lines`].
+    BadText(Verb),
 }
 
 impl<'a> ParseError<'a> {
@@ -326,6 +361,7 @@ impl<'a> ParseError<'a> {
             ParseError::BadEncoding => ErrorKind::BadEncoding,
             ParseError::UnknownCommand(_) => ErrorKind::UnknownCommand,
             ParseError::BadArguments(_) => ErrorKind::BadArguments,
+            ParseError::BadText(_) => ErrorKind::BadText,
         }
     }
 
@@ -334,7 +370,7 @@ impl<'a> ParseError<'a> {
         match self {
             ParseError::BadEncoding => "",
             ParseError::UnknownCommand(verb) => verb,
-            ParseError::BadArguments(verb) => verb.as_str(),
+            ParseError::BadArguments(verb) | ParseError::BadText(verb) => verb.as_str(),
         }
     }
 }
@@ -358,17 +394,26 @@ impl<'a> Request<'a> {
             Some((first, rest)) if !first.is_empty() && !rest.is_empty() => Ok((first, rest)),
             _ => Err(bad),
         };
+        // A name and a TEXT that no reader could take for more than one line.
+        let with_text = || {
+            let (first, text) = two()?;
+            if is_clean_text(text) {
+                Ok((first, text))
+            } else {
+                Err(ParseError::BadText(verb))
+            }
+        };
         let none = |request: Request<'a>| match args {
             None => Ok(request),
             Some(_) => Err(bad),
         };
         match verb {
             Verb::Login => one().map(|name| Request::Login { name }),
-            Verb::Talk => two().map(|(to, text)| Request::Talk { to, text }),
+            Verb::Talk => with_text().map(|(to, text)| Request::Talk { to, text }),
             Verb::Who => none(Request::Who),
             Verb::Join => one().map(|room| Request::Join { room }),
             Verb::Leave => one().map(|room| Request::Leave { room }),
-            Verb::Say => two().map(|(room, text)| Request::Say { room, text }),
+            Verb::Say => with_text().map(|(room, text)| Request::Say { room, text }),
             Verb::Rooms => none(Request::Rooms),
             Verb::Names => one().map(|room| Request::Names { room }),
             Verb::Ping => none(Request::Ping),
@@ -592,17 +637,35 @@ fn put_list_line(dst: &mut BytesMut, verb: &str, fields: &[&str], names: &[&str]
         if i > 0 {
             dst.put_u8(b',');
         }
-        dst.put_slice(name.as_bytes());
+        put_clean(dst, name);
     }
     dst.put_u8(b'\n');
 }
 
+/// The one place fields reach the wire. A field with a character that [`breaks_lines`] has it
+/// replaced by U+FFFD, so that whatever a caller passes, one event or request is one line for
+/// every reader: the server refuses such text (`bad-text`), and this is the guarantee behind
+/// that, for every field, on both sides.
 fn put_fields(dst: &mut BytesMut, verb: &str, fields: &[&str]) {
     dst.reserve(verb.len() + fields.iter().map(|f| f.len() + 1).sum::<usize>() + 1);
-    dst.put_slice(verb.as_bytes());
+    put_clean(dst, verb);
     for field in fields {
         dst.put_u8(b'|');
-        dst.put_slice(field.as_bytes());
+        put_clean(dst, field);
+    }
+}
+
+fn put_clean(dst: &mut BytesMut, field: &str) {
+    if is_clean_text(field) {
+        return dst.put_slice(field.as_bytes());
+    }
+    for c in field.chars() {
+        let c = if breaks_lines(c) {
+            char::REPLACEMENT_CHARACTER
+        } else {
+            c
+        };
+        dst.put_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
     }
 }
 
@@ -658,9 +721,30 @@ mod tests {
     }
 
     #[test]
-    fn splits_lines_strips_cr_and_skips_empty_lines() {
+    fn splits_lines_strips_cr_and_reports_empty_lines_as_skipped() {
         let frames = decode_all(&mut LineCodec::new(100), b"who\r\n\n\r\nping\nrooms");
-        assert_eq!(frames, vec![line("who"), line("ping")]);
+        assert_eq!(
+            frames,
+            vec![line("who"), Frame::Skipped, Frame::Skipped, line("ping")]
+        );
+    }
+
+    #[test]
+    fn an_endless_line_costs_one_skipped_frame_per_limit_of_bytes() {
+        let mut codec = LineCodec::new(100);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for _ in 0..100 {
+            buf.extend_from_slice(&[b'x'; 100]);
+            while let Some(frame) = codec.decode(&mut buf).expect("decoding never fails") {
+                frames.push(frame);
+            }
+            assert!(buf.len() <= 102 + 100, "buffer stays bounded");
+        }
+        assert_eq!(frames[0], Frame::TooLong);
+        let skipped = frames.iter().filter(|f| **f == Frame::Skipped).count();
+        // 10,000 bytes: the first 102 made the line too long; the rest cost one per 100.
+        assert!((97..=99).contains(&skipped), "{skipped} skipped");
     }
 
     #[test]
@@ -685,7 +769,8 @@ mod tests {
             }
             assert!(buf.len() <= 8 + 2 + chunk.len(), "buffer stays bounded");
         }
-        assert_eq!(frames, vec![Frame::TooLong, line("who")]);
+        // The first 10 bytes made it too long; the next 10, discarded, cost one limit's worth.
+        assert_eq!(frames, vec![Frame::TooLong, Frame::Skipped, line("who")]);
     }
 
     #[test]
@@ -743,7 +828,7 @@ mod tests {
     #[test]
     fn rejects_malformed_requests() {
         use ParseError::*;
-        let cases: [(&[u8], ParseError); 11] = [
+        let cases: [(&[u8], ParseError); 15] = [
             (b"login", BadArguments(Verb::Login)),
             (b"login|", BadArguments(Verb::Login)),
             (b"talk|bob", BadArguments(Verb::Talk)),
@@ -755,6 +840,13 @@ mod tests {
             (b"LOGIN|x", UnknownCommand("LOGIN")),
             (b"dance|now", UnknownCommand("dance")),
             (b"talk|bob|\xff", BadEncoding),
+            (
+                b"talk|bob|hi\rsay|lobby|admin|!op mallory",
+                BadText(Verb::Talk),
+            ),
+            (b"say|lobby|a\x0bb", BadText(Verb::Say)),
+            ("say|lobby|a\u{2028}b".as_bytes(), BadText(Verb::Say)),
+            ("talk|bob|a\u{85}b".as_bytes(), BadText(Verb::Talk)),
         ];
         for (line, expected) in cases {
             assert_eq!(Request::parse(line), Err(expected));
@@ -802,9 +894,10 @@ mod tests {
         "[A-Za-z0-9_.-]{1,32}"
     }
 
-    /// Free text: anything but a newline, not ending in `\r` (which framing strips), non-empty.
+    /// Free text: non-empty, and nothing that [`breaks_lines`] (which the server refuses and
+    /// the encoder replaces).
     fn text() -> impl Strategy<Value = String> {
-        "[^\n]{0,40}[^\n\r]"
+        "[^\n]{0,40}[^\n\r]".prop_filter("clean text", |text| is_clean_text(text))
     }
 
     fn names() -> impl Strategy<Value = Vec<String>> {
@@ -925,7 +1018,72 @@ mod tests {
         check(ByeReason::ALL, ByeReason::as_str, ByeReason::from_wire);
     }
 
+    /// What some common reader takes for the end of a line (see [`breaks_lines`]).
+    fn splits_somewhere(c: char) -> bool {
+        matches!(
+            c,
+            '\n' | '\r'
+                | '\x0b'
+                | '\x0c'
+                | '\x1c'
+                | '\x1d'
+                | '\x1e'
+                | '\u{85}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+    }
+
+    /// One line, ended by its `\n`, in which no reader finds another line end.
+    fn is_one_line_for_every_reader(wire: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(wire) else {
+            return false;
+        };
+        text.strip_suffix('\n')
+            .is_some_and(|line| !line.chars().any(splits_somewhere))
+    }
+
     proptest! {
+        #[test]
+        fn no_accepted_request_relays_a_line_any_reader_would_split(
+            text in any::<String>(), room in name(),
+        ) {
+            for verb in [Verb::Talk, Verb::Say] {
+                let line = format!("{verb}|{room}|{text}");
+                let relayed = match Request::parse(line.as_bytes()) {
+                    Ok(Request::Talk { text, .. }) => Event::Talk { from: "alice", text },
+                    Ok(Request::Say { room, text }) => Event::Say { room, from: "alice", text },
+                    Ok(other) => panic!("{line:?} parsed as {other:?}"),
+                    Err(_) => continue,
+                };
+                prop_assert!(is_one_line_for_every_reader(&relayed.to_line()), "{relayed:?}");
+            }
+        }
+
+        #[test]
+        fn whatever_its_fields_hold_an_event_or_request_encodes_as_one_line(
+            a in any::<String>(), b in any::<String>(),
+        ) {
+            let events = [
+                Event::Talk { from: &a, text: &b },
+                Event::Say { room: &a, from: &a, text: &b },
+                Event::Error(ErrorKind::UnknownCommand, &b),
+                Event::Users(vec![&a, &b]),
+                Event::LoggedIn(&a),
+            ];
+            for event in events {
+                prop_assert!(is_one_line_for_every_reader(&event.to_line()), "{event:?}");
+            }
+            let requests = [
+                Request::Talk { to: &a, text: &b },
+                Request::Say { room: &a, text: &b },
+                Request::Login { name: &a },
+            ];
+            for request in requests {
+                prop_assert!(is_one_line_for_every_reader(&request.to_line()), "{request:?}");
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_in_arbitrary_chunks_never_panic_or_exceed_the_limit(
             input in prop::collection::vec(any::<u8>(), 0..2048),
@@ -982,6 +1140,8 @@ mod tests {
                     frames.push(frame);
                 }
             }
+            // Skipped frames are the cost of discarding over-long lines; they come between.
+            frames.retain(|frame| *frame != Frame::Skipped);
             prop_assert_eq!(frames, expected);
         }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use actor_chat::config::Settings;
-use common::{build, builder, settings, settings_without_flood_control, TestServer};
+use common::{build, builder, settings, TestServer};
 
 #[actix::test]
 async fn silent_clients_are_pinged_then_timed_out() {

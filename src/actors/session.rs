@@ -233,15 +233,16 @@ impl Session {
         let _ = self.connection.outbox().send(event);
     }
 
-    /// Every frame, over-long ones included, is a sign of life and counts against the flood
-    /// budget.
+    /// Every line, over-long ones included, is a sign of life; every frame, skipped input
+    /// included, counts against the flood budget.
     fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        self.liveness = Liveness::Heard(now);
         let parsed = match &frame {
             Frame::Line(line) => Some(Request::parse(line)),
             Frame::TooLong => None,
+            Frame::Skipped => return self.meter_skipped(now, ctx),
         };
+        self.liveness = Liveness::Heard(now);
         match self
             .flood
             .as_mut()
@@ -268,6 +269,18 @@ impl Session {
                 let max = self.context.settings.limits.max_line_bytes.to_string();
                 self.reply(&Event::Error(ErrorKind::LineTooLong, &max));
             }
+        }
+    }
+
+    /// An empty line, or more of an over-long one: nothing to answer (an answer per newline
+    /// would let a client amplify its flood), but it costs a line of budget.
+    fn meter_skipped(&mut self, now: Instant, ctx: &mut Context<Self>) {
+        let verdict = self
+            .flood
+            .as_mut()
+            .map_or(Verdict::Allow, |flood| flood.check(now));
+        if verdict == Verdict::Disconnect {
+            self.close(CloseCause::Flood, ctx);
         }
     }
 

@@ -43,7 +43,7 @@ impl Conn {
         loop {
             match self.codec.decode(&mut self.rbuf)? {
                 Some(Frame::Line(line)) => return Ok(Some(line)),
-                Some(Frame::TooLong) => continue,
+                Some(Frame::TooLong | Frame::Skipped) => continue,
                 None => {
                     self.rbuf.reserve(1024);
                     if self.read.read_buf(&mut self.rbuf).await? == 0 {

@@ -83,7 +83,7 @@ async fn login(
     loop {
         let line = match reader.next().await {
             Some(Ok(Frame::Line(line))) => line,
-            Some(Ok(Frame::TooLong)) => continue,
+            Some(Ok(Frame::TooLong | Frame::Skipped)) => continue,
             Some(Err(err)) => return Err(ClientError::Lost(err)),
             None => return Err(ClientError::ClosedBeforeLogin),
         };
@@ -130,6 +130,7 @@ pub(crate) async fn converse(
             frame = reader.next() => {
                 let line = match frame {
                     Some(Ok(Frame::Line(line))) => line,
+                    Some(Ok(Frame::Skipped)) => continue,
                     Some(Ok(Frame::TooLong)) => {
                         output.line(&format!(
                             "! skipped a server line longer than {} MiB",

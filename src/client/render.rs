@@ -68,6 +68,9 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
             format!("cannot join #{arg}: you are in too many rooms, or the server has too many")
         }
         ErrorKind::NoSuchRoom => format!("there is no room #{arg}"),
+        ErrorKind::BadText => {
+            "that text was not sent: it holds a control character or a line separator".to_owned()
+        }
     }
 }
 
@@ -216,6 +219,11 @@ mod tests {
             "! cannot join #rust: you are in too many rooms, or the server has too many",
         ),
         (ErrorKind::NoSuchRoom, "go", "! there is no room #go"),
+        (
+            ErrorKind::BadText,
+            "talk",
+            "! that text was not sent: it holds a control character or a line separator",
+        ),
     ];
 
     #[test]

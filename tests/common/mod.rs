@@ -302,6 +302,7 @@ impl Lines {
         match frame {
             Ok(Frame::Line(line)) => Some(String::from_utf8(line.to_vec()).expect("utf-8")),
             Ok(Frame::TooLong) => panic!("server sent an over-long line"),
+            Ok(Frame::Skipped) => panic!("server sent an empty line"),
             Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => None,
             Err(error) => panic!("read failed: {error}"),
         }
