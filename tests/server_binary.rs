@@ -47,6 +47,23 @@ async fn sigterm_says_bye_to_everyone_and_exits_0() {
 }
 
 #[actix::test]
+async fn sighup_is_logged_and_the_server_goes_on() {
+    let mut server = ServerProcess::start("config/default.toml");
+    let mut alice = Client::login(server.addr, "alice").await;
+    server.signal(libc::SIGHUP);
+    server
+        .wait_for_log("SIGHUP received")
+        .expect("SIGHUP is logged");
+    alice.expect_nothing_pending().await;
+    let mut bob = Client::login(server.addr, "bob").await;
+    bob.expect("login|alice").await;
+    server.signal(libc::SIGTERM);
+    assert_eq!(alice.expect_closed().await, ["login|bob", "bye|shutdown"]);
+    let status = server.wait_exit().expect("exits within the grace period");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[actix::test]
 async fn a_second_signal_exits_at_once() {
     let mut command = ServerProcess::command("config/default.toml");
     // A long grace, no flood control and no outbox cap, so nothing but the second signal can
