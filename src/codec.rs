@@ -305,6 +305,8 @@ wire_table! {
         Flood = "flood",
         /// `server.max_connections` reached.
         ServerFull = "server-full",
+        /// `limits.max_connections_per_ip` reached for the client's address.
+        TooManyConnections = "too-many-connections",
         /// The server is stopping.
         Shutdown = "shutdown",
     }

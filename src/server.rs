@@ -13,15 +13,18 @@
 //! session watches, then waits, bounded, for them all to finish.
 
 use std::{
+    collections::HashMap,
     future::Future,
     io,
-    net::{self, SocketAddr},
+    net::{self, IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
+
+use ipnet::IpNet;
 
 use actix::prelude::*;
 use log::{debug, info, warn};
@@ -34,7 +37,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    actors::{chat_server::Stopping, ChatServer, Session, SessionContext},
+    actors::{chat_server::Stopping, session::PendingLogins, ChatServer, Session, SessionContext},
     codec::{ByeReason, Event},
     config::Settings,
     connection::Transport,
@@ -43,7 +46,8 @@ use crate::{
 
 /// Longest pause between accept attempts while the process is out of file descriptors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-/// How long a refused connection is given to read its `bye|server-full`.
+/// How long a refused connection is given to read its `bye|server-full` (or
+/// `bye|too-many-connections`).
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// Refused connections being told why at once; past this, more are closed without a word, so
 /// a connection storm cannot turn refusals into a descriptor leak of their own.
@@ -100,6 +104,11 @@ impl Server {
         let gate = Gate {
             slots: Arc::new(Semaphore::new(max_connections)),
             max_connections,
+            per_address: Arc::new(PerAddress {
+                max: settings.limits.max_connections_per_ip,
+                exempt: settings.limits.exempt_networks.clone(),
+                open: Mutex::new(HashMap::new()),
+            }),
             workers,
             context: Arc::new(SessionContext {
                 server: chat.clone(),
@@ -108,6 +117,7 @@ impl Server {
                     grace: settings.limits.slow_reader_grace,
                     budget: Budget::new(settings.limits.max_total_outbound_bytes),
                 },
+                pending: PendingLogins::new(settings.limits.max_pending_logins),
                 settings,
                 shutdown: stop.clone(),
             }),
@@ -157,9 +167,9 @@ impl Server {
     /// each way. A full server answers `bye|server-full` on it, as on TCP.
     pub fn connect_in_memory(&self, peer: SocketAddr, buffer: usize) -> DuplexStream {
         let (client, server) = tokio::io::duplex(buffer);
-        match self.gate.slot() {
-            Some(slot) => self.gate.admit(server, peer, slot),
-            None => self.gate.refuse(server, peer),
+        match self.gate.slot(peer) {
+            Ok(slot) => self.gate.admit(server, peer, slot),
+            Err(reason) => self.gate.refuse(server, peer, reason),
         }
         client
     }
@@ -200,22 +210,94 @@ pub enum Placement {
 }
 
 /// Admission: where every connection, whatever its transport, becomes a session. It counts
-/// connections against `server.max_connections`, numbers them, and deals them out to the
-/// workers in turn. A new transport's listener uses it as the TCP acceptor below does (see
-/// [`crate::connection`]).
+/// connections against `server.max_connections` and, per client address, against
+/// `limits.max_connections_per_ip`, numbers them, and deals them out to the workers in turn. A
+/// new transport's listener uses it as the TCP acceptor below does (see [`crate::connection`]).
+///
+/// The `peer` a transport hands in is *the* address of the client, used for these limits and
+/// the log: a transport that learns the real client address (a WebSocket behind a trusted
+/// proxy) passes that one here, and nothing else needs to know.
 pub(crate) struct Gate {
     slots: Arc<Semaphore>,
     max_connections: usize,
+    per_address: Arc<PerAddress>,
     workers: Vec<ArbiterHandle>,
     context: Arc<SessionContext>,
     next_conn: AtomicU64,
     refusals: Arc<Semaphore>,
 }
 
+/// Connections per client address, for `limits.max_connections_per_ip`.
+struct PerAddress {
+    max: usize,
+    exempt: Vec<IpNet>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// Counts one more connection from `ip`, or refuses it; `None` when `ip` is exempt.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Option<AddressSlot>, ByeReason> {
+        // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
+        if self.exempt.iter().any(|net| net.contains(&ip)) {
+            return Ok(None);
+        }
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return Err(ByeReason::TooManyConnections);
+        }
+        *count += 1;
+        Ok(Some(AddressSlot {
+            owner: self.clone(),
+            ip,
+        }))
+    }
+}
+
+/// One connection counted against its address; uncounted when dropped.
+struct AddressSlot {
+    owner: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .owner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a live connection holds for its lifetime: its place in `server.max_connections` and,
+/// unless its address is exempt, in its address's count.
+pub(crate) struct Slot {
+    _connection: OwnedSemaphorePermit,
+    _address: Option<AddressSlot>,
+}
+
 impl Gate {
-    /// A connection slot, or `None` when the server is full.
-    pub(crate) fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().ok()
+    /// A connection slot for a client at `peer`, or why there is none (`server-full`,
+    /// `too-many-connections`).
+    pub(crate) fn slot(&self, peer: SocketAddr) -> Result<Slot, ByeReason> {
+        let address = self.per_address.admit(peer.ip())?;
+        let connection = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ByeReason::ServerFull)?;
+        Ok(Slot {
+            _connection: connection,
+            _address: address,
+        })
     }
 
     /// Connections being served now.
@@ -224,12 +306,7 @@ impl Gate {
     }
 
     /// Starts a session over `transport` on the next worker; it holds `slot` for its lifetime.
-    pub(crate) fn admit<T: Transport>(
-        &self,
-        transport: T,
-        peer: SocketAddr,
-        slot: OwnedSemaphorePermit,
-    ) {
+    pub(crate) fn admit<T: Transport>(&self, transport: T, peer: SocketAddr, slot: Slot) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let worker = &self.workers[conn as usize % self.workers.len()];
         let context = self.context.clone();
@@ -240,16 +317,16 @@ impl Gate {
         });
     }
 
-    /// Tells a connection the server is full, on the current thread, unless too many are
-    /// being told already (then it is just closed).
-    pub(crate) fn refuse<S>(&self, stream: S, peer: SocketAddr)
+    /// Tells a connection why it is refused, on the current thread, unless too many are being
+    /// told already (then it is just closed).
+    pub(crate) fn refuse<S>(&self, stream: S, peer: SocketAddr, reason: ByeReason)
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        debug!("refusing {peer}: server full");
+        debug!("refusing {peer}: {reason}");
         if let Ok(refusal) = self.refusals.clone().try_acquire_owned() {
             actix_rt::spawn(async move {
-                refuse(stream).await;
+                refuse(stream, reason).await;
                 drop(refusal);
             });
         }
@@ -297,8 +374,9 @@ impl Acceptor {
     }
 
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
-        let Some(slot) = self.gate.slot() else {
-            return self.gate.refuse(stream, peer);
+        let slot = match self.gate.slot(peer) {
+            Ok(slot) => slot,
+            Err(reason) => return self.gate.refuse(stream, peer, reason),
         };
         // Small lines must not wait for Nagle's algorithm.
         if let Err(error) = stream.set_nodelay(true) {
@@ -314,8 +392,8 @@ impl Acceptor {
 
 /// Tells a connection over the limit why it is being closed. Its input is read and discarded
 /// for a moment so that our close does not become a reset that destroys the message.
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
-    let bye = Event::Bye(Some(ByeReason::ServerFull)).to_line();
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reason: ByeReason) {
+    let bye = Event::Bye(Some(reason)).to_line();
     let _ = timeout(REFUSAL_LINGER, async {
         stream.write_all(&bye).await?;
         stream.shutdown().await?;

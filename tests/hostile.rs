@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use common::{build, builder, settings_without_presence, TestServer};
 
@@ -81,4 +81,80 @@ async fn a_stream_of_empty_lines_is_a_flood() {
 async fn an_endless_line_is_a_flood() {
     let received = flood_with(&[b'x'; 1000]).await;
     assert_eq!(received, ["error|line-too-long|64", "bye|flood"]);
+}
+
+fn from(ip: [u8; 4]) -> SocketAddr {
+    SocketAddr::from((ip, 40000))
+}
+
+#[actix::test]
+async fn one_address_may_hold_only_so_many_connections() {
+    let settings = build(
+        builder()
+            .set("server.presence", "none")
+            .set("limits.max_connections_per_ip", 2)
+            .set("limits.exempt_networks", "10.9.0.0/16"),
+    );
+    let server = TestServer::start_paused(settings).await;
+    let mut first = server.connect_from(from([10, 0, 0, 1]));
+    let mut second = server.connect_from(from([10, 0, 0, 1]));
+    let mut third = server.connect_from(from([10, 0, 0, 1]));
+    assert_eq!(third.expect_closed().await, ["bye|too-many-connections"]);
+    // Another address is not affected, nor is an exempt network.
+    let mut other = server.connect_from(from([10, 0, 0, 2]));
+    other.expect_nothing_pending().await;
+    let mut exempt: Vec<_> = (0..5)
+        .map(|_| server.connect_from(from([10, 9, 1, 1])))
+        .collect();
+    for client in &mut exempt {
+        client.expect_nothing_pending().await;
+    }
+    second.expect_nothing_pending().await;
+    // A connection that ends gives its address's slot back; each refusal is a turn of the
+    // server's loop, so a bounded number of attempts is enough.
+    first.send("exit").await;
+    assert_eq!(first.expect_closed().await, ["bye"]);
+    drop(first);
+    let mut admitted = None;
+    for _ in 0..100 {
+        let mut next = server.connect_from(from([10, 0, 0, 1]));
+        next.send("ping").await;
+        match next.recv().await.as_str() {
+            "pong" => {
+                admitted = Some(next);
+                break;
+            }
+            "bye|too-many-connections" => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let mut again = admitted.expect("the address's slot comes back");
+    again.send("login|again").await;
+    again.expect("ok|login|again").await;
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn past_the_pending_limit_the_oldest_connection_not_logged_in_is_closed() {
+    let settings = build(
+        builder()
+            .set("server.presence", "none")
+            .set("limits.max_pending_logins", 2),
+    );
+    let server = TestServer::start_paused(settings).await;
+    // Logged in, alice no longer counts.
+    let mut alice = server.login("alice").await;
+    let mut oldest = server.connect().await;
+    let mut older = server.connect().await;
+    // Each is known to the server once it has answered.
+    oldest.expect_nothing_pending().await;
+    older.expect_nothing_pending().await;
+    let mut newest = server.connect().await;
+    assert_eq!(oldest.expect_closed().await, ["bye|timeout"]);
+    older.send("login|older").await;
+    older.expect("ok|login|older").await;
+    newest.send("login|newest").await;
+    newest.expect("ok|login|newest").await;
+    alice.expect_nothing_pending().await;
+    server.shutdown().await;
 }

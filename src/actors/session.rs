@@ -22,11 +22,17 @@
 //! Time is tokio's [`Instant`] and actix's timers, so tests run the heartbeat and the login
 //! deadline under `tokio::time::pause()`.
 
-use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use actix::{fut::wrap_future, prelude::*};
 use log::{debug, info};
-use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::chat_server::{
@@ -38,6 +44,7 @@ use crate::{
     connection::{Connection, Input, Transport},
     flood::{FloodControl, Verdict},
     outbox::{self, Outbox, WriterEnd},
+    server::Slot,
 };
 
 /// Direct-message recipients a session remembers; past this, forgotten ones are looked up again.
@@ -49,8 +56,64 @@ pub(crate) struct SessionContext {
     pub(crate) settings: Settings,
     /// How every session's outbox judges its client, and the budget they share.
     pub(crate) outbound: outbox::Limits,
+    pub(crate) pending: PendingLogins,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
+}
+
+/// Connections that have not logged in yet, oldest first: past `limits.max_pending_logins`,
+/// the oldest is closed (`bye|timeout`) to make room, so that connecting without logging in
+/// cannot hold every slot for the length of the login deadline.
+pub(crate) struct PendingLogins {
+    max: usize,
+    waiting: Mutex<BTreeMap<ConnId, Addr<Session>>>,
+}
+
+impl PendingLogins {
+    pub(crate) fn new(max: usize) -> PendingLogins {
+        PendingLogins {
+            max,
+            waiting: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, BTreeMap<ConnId, Addr<Session>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn enter(&self, conn: ConnId, session: Addr<Session>) {
+        let evicted = {
+            let mut waiting = self.waiting();
+            waiting.insert(conn, session);
+            if waiting.len() > self.max {
+                waiting.pop_first()
+            } else {
+                None
+            }
+        };
+        if let Some((_, oldest)) = evicted {
+            oldest.do_send(Evicted);
+        }
+    }
+
+    fn leave(&self, conn: ConnId) {
+        self.waiting().remove(&conn);
+    }
+}
+
+/// Too many connections are waiting to log in, and this one has waited longest.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Evicted;
+
+impl Handler<Evicted> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Evicted, ctx: &mut Self::Context) {
+        if let Phase::AwaitingLogin = self.phase {
+            self.close(CloseCause::NoLogin, ctx);
+        }
+    }
 }
 
 /// Where a session is in its life.
@@ -182,8 +245,8 @@ pub(crate) struct Session {
     liveness: Liveness,
     /// Boxed: most of a session's size when on, and nothing to carry when off.
     flood: Option<Box<FloodControl>>,
-    /// Held for the session's lifetime: the connection limit counts live sessions.
-    _permit: OwnedSemaphorePermit,
+    /// Held for the session's lifetime: the connection limits count live sessions.
+    _slot: Slot,
 }
 
 impl Session {
@@ -193,7 +256,7 @@ impl Session {
         conn: ConnId,
         peer: SocketAddr,
         context: Arc<SessionContext>,
-        permit: OwnedSemaphorePermit,
+        slot: Slot,
     ) {
         match transport.open().await {
             Ok((reader, writer)) => {
@@ -219,7 +282,7 @@ impl Session {
                         peers: HashMap::new(),
                         started_at: now,
                         liveness: Liveness::Heard(now),
-                        _permit: permit,
+                        _slot: slot,
                     }
                 });
             }
@@ -366,7 +429,10 @@ impl Session {
         };
         ctx.wait(wrap_future(self.context.server.send(login)).map(
             |result, session: &mut Self, ctx| match result {
-                Ok(Some(name)) => session.phase = Phase::Active(name),
+                Ok(Some(name)) => {
+                    session.context.pending.leave(session.conn);
+                    session.phase = Phase::Active(name);
+                }
                 // Refused; the server has said why.
                 Ok(None) => session.phase = Phase::AwaitingLogin,
                 Err(_) => session.server_gone(ctx),
@@ -441,6 +507,9 @@ impl Session {
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Draining);
         debug!("conn {} from {} closing: {cause}", self.conn, self.peer);
+        if !matches!(phase, Phase::Active(_)) {
+            self.context.pending.leave(self.conn);
+        }
         if phase.known_to_server() {
             self.context.server.do_send(Disconnect {
                 conn: self.conn,
@@ -513,6 +582,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.context.pending.enter(self.conn, ctx.address());
         ctx.spawn(
             wrap_future(self.context.shutdown.clone().cancelled_owned())
                 .map(|(), session: &mut Session, ctx| session.close(CloseCause::Shutdown, ctx)),

@@ -138,11 +138,18 @@ impl TestServer {
     pub async fn connect(&self) -> Client {
         match self.addr {
             Some(addr) => Client::connect(addr).await,
-            None => {
-                let peer = SocketAddr::from(([127, 0, 0, 1], 0));
-                Client::over(self.server.connect_in_memory(peer, PIPE_BYTES))
-            }
+            None => self.connect_from(SocketAddr::from(([127, 0, 0, 1], 0))),
         }
+    }
+
+    /// Connects a paused server's client that the server takes to be at `peer` (in memory:
+    /// no packet goes anywhere).
+    pub fn connect_from(&self, peer: SocketAddr) -> Client {
+        assert!(
+            self.addr.is_none(),
+            "only a paused server is reached in memory"
+        );
+        Client::over(self.server.connect_in_memory(peer, PIPE_BYTES))
     }
 
     /// Logs in `names` one after another on a server with presence on, consuming every peer
