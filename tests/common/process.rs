@@ -69,6 +69,14 @@ impl ServerProcess {
         server
     }
 
+    /// How many of the log lines printed so far (and not yet waited for) contain `needle`.
+    pub fn count_in_log(&mut self, needle: &str) -> usize {
+        self.log
+            .try_iter()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
