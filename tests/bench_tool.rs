@@ -502,3 +502,30 @@ fn a_rate_too_low_for_a_second_message_sends_one_per_sender() {
     assert_eq!(u64_of(&report, "delivered"), 2, "{report}");
     assert_clean(&report);
 }
+
+#[test]
+fn help_says_what_the_tool_is_its_modes_and_defaults() {
+    let run = bench(&["--help"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let help = &run.stdout;
+    let first = help.lines().next().unwrap_or_default();
+    assert!(first.starts_with("actor-chat-bench: "), "{help}");
+    assert!(first.contains("load"), "{help}");
+    assert!(!help.contains(env!("CARGO_PKG_DESCRIPTION")), "{help}");
+    for needle in [
+        "loopback addresses only",
+        "config/bench.toml",
+        "flood control off",
+        "  pairs  ",
+        "  room   ",
+        "  churn  ",
+        "  idle   ",
+        "by default 100 clients, 10000 messages per sender, 16 in flight",
+        "by default 10 rooms of 10, 1000 lines per member",
+        "by default 8 loops for 5 s",
+        "by default 1000 (needs --server-pid)",
+        "--server 127.0.0.1:9999, --timeout 120 s",
+    ] {
+        assert!(help.contains(needle), "{needle:?} in:\n{help}");
+    }
+}
