@@ -225,6 +225,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        // The table carries this note; stdout is for the JSON alone.
+        if let Some(note) = report.rate_limit_note() {
+            eprintln!("actor-chat-bench: {note}");
+        }
     } else {
         print!("{}", report.table());
     }
