@@ -1,14 +1,17 @@
 //! What an operator meets in the first hour: the server's `--help`, its advice when the
-//! descriptor limit is too low for `server.max_connections`, and the systemd unit in `deploy/`.
+//! descriptor limit is too low for `server.max_connections`, and the systemd unit and config in
+//! `deploy/`.
 
 mod common;
 
 use std::{
-    io::Read,
-    net::TcpListener,
+    io::{ErrorKind, Read},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
+use actor_chat::config::Settings;
 use common::process::{wait_with_deadline, ServerProcess, PROCESS_TIMEOUT};
 
 /// The package description, which every binary's `--help` used to print as its first line.
@@ -104,4 +107,106 @@ fn too_few_descriptors_for_max_connections_says_what_to_do() {
     ] {
         assert!(warning.contains(needle), "{needle:?} in {warning}");
     }
+}
+
+/// A file of the repository.
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo_file(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+/// Where the README's install commands put the binary and the config, as the unit names them.
+const EXEC_START: &str =
+    "ExecStart=/usr/local/bin/actor-chat-server --config /etc/actor-chat/actor-chat.toml";
+
+#[test]
+fn the_deploy_config_listens_everywhere_and_the_unit_fits_it() {
+    let settings = Settings::load_from(
+        Some(&repo_file("deploy/actor-chat.toml")),
+        std::iter::empty(),
+    )
+    .expect("deploy/actor-chat.toml is a valid config");
+    assert_eq!(settings.bind(), SocketAddr::from(([0, 0, 0, 0], 9999)));
+
+    let unit = read("deploy/actor-chat.service");
+    let limit: usize = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("LimitNOFILE="))
+        .and_then(|limit| limit.trim().parse().ok())
+        .expect("the unit sets LimitNOFILE= to a number");
+    // The server's own rule (it warns below it): a descriptor per connection, and 64 more.
+    assert!(
+        limit >= settings.max_connections() + 64,
+        "LimitNOFILE={limit} for server.max_connections = {}",
+        settings.max_connections()
+    );
+    for line in [
+        EXEC_START,
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "Restart=on-failure",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line:?} in the unit");
+    }
+
+    // The README installs the files where the unit looks for them.
+    let readme = read("README.md");
+    for needle in [
+        "deploy/actor-chat.service /etc/systemd/system/",
+        "deploy/actor-chat.toml /etc/actor-chat/actor-chat.toml",
+        "/usr/local/bin/",
+        "systemctl daemon-reload",
+        "systemctl enable --now actor-chat",
+    ] {
+        assert!(readme.contains(needle), "{needle:?} in README.md");
+    }
+}
+
+/// Set by .ci/run, which installs systemd-analyze: there, its absence fails the test.
+const REQUIRE_SYSTEMD_ANALYZE: &str = "ACTOR_CHAT_REQUIRE_SYSTEMD_ANALYZE";
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    match Command::new("systemd-analyze").arg("--version").output() {
+        Ok(output) if output.status.success() => {}
+        Err(error) if error.kind() == ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os(REQUIRE_SYSTEMD_ANALYZE).is_none(),
+                "systemd-analyze not found, and {REQUIRE_SYSTEMD_ANALYZE} is set"
+            );
+            println!("skipped: systemd-analyze not found");
+            return;
+        }
+        other => panic!("systemd-analyze --version: {other:?}"),
+    }
+    // verify insists that ExecStart's program exists: a copy of the unit runs the binary this
+    // build made, on the repository's deploy config, and is otherwise the same.
+    let unit = read("deploy/actor-chat.service");
+    assert!(unit.contains(EXEC_START), "{EXEC_START:?} in the unit");
+    let copy = unit.replace(
+        EXEC_START,
+        &format!(
+            "ExecStart={} --config {}",
+            env!("CARGO_BIN_EXE_actor-chat-server"),
+            repo_file("deploy/actor-chat.toml").display()
+        ),
+    );
+    let dir = std::env::temp_dir().join(format!("actor-chat-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join("actor-chat.service");
+    std::fs::write(&path, copy).expect("write the unit's copy");
+    let (code, stdout, stderr) = run(Command::new("systemd-analyze").arg("verify").arg(&path));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(0), "systemd-analyze verify: {stdout}{stderr}");
+    // Unknown keys and bad values are only warnings: any word about the unit is a failure.
+    assert!(
+        !stderr.contains("actor-chat.service"),
+        "systemd-analyze verify: {stderr}"
+    );
 }
