@@ -42,7 +42,7 @@ use super::{
     stats::{parse_text, write_text, Clock, Latency, Percentiles},
     user_name, BenchError, Loop, Options, Pacing, TrafficOptions,
 };
-use crate::codec::{ErrorKind, Event, EventVerb, Frame, LineCodec, Request};
+use crate::codec::{ErrorKind, Event, Frame, LineCodec, Request, Verb};
 
 /// Most lines one open-loop wake-up writes, so a sender that fell behind catches up in bounded
 /// bursts rather than one huge write.
@@ -596,9 +596,7 @@ impl<'a> Line<'a> {
             }
             Ok(Event::Ping) => Line::Ping,
             Ok(Event::Error(ErrorKind::RateLimited, verb)) => Line::RateLimited {
-                message: [EventVerb::Talk, EventVerb::Say]
-                    .iter()
-                    .any(|message| message.as_str() == verb),
+                message: matches!(Verb::from_wire(verb), Some(Verb::Talk | Verb::Say)),
             },
             Ok(Event::Error(..)) | Err(_) => Line::Unexpected,
             Ok(_) => Line::Ignored,
