@@ -502,3 +502,103 @@ fn a_rate_too_low_for_a_second_message_sends_one_per_sender() {
     assert_eq!(u64_of(&report, "delivered"), 2, "{report}");
     assert_clean(&report);
 }
+
+#[test]
+fn help_says_what_the_tool_is_its_modes_and_defaults() {
+    let run = bench(&["--help"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let help = &run.stdout;
+    let first = help.lines().next().unwrap_or_default();
+    assert!(first.starts_with("actor-chat-bench: "), "{help}");
+    assert!(first.contains("load"), "{help}");
+    assert!(!help.contains(env!("CARGO_PKG_DESCRIPTION")), "{help}");
+    for needle in [
+        "loopback addresses only",
+        "config/bench.toml",
+        "flood control off",
+        "  pairs  ",
+        "  room   ",
+        "  churn  ",
+        "  idle   ",
+        "by default 100 clients, 10000 messages per sender, 16 in flight",
+        "by default 10 rooms of 10, 1000 lines per member",
+        "by default 8 loops for 5 s",
+        "by default 1000 (needs --server-pid)",
+        "--server 127.0.0.1:9999, --timeout 120 s",
+    ] {
+        assert!(help.contains(needle), "{needle:?} in:\n{help}");
+    }
+}
+
+/// A rate-limited run, as a new user's first one often is: the server on its default config
+/// (flood control on: 50 lines/s, bursts of 100) and the bench sending far faster.
+fn rate_limited_run(extra: &[&str]) -> (Run, Duration) {
+    let server = ServerProcess::start("config/default.toml");
+    let began = Instant::now();
+    let run = bench_on(
+        &server,
+        "pairs",
+        &[
+            &["-n", "4", "-m", "1000", "-w", "16", "--timeout", "60"],
+            extra,
+        ]
+        .concat(),
+    );
+    (run, began.elapsed())
+}
+
+#[test]
+fn a_rate_limited_run_counts_the_refused_lines_and_says_to_use_the_bench_config() {
+    let (run, took) = rate_limited_run(&["--json"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let report = json_of(&run);
+    let rate_limited = u64_of(&report, "rate_limited");
+    // Each sender's bucket of 100 (less its login) runs dry long before its 1000 messages.
+    assert!(rate_limited > 0, "{report}");
+    // Every refused message is lost, and nothing else is: the run waits for the rest.
+    assert_eq!(u64_of(&report, "lost"), rate_limited, "{report}");
+    assert_eq!(
+        u64_of(&report, "delivered") + rate_limited,
+        u64_of(&report, "sent"),
+        "{report}"
+    );
+    assert!(u64_of(&report, "sent") < 4 * 1000, "{report}");
+    for key in ["unexpected", "disconnected", "out_of_order"] {
+        assert_eq!(u64_of(&report, key), 0, "{key} in {report}");
+    }
+    assert_eq!(report["passed"], false, "{report}");
+    // The first refusal stops the run: it does not sit out its deadline waiting for messages
+    // that will never come.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // stdout is the JSON alone; the advice goes to stderr.
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    // "1 line" or "N lines".
+    let note = format!("actor-chat-bench: {rate_limited} line");
+    assert!(run.stderr.starts_with(&note), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            " refused by the server's flood control (error|rate-limited), so the run stopped: \
+             start the server with --config config/bench.toml"
+        ),
+        "{}",
+        run.stderr
+    );
+
+    let (run, _) = rate_limited_run(&[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let row = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("rate-limited "))
+        .unwrap_or_else(|| panic!("no rate-limited row in:\n{}", run.stdout));
+    assert!(
+        row.contains("lines refused by the server's flood control"),
+        "{row}"
+    );
+    assert!(row.contains("--config config/bench.toml"), "{row}");
+    assert!(
+        run.stdout.contains("result       FAILED\n"),
+        "{}",
+        run.stdout
+    );
+}

@@ -110,8 +110,12 @@ pub(crate) struct TrafficReport {
     pub(crate) gaps: u64,
     /// Connections the server closed during the run.
     pub(crate) disconnected: u64,
-    /// Server lines the tool did not expect (errors, foreign messages).
+    /// Server lines the tool did not expect (errors other than `rate-limited`, foreign
+    /// messages).
     pub(crate) unexpected: u64,
+    /// `error|rate-limited|…` lines: the server's flood control refused that many lines (and
+    /// the run stopped sending at the first). Each refused message also counts as lost.
+    pub(crate) rate_limited: u64,
     /// Receptions per second, from the first send to the last arrival.
     pub(crate) msgs_per_s: f64,
     pub(crate) latency_p50_ms: f64,
@@ -211,15 +215,34 @@ impl Report {
     }
 
     /// Whether the run met the bar: no loss, no reordering, no connection closed by the server,
-    /// no line the tool did not expect. (Gaps need no check of their own: each one is a loss
+    /// no line refused or unexpected. (Gaps need no check of their own: each one is a loss
     /// or a later out-of-order reception.)
     pub fn passed(&self) -> bool {
         match &self.figures {
             Figures::Traffic(t) => {
-                t.lost == 0 && t.out_of_order == 0 && t.disconnected == 0 && t.unexpected == 0
+                t.lost == 0
+                    && t.out_of_order == 0
+                    && t.disconnected == 0
+                    && t.unexpected == 0
+                    && t.rate_limited == 0
             }
             Figures::Churn(c) => c.incomplete == 0,
             Figures::Idle(i) => i.closed == 0,
+        }
+    }
+
+    /// What a run the server rate-limited should tell its user, if it was: how many lines
+    /// were refused, and what to do about it. The table shows it; with `--json`, stderr does.
+    pub fn rate_limit_note(&self) -> Option<String> {
+        match &self.figures {
+            Figures::Traffic(t) if t.rate_limited > 0 => Some(format!(
+                "{} line{} refused by the server's flood control (error|rate-limited), so the \
+                 run stopped: start the server with --config config/bench.toml, which turns \
+                 flood control off",
+                t.rate_limited,
+                if t.rate_limited == 1 { "" } else { "s" },
+            )),
+            _ => None,
         }
     }
 
@@ -296,6 +319,9 @@ impl Report {
             ),
         );
         // Only when something went wrong: a clean run's table stays short.
+        if let Some(note) = self.rate_limit_note() {
+            out.row("rate-limited", note);
+        }
         if t.disconnected > 0 || t.unexpected > 0 {
             out.row(
                 "anomalies",
@@ -469,6 +495,7 @@ mod tests {
             gaps: 0,
             disconnected: 0,
             unexpected: 0,
+            rate_limited: 0,
             msgs_per_s: 0.0,
             latency_p50_ms: 0.0,
             latency_p99_ms: 0.0,
@@ -516,6 +543,39 @@ mod tests {
         assert!(!with(|t| t.out_of_order = 1));
         assert!(!with(|t| t.disconnected = 1));
         assert!(!with(|t| t.unexpected = 1));
+        assert!(!with(|t| t.rate_limited = 1));
+    }
+
+    #[test]
+    fn a_rate_limited_run_says_so_and_what_to_do() {
+        let limited = report(Figures::Traffic(TrafficReport {
+            sent: 176,
+            expected: 176,
+            delivered: 16,
+            lost: 160,
+            rate_limited: 160,
+            ..clean_traffic()
+        }));
+        assert!(!limited.passed());
+        let table = limited.table();
+        assert!(
+            table.contains(concat!(
+                "\nrate-limited 160 lines refused by the server's flood control ",
+                "(error|rate-limited), so the run stopped: start the server with ",
+                "--config config/bench.toml, which turns flood control off\n"
+            )),
+            "{table}"
+        );
+        // Refused lines are explained, not unexpected.
+        assert!(!table.contains("anomalies"), "{table}");
+        let json: serde_json::Value =
+            serde_json::from_str(&limited.to_json().expect("serializable")).expect("JSON");
+        assert_eq!(json["rate_limited"], 160);
+        assert_eq!(json["unexpected"], 0);
+        // A clean run has neither the note nor the row.
+        let clean = report(Figures::Traffic(clean_traffic()));
+        assert!(clean.rate_limit_note().is_none());
+        assert!(!clean.table().contains("rate-limited"));
     }
 
     /// A room run (open loop, with trouble) or a pairs run (closed loop, clean).
@@ -560,6 +620,7 @@ mod tests {
                 gaps: if open { 3 } else { 0 },
                 disconnected: if open { 1 } else { 0 },
                 unexpected: 0,
+                rate_limited: 0,
                 msgs_per_s: 1944.01,
                 latency_p50_ms: 0.1234,
                 latency_p99_ms: 1.5,
@@ -700,7 +761,8 @@ mod tests {
                     "\"group_size\":2,\"messages_per_sender\":100,\"window\":16,",
                     "\"size\":32,\"sent\":800,\"expected\":2400,\"delivered\":2400,",
                     "\"lost\":0,\"out_of_order\":0,\"gaps\":0,\"disconnected\":0,",
-                    "\"unexpected\":0,\"msgs_per_s\":1944.01,\"latency_p50_ms\":0.1234,",
+                    "\"unexpected\":0,\"rate_limited\":0,\"msgs_per_s\":1944.01,",
+                    "\"latency_p50_ms\":0.1234,",
                     "\"latency_p99_ms\":1.5,\"latency_p999_ms\":2.25,",
                     "\"latency_max_ms\":10.0,\"latency_mean_ms\":0.2,\"passed\":true}",
                 ),
@@ -714,7 +776,8 @@ mod tests {
                     "\"groups\":2,\"group_size\":4,\"rate\":12345.6,\"duration_s\":2.5,",
                     "\"size\":32,\"sent\":800,\"expected\":2400,\"delivered\":2390,",
                     "\"lost\":10,\"out_of_order\":2,\"gaps\":3,\"disconnected\":1,",
-                    "\"unexpected\":0,\"msgs_per_s\":1944.01,\"latency_p50_ms\":0.1234,",
+                    "\"unexpected\":0,\"rate_limited\":0,\"msgs_per_s\":1944.01,",
+                    "\"latency_p50_ms\":0.1234,",
                     "\"latency_p99_ms\":1.5,\"latency_p999_ms\":2.25,",
                     "\"latency_max_ms\":10.0,\"latency_mean_ms\":0.2,\"passed\":false}",
                 ),

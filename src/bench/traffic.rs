@@ -11,9 +11,15 @@
 //! never write, so a stalled write can never stop a connection from draining what the server
 //! sends it (which the server would punish with `bye|too-slow`); a `ping` is handed to the
 //! writer instead (`Member::pings`).
+//!
+//! A server with flood control on answers lines over its budget with `error|rate-limited|VERB`
+//! and drops them. The readers count those (`Shared::rate_limited`), and the first one stops
+//! every writer: the measurement is void, and a message that was refused will never arrive, so
+//! waiting for it would only hold the run until its deadline. The run then waits for the
+//! messages still in flight, each of which either arrives or is refused too.
 
 use std::sync::{
-    atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     Arc,
 };
 use std::time::Duration;
@@ -36,7 +42,7 @@ use super::{
     stats::{parse_text, write_text, Clock, Latency, Percentiles},
     user_name, BenchError, Loop, Options, Pacing, TrafficOptions,
 };
-use crate::codec::{Event, Frame, LineCodec, Request};
+use crate::codec::{ErrorKind, Event, Frame, LineCodec, Request, Verb};
 
 /// Most lines one open-loop wake-up writes, so a sender that fell behind catches up in bounded
 /// bursts rather than one huge write.
@@ -166,6 +172,12 @@ struct Shared {
     out_of_order: AtomicU64,
     gaps: AtomicU64,
     unexpected: AtomicU64,
+    /// `error|rate-limited|…` lines, whatever line the server refused.
+    rate_limited: AtomicU64,
+    /// Messages among them (`talk` and `say` refused): receptions that will never come.
+    refused: AtomicU64,
+    /// Set at the first rate-limited line: writers stop sending.
+    stopping: AtomicBool,
     disconnected: AtomicU64,
     /// Receptions due in all, once every writer is done; `u64::MAX` until then.
     target: AtomicU64,
@@ -191,6 +203,9 @@ impl Shared {
             out_of_order: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             unexpected: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             disconnected: AtomicU64::new(0),
             target: AtomicU64::new(u64::MAX),
             all_delivered: Notify::new(),
@@ -210,6 +225,33 @@ impl Shared {
     /// Receptions each message is due: everyone else in its group.
     fn receivers(&self) -> u64 {
         (self.size - 1) as u64
+    }
+
+    /// Whether every one of `expected` receptions has arrived or will never come (its message
+    /// was refused).
+    fn settled(&self, expected: u64) -> bool {
+        let refused = self
+            .refused
+            .load(Ordering::Acquire)
+            .saturating_mul(self.receivers());
+        self.delivered
+            .load(Ordering::Acquire)
+            .saturating_add(refused)
+            >= expected
+    }
+
+    /// Whether writers should stop sending: the server has started refusing lines.
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Stops every writer (once): the server rate-limits, so the run is void.
+    fn stop_sending(&self) {
+        if !self.stopping.swap(true, Ordering::AcqRel) {
+            for member in &self.members {
+                member.wake.notify_one();
+            }
+        }
     }
 
     /// A writer has sent all it will; the last one wakes the run.
@@ -243,6 +285,7 @@ impl Shared {
             gaps: self.gaps.load(Ordering::Acquire),
             disconnected: self.disconnected.load(Ordering::Acquire),
             unexpected: self.unexpected.load(Ordering::Acquire),
+            rate_limited: self.rate_limited.load(Ordering::Acquire),
             msgs_per_s: delivered as f64 / elapsed.as_secs_f64(),
             latency_p50_ms: latency.p50_ms,
             latency_p99_ms: latency.p99_ms,
@@ -478,9 +521,9 @@ async fn wait_for_writers(shared: &Shared, deadline: Instant) {
     }
 }
 
-/// Until `expected` receptions have been counted, or the deadline.
+/// Until `expected` receptions have been counted or refused, or the deadline.
 async fn wait_for_deliveries(shared: &Shared, expected: u64, deadline: Instant) {
-    while shared.delivered.load(Ordering::Acquire) < expected {
+    while !shared.settled(expected) {
         tokio::select! {
             _ = shared.all_delivered.notified() => {}
             _ = sleep_until(deadline) => break,
@@ -533,7 +576,10 @@ enum Line<'a> {
     Message { from: &'a str, text: &'a str },
     /// The server's heartbeat: the writer must answer it.
     Ping,
-    /// An error, a line that does not parse, or one too long to frame.
+    /// `error|rate-limited|VERB`: the server's flood control refused one of my lines, a
+    /// message if VERB is `talk` or `say`.
+    RateLimited { message: bool },
+    /// Any other error, a line that does not parse, or one too long to frame.
     Unexpected,
     /// Room notices, member lists, `bye` (the close follows): nothing to count.
     Ignored,
@@ -549,6 +595,9 @@ impl<'a> Line<'a> {
                 Line::Message { from, text }
             }
             Ok(Event::Ping) => Line::Ping,
+            Ok(Event::Error(ErrorKind::RateLimited, verb)) => Line::RateLimited {
+                message: matches!(Verb::from_wire(verb), Some(Verb::Talk | Verb::Say)),
+            },
             Ok(Event::Error(..)) | Err(_) => Line::Unexpected,
             Ok(_) => Line::Ignored,
         }
@@ -564,6 +613,8 @@ struct Tally {
     got: u64,
     pings: u32,
     unexpected: u64,
+    rate_limited: u64,
+    refused: u64,
     out_of_order: u64,
     gaps: u64,
 }
@@ -610,6 +661,10 @@ impl Inbox {
             match Line::classify(&frame) {
                 Line::Message { from, text } => self.receive(from, text, &mut tally),
                 Line::Ping => tally.pings += 1,
+                Line::RateLimited { message } => {
+                    tally.rate_limited += 1;
+                    tally.refused += u64::from(message);
+                }
                 Line::Unexpected => tally.unexpected += 1,
                 Line::Ignored => {}
             }
@@ -664,6 +719,9 @@ impl Inbox {
         add(&shared.out_of_order, tally.out_of_order);
         add(&shared.gaps, tally.gaps);
         add(&shared.unexpected, tally.unexpected);
+        if tally.rate_limited > 0 {
+            self.count_rate_limited(tally);
+        }
         if tally.pings > 0 {
             // Readers never write (see the module doc): the writer answers.
             let member = &shared.members[self.me];
@@ -700,8 +758,26 @@ impl Inbox {
         shared
             .last_arrival_us
             .fetch_max(tally.now, Ordering::AcqRel);
-        let total = shared.delivered.fetch_add(tally.got, Ordering::AcqRel) + tally.got;
-        if total >= shared.target.load(Ordering::Acquire) {
+        shared.delivered.fetch_add(tally.got, Ordering::AcqRel);
+        self.wake_if_settled();
+    }
+
+    /// Counts lines the server refused, stops the writers, and wakes the run if the refused
+    /// messages were all it was still waiting for.
+    fn count_rate_limited(&self, tally: &Tally) {
+        let shared = &self.shared;
+        shared
+            .rate_limited
+            .fetch_add(tally.rate_limited, Ordering::AcqRel);
+        shared.refused.fetch_add(tally.refused, Ordering::AcqRel);
+        shared.stop_sending();
+        self.wake_if_settled();
+    }
+
+    /// Wakes the run once every reception due has arrived or been refused.
+    fn wake_if_settled(&self) {
+        let shared = &self.shared;
+        if shared.settled(shared.target.load(Ordering::Acquire)) {
             shared.all_delivered.notify_one();
         }
     }
@@ -765,7 +841,7 @@ impl Writer {
         let shared = self.shared.clone();
         let member = &shared.members[self.me];
         let mut sent = 0u64;
-        while sent < messages {
+        while sent < messages && !shared.stopping() {
             // Credit counts receptions; a message is received once all its receivers have it.
             let received = (member.acked.load(Ordering::Acquire) / shared.receivers()).min(sent);
             let n = window.saturating_sub(sent - received).min(messages - sent);
@@ -802,7 +878,7 @@ impl Writer {
                 _ = member.wake.notified() => {}
             }
             let now = Instant::now();
-            if now >= schedule.stop {
+            if now >= schedule.stop || shared.stopping() {
                 break;
             }
             let n = schedule.due(now).saturating_sub(sent).min(MAX_BATCH);

@@ -7,18 +7,65 @@ use std::{io::IsTerminal, process::ExitCode, time::Duration};
 use actor_chat::bench::{self, BenchError, Options, Pacing, TrafficOptions, Workload};
 use clap::{Args, Parser, Subcommand};
 
-/// Load generator for actor-chat-server: measures throughput, latency, login rate and memory
-/// per connection over loopback. Exits 1 if a message was lost or reordered, or on any error.
+// The defaults, named once: the options use them, and so does the help's list of modes.
+const SERVER: &str = "127.0.0.1:9999";
+const TIMEOUT_SECS: f64 = 120.0;
+const PAIRS_CLIENTS: usize = 100;
+const PAIRS_MESSAGES: u64 = 10_000;
+const ROOMS: usize = 10;
+const ROOM_MEMBERS: usize = 10;
+const ROOM_MESSAGES: u64 = 1_000;
+const WINDOW: u64 = 16;
+const OPEN_LOOP_SECS: f64 = 5.0;
+const CHURN_WORKERS: usize = 8;
+const CHURN_SECS: f64 = 5.0;
+const IDLE_CLIENTS: usize = 1000;
+
+const ABOUT: &str = "actor-chat-bench: a load generator for an actor-chat-server on this machine \
+                     (loopback only)";
+
+const LONG_ABOUT: &str = "actor-chat-bench: a load generator for load-testing an \
+actor-chat-server running on this machine. It talks to loopback addresses only (127.0.0.0/8, \
+::1) and refuses any other. It measures throughput, latency, login rate and the server's memory \
+per connection, prints a table (or one JSON object with --json), and exits 1 if a message was \
+lost or reordered, or on any error.\n\
+\n\
+Run the server on the load-test config, which turns flood control off: \
+actor-chat-server --config config/bench.toml. With flood control on (the default config), the \
+server rate-limits the load and the run fails.";
+
+/// The modes with their defaults, and an example.
+fn after_help() -> String {
+    format!(
+        "Modes (MODE --help lists each one's options):\n  \
+         pairs  clients in pairs sending each other direct messages; by default \
+         {PAIRS_CLIENTS} clients, {PAIRS_MESSAGES} messages per sender, {WINDOW} in flight \
+         (closed loop), or --rate msgs/s for {OPEN_LOOP_SECS} s (open loop)\n  \
+         room   rooms whose members say lines to their room; by default {ROOMS} rooms of \
+         {ROOM_MEMBERS}, {ROOM_MESSAGES} lines per member, {WINDOW} in flight\n  \
+         churn  loops of connect, login, exit; by default {CHURN_WORKERS} loops for \
+         {CHURN_SECS} s\n  \
+         idle   logged-in connections held open, for the server's memory per connection; by \
+         default {IDLE_CLIENTS} (needs --server-pid)\n\
+         \n\
+         Defaults for every mode: --server {SERVER}, --timeout {TIMEOUT_SECS} s, --threads 1.\n\
+         \n\
+         Example:\n  \
+         actor-chat-server --config config/bench.toml &\n  \
+         actor-chat-bench pairs -n 100 -m 10000 --server-pid $!"
+    )
+}
+
 #[derive(Parser)]
-#[command(version)]
+#[command(version, about = ABOUT, long_about = LONG_ABOUT, after_help = after_help())]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
     /// Server address (IP:PORT or localhost:PORT); loopback only.
-    #[arg(long, global = true, default_value = "127.0.0.1:9999")]
+    #[arg(long, global = true, default_value = SERVER)]
     server: String,
     /// Seconds before the run stops, whatever it is doing; what has not arrived counts as lost.
-    #[arg(long, global = true, default_value_t = 120.0)]
+    #[arg(long, global = true, default_value_t = TIMEOUT_SECS)]
     timeout: f64,
     /// Runtime threads for the tool (1: everything on one core, leaving the rest to the server).
     #[arg(long, global = true, default_value_t = 1)]
@@ -42,7 +89,7 @@ enum Mode {
     /// Clients in pairs sending each other direct messages (talk).
     Pairs {
         /// Clients (even).
-        #[arg(short = 'n', long, default_value_t = 100)]
+        #[arg(short = 'n', long, default_value_t = PAIRS_CLIENTS)]
         clients: usize,
         #[command(flatten)]
         traffic: TrafficArgs,
@@ -50,10 +97,10 @@ enum Mode {
     /// Rooms whose members each say lines to their room.
     Room {
         /// Rooms.
-        #[arg(short = 'k', long, default_value_t = 10)]
+        #[arg(short = 'k', long, default_value_t = ROOMS)]
         rooms: usize,
         /// Members per room (at least 2).
-        #[arg(short = 'r', long, default_value_t = 10)]
+        #[arg(short = 'r', long, default_value_t = ROOM_MEMBERS)]
         members: usize,
         #[command(flatten)]
         traffic: TrafficArgs,
@@ -61,17 +108,17 @@ enum Mode {
     /// Workers looping connect → login → exit (waiting for bye).
     Churn {
         /// Concurrent loops.
-        #[arg(short = 'c', long, default_value_t = 8)]
+        #[arg(short = 'c', long, default_value_t = CHURN_WORKERS)]
         workers: usize,
         /// Seconds to loop.
-        #[arg(short = 'd', long, default_value_t = 5.0)]
+        #[arg(short = 'd', long, default_value_t = CHURN_SECS)]
         duration: f64,
     },
     /// Hold logged-in connections and report the server's RSS per connection (needs
     /// --server-pid).
     Idle {
         /// Connections to hold.
-        #[arg(short = 'n', long, default_value_t = 1000)]
+        #[arg(short = 'n', long, default_value_t = IDLE_CLIENTS)]
         clients: usize,
         /// Seconds to wait after the last login before reading the server's RSS.
         #[arg(long, default_value_t = 1.0)]
@@ -85,13 +132,13 @@ struct TrafficArgs {
     #[arg(short = 'm', long)]
     messages: Option<u64>,
     /// Most messages per sender sent but not yet received (closed loop).
-    #[arg(short = 'w', long, default_value_t = 16)]
+    #[arg(short = 'w', long, default_value_t = WINDOW)]
     window: u64,
     /// Open loop instead: total messages per second, over all senders.
     #[arg(long, conflicts_with = "messages")]
     rate: Option<f64>,
     /// Open loop: seconds of sending.
-    #[arg(short = 'd', long, default_value_t = 5.0, requires = "rate")]
+    #[arg(short = 'd', long, default_value_t = OPEN_LOOP_SECS, requires = "rate")]
     duration: f64,
     /// Padding bytes added to each message text.
     #[arg(long, default_value_t = 32)]
@@ -128,7 +175,7 @@ fn options(cli: Cli) -> Result<Options, BenchError> {
     let workload = match cli.mode {
         Mode::Pairs { clients, traffic } => Workload::Pairs {
             clients,
-            traffic: traffic.options(10_000)?,
+            traffic: traffic.options(PAIRS_MESSAGES)?,
         },
         Mode::Room {
             rooms,
@@ -137,7 +184,7 @@ fn options(cli: Cli) -> Result<Options, BenchError> {
         } => Workload::Room {
             rooms,
             members,
-            traffic: traffic.options(1_000)?,
+            traffic: traffic.options(ROOM_MESSAGES)?,
         },
         Mode::Churn { workers, duration } => Workload::Churn {
             workers,
@@ -177,6 +224,10 @@ fn main() -> ExitCode {
                 eprintln!("actor-chat-bench: cannot write the report as JSON: {error}");
                 return ExitCode::FAILURE;
             }
+        }
+        // The table carries this note; stdout is for the JSON alone.
+        if let Some(note) = report.rate_limit_note() {
+            eprintln!("actor-chat-bench: {note}");
         }
     } else {
         print!("{}", report.table());
