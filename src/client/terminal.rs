@@ -15,7 +15,9 @@
 //! - When an event changes the target while a line is being typed ([`Output::set_prompt`]),
 //!   rustyline (19.0) has no call to change the prompt of a pending `readline`, so it is
 //!   interrupted (the SIGINT that [`Terminal::stop_editor`] also uses) and started again with
-//!   the new prompt and the text typed so far, which [`Tracker`] keeps.
+//!   the new prompt and the text typed so far, which [`Tracker`] keeps. Should the prompt
+//!   still be out of date when the line is entered, the session does not send a plain line
+//!   typed at it (see `chat`).
 use std::{
     convert::Infallible,
     io::{self, Write},
