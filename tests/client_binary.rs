@@ -209,3 +209,132 @@ fn a_quit_answered_by_a_server_side_close_says_why_and_exits_1() {
         .expect("its socket");
     assert_eq!(heard, ["login|alice", "exit"]);
 }
+
+/// The case, piped: alice talks to bob, carol logs in, and alice's next plain line
+/// still goes to bob. When bob logs out the target is cleared, and a newcomer who takes the
+/// name does not get alice's next plain line.
+#[test]
+fn a_used_target_survives_logins_and_is_cleared_when_it_logs_out() {
+    let server = ServerProcess::start("config/default.toml");
+    let bob = ClientProcess::start(server.addr, "bob");
+    bob.expect("* logged in as bob");
+    let mut alice = ClientProcess::start(server.addr, "alice");
+    alice.expect("* bob is online");
+    alice.type_line("hello bob");
+    bob.expect("<alice> hello bob");
+
+    let mut carol = ClientProcess::start(server.addr, "carol");
+    carol.expect("* logged in as carol");
+    alice.expect("* carol is online");
+    alice.type_line("still you?");
+    bob.expect("<alice> still you?");
+    // carol got nothing from alice: her first line from alice is this one.
+    alice.type_line("/msg carol marker");
+    carol.expect("<alice> marker");
+    carol.end_input();
+
+    assert_eq!(bob.finish(), Some(0));
+    alice.expect("* bob left");
+    alice.expect("* plain lines go to no one now: choose with /to NAME or /to #ROOM");
+    let new_bob = ClientProcess::start(server.addr, "bob");
+    new_bob.expect("* logged in as bob");
+    alice.expect("* bob is online");
+    alice.type_line("are you still there?");
+    alice.expect("! no one to talk to yet: use /to NAME or /msg NAME TEXT");
+    alice.type_line("/msg bob marker");
+    new_bob.expect("<alice> marker");
+    drop(new_bob);
+    assert_eq!(alice.finish(), Some(0));
+}
+
+/// `/to` asks the server: a user who is not online is refused at once, and a room is shown
+/// (and talked to) in its own spelling.
+#[test]
+fn to_checks_with_the_server_and_uses_its_spelling() {
+    let server = ServerProcess::start("config/default.toml");
+    let mut bob = ClientProcess::start(server.addr, "bob");
+    bob.expect("* logged in as bob");
+    bob.type_line("/join Rust");
+    bob.expect("* you joined #Rust (members: bob)");
+    let mut alice = ClientProcess::start(server.addr, "alice");
+    alice.expect("* logged in as alice");
+
+    alice.type_line("/to carol");
+    alice.expect("! carol is not online (/who lists who is)");
+    alice.type_line("/to #rust");
+    alice.expect("! you are not in #Rust: /join Rust first");
+    alice.type_line("/to #go");
+    alice.expect("! there is no room #go");
+    alice.type_line("/join rust");
+    alice.expect("* you joined #Rust (members: alice, bob)");
+    // The line right after `/to` waits for its answer, so it goes to the room.
+    alice.type_line("/to #rust");
+    alice.type_line("hello room");
+    alice.expect("* talking to #Rust");
+    bob.expect("[#Rust] <alice> hello room");
+    alice.type_line("/to BOB");
+    alice.expect("* talking to bob");
+    alice.type_line("/to");
+    alice.expect("* plain lines go to bob");
+    assert_eq!(alice.finish(), Some(0));
+    assert_eq!(bob.finish(), Some(0));
+}
+
+#[test]
+fn names_lists_a_rooms_members() {
+    let server = ServerProcess::start("config/default.toml");
+    let mut bob = ClientProcess::start(server.addr, "bob");
+    bob.type_line("/join Rust");
+    bob.expect("* you joined #Rust (members: bob)");
+    let mut alice = ClientProcess::start(server.addr, "alice");
+    alice.expect("* logged in as alice");
+    // Members and others alike may ask.
+    alice.type_line("/names rust");
+    alice.expect("* members of #Rust: bob");
+    alice.type_line("/join #RUST");
+    alice.expect("* you joined #Rust (members: alice, bob)");
+    alice.type_line("/names #rust");
+    alice.expect("* members of #Rust: alice, bob");
+    alice.type_line("/names go");
+    alice.expect("! there is no room #go");
+    alice.type_line("/join bad name");
+    alice.expect(
+        "! \"bad name\" is not a valid room name: it contains a space (use 1 to 32 of A-Z a-z 0-9 _ . -)",
+    );
+    assert_eq!(alice.finish(), Some(0));
+    assert_eq!(bob.finish(), Some(0));
+}
+
+/// Piped mode is for scripts: a lost connection ends the client with exit 1, and it does not
+/// come back on its own.
+#[test]
+fn piped_mode_does_not_reconnect() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("bound address");
+    let mut alice = ClientProcess::start(addr, "alice");
+    {
+        let (mut stream, _) = listener.accept().expect("the client connects");
+        stream
+            .set_read_timeout(Some(PROCESS_TIMEOUT))
+            .expect("set a read timeout");
+        let mut lines = BufReader::new(stream.try_clone().expect("clone")).lines();
+        assert_eq!(
+            lines.next().and_then(Result::ok).as_deref(),
+            Some("login|alice")
+        );
+        stream
+            .write_all(b"ok|login|alice\n")
+            .expect("answer the login");
+        alice.expect("* logged in as alice");
+        // The connection ends here, without a goodbye.
+    }
+    match wait_with_deadline(&mut alice.child, PROCESS_TIMEOUT) {
+        Some(status) => assert_eq!(status.code(), Some(1)),
+        None => panic!("the client did not exit after losing the connection"),
+    }
+    listener.set_nonblocking(true).expect("non-blocking");
+    assert!(
+        listener.accept().is_err(),
+        "the piped client connected again"
+    );
+}

@@ -37,6 +37,9 @@ pub(crate) enum ClientError {
     Lost(io::Error),
     #[error("the server did not confirm the exit; some lines may not have been delivered")]
     NoBye,
+    /// A refused login after a reconnect: the same answer would come every time.
+    #[error("could not log in again after reconnecting: {0}")]
+    Relogin(Box<ClientError>),
     #[error("cannot use the terminal: {0}")]
     Terminal(ReadlineError),
 }
@@ -80,6 +83,10 @@ mod tests {
         assert_eq!(
             ClientError::NameTaken("bob".to_owned()).to_string(),
             "the name \"bob\" is already taken"
+        );
+        assert_eq!(
+            ClientError::Relogin(Box::new(ClientError::NameTaken("alice".to_owned()))).to_string(),
+            "could not log in again after reconnecting: the name \"alice\" is already taken"
         );
         assert_eq!(
             ClientError::Refused(Some(ByeReason::ServerFull)).to_string(),

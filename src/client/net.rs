@@ -1,14 +1,14 @@
 //! The network conversation: connect, log in, then relay lines both ways until `bye`.
 //!
-//! Everything the session knows (the current target, whether we asked to leave) lives in the
-//! one async task running [`converse`], so nothing is shared with the input thread, which only
-//! ships lines over a channel. Requests are written by a task of their own ([`write_requests`])
+//! Everything the session knows (the [`Chat`] state, whether we asked to leave) lives in the
+//! one async task running [`converse`] and [`reconnect`], so nothing is shared with the input
+//! thread, which only ships lines over a channel. Requests are written by a task of their own ([`write_requests`])
 //! so that a full socket never stops us reading.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::{
     io::AsyncWriteExt,
     net::{
@@ -21,11 +21,12 @@ use tokio::{
 use tokio_util::codec::FramedRead;
 
 use super::{
+    chat::{Chat, Step},
     error::{describe_io, ClientError},
-    input::{parse_input, Action, Chat, HELP},
+    input::{parse_input, Action, HELP},
     render::{describe_error, render_event, sanitize},
     terminal::Output,
-    Ending, Options,
+    Ending, Options, Typed,
 };
 use crate::codec::{ErrorKind, Event, Frame, LineCodec, Request, MAX_SERVER_LINE};
 
@@ -34,6 +35,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long to wait for `bye` after `exit`: without it we cannot know everything was delivered.
 const BYE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `/to` waits for the server to say whether its target is there.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two attempts to reconnect.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Encoded requests waiting for the socket. While full, no more input is taken, but server
 /// lines keep being read, so a slow server cannot stall the display.
@@ -44,9 +49,7 @@ pub(crate) type Reader = FramedRead<OwnedReadHalf, LineCodec>;
 
 /// Connects to the server and logs in; returns the connection and the name the server
 /// confirmed. Both steps are bounded in time, so a wrong address fails rather than hangs.
-pub(crate) async fn connect_and_login(
-    options: &Options,
-) -> Result<(Reader, OwnedWriteHalf, String), ClientError> {
+pub(crate) async fn connect_and_login(options: &Options) -> Result<Connection, ClientError> {
     let server = &options.server;
     let connect_error = |reason: String| ClientError::Connect {
         server: server.clone(),
@@ -63,7 +66,11 @@ pub(crate) async fn connect_and_login(
     let mut reader = FramedRead::new(read_half, LineCodec::new(MAX_SERVER_LINE));
     let login = login(&mut reader, &mut writer, &options.name);
     match tokio::time::timeout(LOGIN_TIMEOUT, login).await {
-        Ok(Ok(name)) => Ok((reader, writer, name)),
+        Ok(Ok(name)) => Ok(Connection {
+            reader,
+            writer,
+            name,
+        }),
         Ok(Err(err)) => Err(err),
         Err(_) => Err(ClientError::LoginTimeout(server.clone())),
     }
@@ -108,20 +115,66 @@ async fn login(
     }
 }
 
+/// The online notices that came in the same read as the login reply (the server sends its
+/// peer list right after `ok|login`), taken before the terminal starts, so that the first
+/// prompt already shows the target they set instead of changing just as the user begins to
+/// type. Only complete lines already buffered are looked at, and only `login|NAME` lines are
+/// taken: anything else is left for the session.
+pub(crate) fn take_greeting(connection: &mut Connection, chat: &mut Chat) -> Vec<Step> {
+    let mut steps = Vec::new();
+    loop {
+        let online = {
+            let buffered = connection.reader.read_buffer();
+            buffered
+                .iter()
+                .position(|&b| b == b'\n')
+                .is_some_and(|end| matches!(Event::parse(&buffered[..end]), Ok(Event::Online(_))))
+        };
+        if !online {
+            return steps;
+        }
+        // A complete line is buffered, so this is ready without touching the socket.
+        match connection.reader.next().now_or_never() {
+            Some(Some(Ok(Frame::Line(line)))) => match Event::parse(&line) {
+                Ok(event) => steps.push(chat.event(&event)),
+                Err(_) => return steps,
+            },
+            _ => return steps,
+        }
+    }
+}
+
+/// A connection that got past the login.
+pub(crate) struct Connection {
+    pub(crate) reader: Reader,
+    pub(crate) writer: OwnedWriteHalf,
+    /// The name the server confirmed.
+    pub(crate) name: String,
+}
+
+/// How one connection's session ends: an [`Ending`], or the error that cut it short (a
+/// connection lost or closed without `bye` among them).
+pub(crate) type Session = Result<Ending, ClientError>;
+
 /// The session proper: shows server events and sends what the user types, until `bye` or the
-/// connection ends.
+/// connection ends. `chat` outlives the connection, so a reconnect can pick up where it was.
 pub(crate) async fn converse(
-    reader: &mut Reader,
-    writer: OwnedWriteHalf,
-    mut inputs: mpsc::Receiver<String>,
+    connection: Connection,
+    inputs: &mut mpsc::Receiver<Typed>,
     output: &mut Output,
-) -> Result<Ending, ClientError> {
-    let mut chat = Chat::default();
+    chat: &mut Chat,
+) -> Session {
+    let Connection {
+        mut reader, writer, ..
+    } = connection;
     let (outbound, queue) = mpsc::channel(OUTBOUND_QUEUE);
     // Writing on its own task keeps us reading while the socket is full: a server that is
     // blocked writing to us must never wait on us blocked writing to it.
     tokio::spawn(write_requests(writer, queue));
     let mut bye_deadline = None;
+    // While a `/to` waits for the server's answer, no further input is taken (so a line typed
+    // after `/to carol` goes to carol), and the terminal's next prompt waits too; bounded.
+    let mut lookup_deadline = None;
     loop {
         tokio::select! {
             // Server lines first: the greeting's `login|PEER` lines may already be buffered
@@ -141,49 +194,154 @@ pub(crate) async fn converse(
                     Some(Err(err)) => return Err(ClientError::Lost(err)),
                     None => return Err(ClientError::Closed),
                 };
-                match Event::parse(&line) {
-                    Err(_) => output.line(&sanitize(String::from_utf8_lossy(&line).into_owned())),
-                    Ok(Event::Ping) => {
-                        // Only fails when the queue is full, and then the server is not
-                        // reading either: a lost pong changes nothing.
-                        let _ = outbound.try_send(encode(Request::Pong));
+                let event = match Event::parse(&line) {
+                    Ok(event) => event,
+                    Err(_) => {
+                        output.line(&sanitize(String::from_utf8_lossy(&line).into_owned()));
+                        continue;
                     }
+                };
+                match event {
                     // Only a plain `bye` answers our `exit`: a `bye|REASON` (shutdown,
                     // too-slow…) means the server closed on its own, even mid-quit, and some
                     // of what we sent may have been dropped.
-                    Ok(Event::Bye(None)) if bye_deadline.is_some() => return Ok(Ending::Quit),
-                    Ok(Event::Bye(reason)) => return Ok(Ending::ClosedByServer(reason)),
-                    Ok(event) => {
-                        chat.observe(&event);
-                        if let Some(line) = render_event(&event) {
-                            output.line(&line);
+                    Event::Bye(None) if bye_deadline.is_some() => return Ok(Ending::Quit),
+                    Event::Bye(reason) => return Ok(Ending::ClosedByServer(reason)),
+                    event => {
+                        let prompt = chat.prompt();
+                        let step = chat.event(&event);
+                        show(output, &step);
+                        // Only a pong, and only dropped when the queue is full, when the
+                        // server is not reading either: a lost pong changes nothing.
+                        if !step.send.is_empty() {
+                            let _ = outbound.try_send(step.send.freeze());
+                        }
+                        if lookup_deadline.is_some() && !chat.awaiting() {
+                            lookup_deadline = None;
+                            output.ready(&chat.prompt());
+                        } else if chat.prompt() != prompt {
+                            output.set_prompt(&chat.prompt());
                         }
                     }
                 }
             }
-            (permit, input) = next_input(&outbound, &mut inputs), if bye_deadline.is_none() => {
-                let action = match &input {
-                    Some(line) => parse_input(line, chat.target()),
+            (permit, input) = next_input(&outbound, inputs),
+                if bye_deadline.is_none() && lookup_deadline.is_none() =>
+            {
+                let step = match &input {
+                    Some(typed) => chat.input(&typed.line, typed.prompt.as_deref()),
                     // End of input (EOF, Ctrl-D, Ctrl-C) means leave, but only after the
                     // server has confirmed it got everything.
-                    None => Action::Quit,
+                    None => chat.input("/quit", None),
                 };
-                match action {
-                    Action::Nothing => {}
-                    Action::Send(request) => permit.send(encode(request)),
-                    Action::SetTarget(target) => {
-                        output.line(&format!("* talking to {target}"));
-                        chat.set_target(target);
-                    }
-                    Action::Help => HELP.iter().for_each(|line| output.line(line)),
-                    Action::Hint(hint) => output.line(&hint),
-                    Action::Quit => {
-                        permit.send(encode(Request::Exit));
-                        bye_deadline = Some(Instant::now() + BYE_TIMEOUT);
-                    }
+                show(output, &step);
+                if !step.send.is_empty() {
+                    permit.send(step.send.freeze());
+                }
+                if step.quit {
+                    bye_deadline = Some(Instant::now() + BYE_TIMEOUT);
+                } else if chat.awaiting() {
+                    lookup_deadline = Some(Instant::now() + LOOKUP_TIMEOUT);
+                } else {
+                    output.ready(&chat.prompt());
                 }
             }
             () = sleep_until(bye_deadline) => return Err(ClientError::NoBye),
+            () = sleep_until(lookup_deadline) => {
+                show(output, &chat.abandon_lookups());
+                lookup_deadline = None;
+                output.ready(&chat.prompt());
+            }
+        }
+    }
+}
+
+/// Shows a step's lines.
+pub(crate) fn show(output: &mut Output, step: &Step) {
+    for line in &step.show {
+        output.shown(line);
+    }
+}
+
+/// How long the terminal client waits before each attempt to reconnect: 1 s, then twice as
+/// long each time, up to 30 s (`attempt` counts from 0). Quick enough for a server restart,
+/// and a server that is down for long is not hammered.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.min(5)).min(MAX_BACKOFF)
+}
+
+/// After the connection is gone: waits, connects and logs in again, with [`backoff`] between
+/// attempts, until it works, and rejoins the rooms `chat` was in. Meanwhile typed lines are
+/// not sent (there is nowhere to send them), but `/quit` and end of input stop trying: then
+/// `Ok(None)`. A login the server refuses (the name was taken meanwhile) is an error: trying
+/// again would not change the answer.
+pub(crate) async fn reconnect(
+    options: &Options,
+    inputs: &mut mpsc::Receiver<Typed>,
+    output: &mut Output,
+    chat: &mut Chat,
+) -> Result<Option<Connection>, ClientError> {
+    // The editor may be waiting for the answer to a line the old connection never gave.
+    output.ready(&chat.prompt());
+    let mut attempt = 0;
+    loop {
+        let delay = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        output.line(&format!("* reconnecting in {} s…", delay.as_secs()));
+        if offline(tokio::time::sleep(delay), inputs, output, chat)
+            .await
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let Some(result) = offline(connect_and_login(options), inputs, output, chat).await else {
+            return Ok(None);
+        };
+        match result {
+            Ok(mut connection) => {
+                output.line(&render_event(&Event::LoggedIn(&connection.name)).unwrap_or_default());
+                let rejoin = chat.reconnected(&connection.name);
+                connection
+                    .writer
+                    .write_all(&rejoin)
+                    .await
+                    .map_err(ClientError::Lost)?;
+                return Ok(Some(connection));
+            }
+            Err(
+                err @ (ClientError::NameTaken(_)
+                | ClientError::NameRefused(_)
+                | ClientError::LoginRefused(_)),
+            ) => return Err(ClientError::Relogin(Box::new(err))),
+            Err(err) => output.line(&format!("! {err}")),
+        }
+    }
+}
+
+/// Runs `work` while no connection is up, answering typed lines meanwhile; `None` if the user
+/// chose to quit first.
+async fn offline<T>(
+    work: impl std::future::Future<Output = T>,
+    inputs: &mut mpsc::Receiver<Typed>,
+    output: &mut Output,
+    chat: &Chat,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return Some(result),
+            input = inputs.recv() => {
+                // End of input: the user is done, connected or not.
+                let typed = input?;
+                match parse_input(&typed.line) {
+                    Action::Nothing => {}
+                    Action::Quit => return None,
+                    Action::Help => HELP.iter().for_each(|line| output.line(line)),
+                    Action::Hint(hint) => output.line(&sanitize(hint)),
+                    _ => output.line("! not connected, so nothing was sent (reconnecting…)"),
+                }
+                output.ready(&chat.prompt());
+            }
         }
     }
 }
@@ -192,8 +350,8 @@ pub(crate) async fn converse(
 /// waits rather than piling up behind a stalled socket. `None` means input has ended.
 async fn next_input<'a>(
     outbound: &'a mpsc::Sender<Bytes>,
-    inputs: &mut mpsc::Receiver<String>,
-) -> (mpsc::Permit<'a, Bytes>, Option<String>) {
+    inputs: &mut mpsc::Receiver<Typed>,
+) -> (mpsc::Permit<'a, Bytes>, Option<Typed>) {
     let Ok(permit) = outbound.reserve().await else {
         // The writer is gone, so the socket is too: the reader will report it.
         return std::future::pending().await;
@@ -221,4 +379,16 @@ async fn write_requests(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<By
 
 fn encode(request: Request<'_>) -> Bytes {
     request.to_line().freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_30_s() {
+        let secs: Vec<u64> = (0..9).map(|attempt| backoff(attempt).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30, 30]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
 }

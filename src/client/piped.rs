@@ -10,15 +10,17 @@ use std::{
 
 use tokio::sync::mpsc;
 
+use super::Typed;
+
 /// Starts reading stdin into `lines`; the sender is dropped at end of input, which the session
 /// takes to mean leave.
-pub(crate) fn start(lines: mpsc::Sender<String>) {
+pub(crate) fn start(lines: mpsc::Sender<Typed>) {
     thread::spawn(move || read_plain(lines));
 }
 
 /// Reads stdin lines as they come. Bytes that are not UTF-8 are replaced rather than
 /// rejected: a typo in an encoding should not end the session.
-fn read_plain(lines: mpsc::Sender<String>) {
+fn read_plain(lines: mpsc::Sender<Typed>) {
     let mut stdin = io::stdin().lock();
     let mut buf = Vec::new();
     loop {
@@ -26,9 +28,10 @@ fn read_plain(lines: mpsc::Sender<String>) {
         match stdin.read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                // `parse_input` drops the line ending.
+                // `parse_input` drops the line ending. There is no prompt to have shown a
+                // target: a script's lines go wherever plain lines go when they are read.
                 let line = String::from_utf8_lossy(&buf).into_owned();
-                if lines.blocking_send(line).is_err() {
+                if lines.blocking_send(Typed { line, prompt: None }).is_err() {
                     break;
                 }
             }

@@ -16,8 +16,9 @@ pub(crate) fn render_event(event: &Event<'_>) -> Option<String> {
         Event::Offline(name) => format!("* {name} left"),
         Event::Talk { from, text } => format!("<{from}> {text}"),
         Event::Users(names) => format!("users: {}", list(names, "")),
+        // The answer to `names`; the one that follows our own `ok|join` is [`render_joined`].
         Event::Members { room, names } => {
-            format!("* you joined #{room} (members: {})", list(names, ""))
+            format!("* members of #{room}: {}", list(names, ""))
         }
         Event::RoomJoined { room, name } => format!("* {name} joined #{room}"),
         Event::RoomLeft { room, name } => format!("* {name} left #{room}"),
@@ -28,6 +29,25 @@ pub(crate) fn render_event(event: &Event<'_>) -> Option<String> {
         Event::Error(kind, arg) => format!("! {}", describe_error(*kind, arg)),
     };
     Some(sanitize(line))
+}
+
+/// The `members` line that follows our own `ok|join`: the join and who is there, in one line.
+pub(crate) fn render_joined(room: &str, names: &[&str]) -> String {
+    sanitize(format!(
+        "* you joined #{room} (members: {})",
+        list(names, "")
+    ))
+}
+
+/// `[12:03] ` and the line: the local time an incoming line arrived, as a terminal shows it.
+pub(crate) fn stamped(time: jiff::civil::Time, line: &str) -> String {
+    format!("[{:02}:{:02}] {line}", time.hour(), time.minute())
+}
+
+/// The wall-clock time now in the system's time zone (`TZ`, else `/etc/localtime`); UTC when
+/// neither names one, as on a bare CI container, rather than failing.
+pub(crate) fn local_time_now() -> jiff::civil::Time {
+    jiff::ZonedDateTime::now().time()
 }
 
 /// `a, b, c` (each with `prefix`), or `none`: an empty list still gets a word.
@@ -74,23 +94,62 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
     }
 }
 
-/// Other users' text reaches our terminal: control characters (escape sequences above all)
-/// must not be able to move the cursor, retitle the window or hide text.
+/// Other users' text reaches our terminal, so nothing in it may act on the terminal or on how
+/// the text reads: control characters (escape sequences above all) could move the cursor,
+/// retitle the window or hide text, and Unicode format characters (a right-to-left override,
+/// bidirectional isolates, zero-width characters, tag characters) could reorder or hide what a
+/// line says, so that `<bob> hi` shows as something bob did not write. Each is shown as its
+/// code point, `<U+202E>`, so the reader sees that it is there and what it is. C0 and C1
+/// controls get the same form (rather than U+FFFD) so that the two are told apart. Tab is
+/// kept: it only moves to the next tab stop.
 pub(crate) fn sanitize(line: String) -> String {
-    let unsafe_char = |c: char| c.is_control() && c != '\t';
-    if line.contains(unsafe_char) {
-        line.chars()
-            .map(|c| {
-                if unsafe_char(c) {
-                    char::REPLACEMENT_CHARACTER
-                } else {
-                    c
-                }
-            })
-            .collect()
-    } else {
-        line
+    if !line.contains(is_unsafe) {
+        return line;
     }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if is_unsafe(c) {
+            out.push_str(&format!("<U+{:04X}>", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether `c` must not reach the terminal as itself: a control character other than tab, a
+/// line or paragraph separator (terminals may break the line there), or a format character.
+fn is_unsafe(c: char) -> bool {
+    (c.is_control() && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}') || is_format(c)
+}
+
+/// Unicode general category Cf (format), as of Unicode 16.0, plus the unassigned rest of the
+/// tag block (U+E0000–U+E007F), which a newer version may fill. std has no category lookup,
+/// and the list is short and changes rarely; `every_format_character_is_escaped` lists them.
+fn is_format(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE007F
+    )
 }
 
 #[cfg(test)]
@@ -130,8 +189,13 @@ mod tests {
                 room: "rust",
                 names: vec!["alice", "bob"]
             }),
-            some("* you joined #rust (members: alice, bob)")
+            some("* members of #rust: alice, bob")
         );
+        assert_eq!(
+            render_joined("Rust", &["alice", "bob"]),
+            "* you joined #Rust (members: alice, bob)"
+        );
+        assert_eq!(render_joined("x", &[]), "* you joined #x (members: none)");
         assert_eq!(
             render(Event::RoomJoined {
                 room: "rust",
@@ -246,11 +310,88 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_from_peers_are_defused() {
+    fn control_characters_from_peers_are_shown_as_code_points() {
         let line = render(Event::Talk {
             from: "bob",
-            text: "\x1b[2Jgone\ttab\x07",
+            text: "\x1b[2Jgone\ttab\x07\u{85}\u{9b}31m\r",
         });
-        assert_eq!(line.as_deref(), Some("<bob> \u{fffd}[2Jgone\ttab\u{fffd}"));
+        assert_eq!(
+            line.as_deref(),
+            Some("<bob> <U+001B>[2Jgone\ttab<U+0007><U+0085><U+009B>31m<U+000D>")
+        );
+        assert_eq!(
+            sanitize("a\u{2028}b\u{2029}".to_owned()),
+            "a<U+2028>b<U+2029>"
+        );
+    }
+
+    /// `<bob> hi \u{202E}txt.exe` would show as `<bob> hi exe.txt`: every format character is
+    /// escaped, and so it cannot reorder or hide what a line says.
+    #[test]
+    fn format_characters_cannot_reorder_or_hide_text() {
+        let line = render(Event::Say {
+            room: "rust",
+            from: "bob",
+            text: "see \u{202E}gpj.exe\u{202C} and \u{2066}x\u{2069}",
+        });
+        assert_eq!(
+            line.as_deref(),
+            Some("[#rust] <bob> see <U+202E>gpj.exe<U+202C> and <U+2066>x<U+2069>")
+        );
+        // Hidden text: zero-width characters and tag characters spell nothing visible.
+        assert_eq!(
+            sanitize("a\u{200B}b\u{200D}c\u{FEFF}\u{E0041}\u{E007F}".to_owned()),
+            "a<U+200B>b<U+200D>c<U+FEFF><U+E0041><U+E007F>"
+        );
+    }
+
+    #[test]
+    fn every_format_character_is_escaped() {
+        // Unicode 16.0, DerivedGeneralCategory.txt, category Cf (plus the tag block's gaps).
+        let ranges = [
+            0x00AD..=0x00AD,
+            0x0600..=0x0605,
+            0x061C..=0x061C,
+            0x06DD..=0x06DD,
+            0x070F..=0x070F,
+            0x0890..=0x0891,
+            0x08E2..=0x08E2,
+            0x180E..=0x180E,
+            0x200B..=0x200F,
+            0x202A..=0x202E,
+            0x2060..=0x2064,
+            0x2066..=0x206F,
+            0xFEFF..=0xFEFF,
+            0xFFF9..=0xFFFB,
+            0x110BD..=0x110BD,
+            0x110CD..=0x110CD,
+            0x13430..=0x1343F,
+            0x1BCA0..=0x1BCA3,
+            0x1D173..=0x1D17A,
+            0xE0000..=0xE007F,
+        ];
+        for c in ranges.into_iter().flatten().filter_map(char::from_u32) {
+            assert_eq!(
+                sanitize(c.to_string()),
+                format!("<U+{:04X}>", u32::from(c)),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        // Neighbours that are ordinary text stay as they are.
+        for text in [
+            "\u{200A}", "\u{2010}", "\u{2065}", "é", "日本", "🦀", "a\tb",
+        ] {
+            assert_eq!(sanitize(text.to_owned()), text);
+        }
+    }
+
+    #[test]
+    fn a_stamp_is_the_hour_and_minute() {
+        let time = jiff::civil::time(9, 5, 59, 0);
+        assert_eq!(stamped(time, "<bob> hi"), "[09:05] <bob> hi");
+        // Whatever the machine's time zone (TZ may be unset in CI), there is a time.
+        let now = stamped(local_time_now(), "x");
+        assert_eq!(now.len(), "[hh:mm] x".len(), "{now}");
     }
 }
