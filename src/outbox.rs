@@ -51,8 +51,11 @@ use tokio::{
 
 use crate::codec::{ByeReason, Event};
 
-/// Batches written per poll before the writer yields to the other tasks on its thread.
+/// Writes per poll before the writer yields to the other tasks on its thread.
 const BATCHES_PER_POLL: usize = 16;
+/// Bytes written per poll before the writer yields: a connection with megabytes to write (a
+/// room flood) must not keep its thread from the others' small lines for long.
+const BYTES_PER_POLL: usize = 64 * 1024;
 /// Chunks handed to one vectored write.
 const MAX_SLICES: usize = 64;
 /// A shared line shorter than this is copied into the queue's buffer instead: a handle costs
@@ -401,7 +404,11 @@ impl OutboxWriter {
         cx: &mut Context<'_>,
         sink: &mut W,
     ) -> Poll<WriterEnd> {
+        let mut budget = BYTES_PER_POLL;
         for _ in 0..BATCHES_PER_POLL {
+            if budget == 0 {
+                break;
+            }
             {
                 let mut queue = self.shared.lock();
                 if let State::Aborted(reason) = queue.state {
@@ -434,16 +441,25 @@ impl OutboxWriter {
                 register(&mut queue.writer, cx.waker());
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = self.batch.len().min(MAX_SLICES);
+            let mut count = 0;
+            let mut offered = 0;
             for (slice, chunk) in slices.iter_mut().zip(&self.batch) {
+                if count > 0 && offered + chunk.len() > budget {
+                    break;
+                }
                 *slice = IoSlice::new(chunk);
+                count += 1;
+                offered += chunk.len();
             }
             match Pin::new(&mut *sink).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Pending => return self.poll_stall(cx),
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(WriterEnd::Failed(io::ErrorKind::WriteZero.into()))
                 }
-                Poll::Ready(Ok(written)) => self.advance(written),
+                Poll::Ready(Ok(written)) => {
+                    budget = budget.saturating_sub(written);
+                    self.advance(written);
+                }
                 Poll::Ready(Err(error)) => return Poll::Ready(WriterEnd::Failed(error)),
             }
         }

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use common::{process::ServerProcess, Client, Lines};
+use common::{process::ServerProcess, Client, Lines, READ_TIMEOUT};
 use tokio::{net::TcpSocket, sync::Barrier, time::Instant};
 
 /// Clients in the room that read everything.
@@ -82,14 +82,25 @@ async fn a_room_flood_cuts_off_no_client_that_reads_and_memory_stays_in_budget()
         readers.push((i, client));
     }
 
-    let mut bystander_a = Client::login(addr, "bystander_a").await;
-    let bystander_b = Client::login(addr, "bystander_b").await;
-    bystander_a.send("talk|bystander_b|warm-up").await;
-    let (mut b_lines, _b_writer) = bystander_b.split();
-    b_lines.expect("talk|bystander_a|warm-up").await;
+    // The bystanders run on a thread of their own, so that what they measure is the server,
+    // not this thread's turn among the room's readers.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let (ready, bystanders_ready) = std::sync::mpsc::channel();
+    let bystanders = {
+        let flooding = flooding.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the bystanders");
+            runtime.block_on(direct_messages_while(addr, &flooding, ready))
+        })
+    };
+    bystanders_ready
+        .recv_timeout(READ_TIMEOUT)
+        .expect("the bystanders are logged in");
 
     let start = Instant::now();
-    let flooding = Arc::new(AtomicBool::new(true));
     let peak_kib = Arc::new(AtomicU64::new(before_kib));
     let sampler = {
         let (flooding, peak_kib, pid) = (flooding.clone(), peak_kib.clone(), server.pid());
@@ -100,22 +111,6 @@ async fn a_room_flood_cuts_off_no_client_that_reads_and_memory_stays_in_budget()
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        })
-    };
-    let latencies = {
-        let flooding = flooding.clone();
-        actix_rt::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut n = 0u64;
-            while flooding.load(Ordering::Relaxed) {
-                let sent = Instant::now();
-                bystander_a.send(&format!("talk|bystander_b|{n}")).await;
-                b_lines.expect(&format!("talk|bystander_a|{n}")).await;
-                latencies.push(sent.elapsed());
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            latencies
         })
     };
 
@@ -141,7 +136,8 @@ async fn a_room_flood_cuts_off_no_client_that_reads_and_memory_stays_in_budget()
                             lines.push_str(&format!("say|big|{me}:{seq}:{text}\n"));
                             seq += 1;
                         }
-                        writer.send_raw(lines.as_bytes()).await;
+                        // A sender cut off ends its reader too, which reports it.
+                        let _ = writer.try_send_raw(lines.as_bytes()).await;
                         barrier.wait().await;
                     }
                 }
@@ -156,7 +152,7 @@ async fn a_room_flood_cuts_off_no_client_that_reads_and_memory_stays_in_budget()
     }
     let elapsed = start.elapsed();
     flooding.store(false, Ordering::Relaxed);
-    let mut latencies = latencies.await.expect("the bystanders' task");
+    let mut latencies = bystanders.join().expect("the bystanders' thread");
     sampler.await.expect("the sampler");
 
     let mut cut = Vec::new();
@@ -205,7 +201,7 @@ async fn read_room(mut lines: Lines, me: String, expected: usize) -> Result<(), 
     let mut next: HashMap<String, usize> = HashMap::new();
     let mut received = 0;
     while received < expected {
-        let Some(line) = lines.try_recv().await else {
+        let Some(line) = lines.recv_within(READ_TIMEOUT).await? else {
             return Err(format!("disconnected after {received} lines"));
         };
         if line.starts_with("bye") {
@@ -231,4 +227,37 @@ async fn read_room(mut lines: Lines, me: String, expected: usize) -> Result<(), 
         received += 1;
     }
     Ok(())
+}
+
+/// Two clients outside the room exchange direct messages, one at a time, for as long as
+/// `flooding` holds; returns each round trip's time (sent by one, read by the other).
+async fn direct_messages_while(
+    addr: std::net::SocketAddr,
+    flooding: &AtomicBool,
+    ready: std::sync::mpsc::Sender<()>,
+) -> Vec<Duration> {
+    let mut a = Client::login(addr, "bystander_a").await;
+    let b = Client::login(addr, "bystander_b").await;
+    let (mut b_lines, _b_writer) = b.split();
+    a.send("talk|bystander_b|warm-up").await;
+    b_lines.expect("talk|bystander_a|warm-up").await;
+    let _ = ready.send(());
+    let mut latencies = Vec::new();
+    let mut n = 0u64;
+    while flooding.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        a.send(&format!("talk|bystander_b|{n}")).await;
+        // A bystander cut off or starved is a result too (an older server's).
+        match b_lines.recv_within(READ_TIMEOUT).await {
+            Ok(Some(line)) if line == format!("talk|bystander_a|{n}") => {}
+            other => {
+                eprintln!("bystander_b got {other:?}");
+                break;
+            }
+        }
+        latencies.push(sent.elapsed());
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    latencies
 }

@@ -301,6 +301,21 @@ impl Writer {
 }
 
 impl Lines {
+    /// The next line, `Ok(None)` at end of stream, or `Err` if nothing came within `wait`: for
+    /// tests that report a silent server rather than fail on it.
+    pub async fn recv_within(&mut self, wait: Duration) -> Result<Option<String>, String> {
+        match timeout(wait, self.reader.next()).await {
+            Err(_) => Err(format!("nothing within {wait:?}")),
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(Frame::Line(line)))) => {
+                Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+            }
+            Ok(Some(Ok(frame))) => Err(format!("an unexpected frame: {frame:?}")),
+            Ok(Some(Err(error))) if error.kind() == std::io::ErrorKind::ConnectionReset => Ok(None),
+            Ok(Some(Err(error))) => Err(format!("read failed: {error}")),
+        }
+    }
+
     /// The next line, or `None` at end of stream.
     pub async fn try_recv(&mut self) -> Option<String> {
         let frame = timeout(READ_TIMEOUT, self.reader.next())
