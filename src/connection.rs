@@ -34,7 +34,7 @@ use std::{
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::{ready, Stream};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     sync::oneshot,
@@ -130,22 +130,11 @@ impl Connection {
         // No buffer yet: `LineStream` sizes it when there is input to read.
         let codec = LineCodec::new(max_line_bytes);
         let lines = LineStream(FramedRead::with_capacity(reader, codec, 0));
-        // A read error ends the lines (FramedRead yields nothing after one); `Ended` follows
-        // either way.
-        let input = lines
-            .map(|frame| match frame {
-                Ok(frame) => Input::Frame(frame),
-                Err(error) => Input::ReadFailed(error),
-            })
-            .chain(stream::once(async { Input::Ended }));
-        let written = stream::once(async move {
-            // The task only drops its sender without a word if it panicked.
-            let end = writer_end.await.unwrap_or_else(|_| {
-                WriterEnd::Failed(io::Error::other("the connection's writer stopped"))
-            });
-            Input::Written(end)
+        ctx.add_stream(Inputs {
+            lines: Some(lines),
+            written: Some(writer_end),
+            since_written_polled: 0,
         });
-        ctx.add_stream(stream::select(input, written));
         Connection { outbox }
     }
 
@@ -181,6 +170,71 @@ impl Drop for Connection {
         // Normally the writer has already finished (then this does nothing); this covers an
         // actor that panicked or whose arbiter stopped: the writer task ends too.
         self.outbox.abort(ByeReason::Shutdown);
+    }
+}
+
+/// Everything a connection reports, as one stream (see [`Input`]): its lines, then `Ended`; and
+/// the writer's end, whenever it comes. It ends when both have. Hand-written rather than a
+/// `select` of two streams because it is polled for every line: the writer's end is looked at
+/// only when no line is ready, or every [`WRITTEN_EVERY`] lines, instead of around each one.
+struct Inputs<R> {
+    lines: Option<LineStream<R>>,
+    written: Option<oneshot::Receiver<WriterEnd>>,
+    /// Lines yielded since the writer's end was last polled.
+    since_written_polled: u32,
+}
+
+/// While lines keep coming, how many may pass before the writer's end is polled anyway.
+const WRITTEN_EVERY: u32 = 32;
+
+impl<R: AsyncRead + Unpin> Inputs<R> {
+    fn poll_written(&mut self, cx: &mut TaskContext<'_>) -> Poll<Input> {
+        self.since_written_polled = 0;
+        let Some(written) = self.written.as_mut() else {
+            return Poll::Pending;
+        };
+        let end = ready!(Pin::new(written).poll(cx));
+        self.written = None;
+        // The task only drops its sender without a word if it panicked.
+        let end = end.unwrap_or_else(|_| {
+            WriterEnd::Failed(io::Error::other("the connection's writer stopped"))
+        });
+        Poll::Ready(Input::Written(end))
+    }
+}
+
+impl<R: AsyncRead + Unpin> Stream for Inputs<R> {
+    type Item = Input;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Input>> {
+        let this = self.get_mut();
+        if this.since_written_polled >= WRITTEN_EVERY {
+            if let Poll::Ready(input) = this.poll_written(cx) {
+                return Poll::Ready(Some(input));
+            }
+        }
+        if let Some(lines) = this.lines.as_mut() {
+            match Pin::new(lines).poll_next(cx) {
+                Poll::Ready(Some(frame)) => {
+                    this.since_written_polled += 1;
+                    return Poll::Ready(Some(match frame {
+                        Ok(frame) => Input::Frame(frame),
+                        // FramedRead yields nothing after an error; `Ended` follows.
+                        Err(error) => Input::ReadFailed(error),
+                    }));
+                }
+                Poll::Ready(None) => {
+                    this.lines = None;
+                    return Poll::Ready(Some(Input::Ended));
+                }
+                Poll::Pending => {}
+            }
+        }
+        match this.poll_written(cx) {
+            Poll::Ready(input) => Poll::Ready(Some(input)),
+            Poll::Pending if this.lines.is_none() && this.written.is_none() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

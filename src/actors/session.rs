@@ -22,8 +22,9 @@
 //! Time is tokio's [`Instant`] and actix's timers, so tests run the heartbeat and the login
 //! deadline under `tokio::time::pause()`.
 
+use rustc_hash::FxHashMap;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fmt,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -239,8 +240,10 @@ pub(crate) struct Session {
     context: Arc<SessionContext>,
     connection: Connection,
     phase: Phase,
-    /// Direct-message recipients by folded name.
-    peers: HashMap<Box<str>, Outbox>,
+    /// Direct-message recipients by folded name. Looked up for every direct message, so with
+    /// a fast hash rather than SipHash: the keys are names this client chose, so a client that
+    /// picked colliding names would only slow itself.
+    peers: FxHashMap<Box<str>, Outbox>,
     started_at: Instant,
     liveness: Liveness,
     /// Boxed: most of a session's size when on, and nothing to carry when off.
@@ -279,7 +282,7 @@ impl Session {
                         connection,
                         context,
                         phase: Phase::AwaitingLogin,
-                        peers: HashMap::new(),
+                        peers: FxHashMap::default(),
                         started_at: now,
                         liveness: Liveness::Heard(now),
                         _slot: slot,
