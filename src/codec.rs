@@ -822,6 +822,31 @@ mod tests {
         assert!(is_clean_text(""));
     }
 
+    /// The word-at-a-time check against a byte-at-a-time reference, for every byte value in
+    /// every lane of a word, alone and with a bad byte below it (a borrow from a lower lane must
+    /// neither hide a bad byte nor invent one).
+    #[test]
+    fn the_word_check_agrees_with_a_byte_check_for_every_byte_in_every_lane() {
+        let printable = |b: u8| (0x20..0x7f).contains(&b);
+        for lane in 0..8 {
+            for value in 0..=255u8 {
+                for below in [b'x', 0x00, 0x1f, 0x7f, 0x80] {
+                    let mut word = [b'x'; 8];
+                    word[lane] = value;
+                    if lane > 0 {
+                        word[lane - 1] = below;
+                    }
+                    let expected = word.iter().all(|&b| printable(b));
+                    assert_eq!(
+                        printable_ascii(u64::from_le_bytes(word)),
+                        expected,
+                        "{word:02x?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn names_follow_the_protocol() {
         assert!(is_valid_name("alice"));

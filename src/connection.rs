@@ -19,10 +19,12 @@
 //!
 //! Anything that reads and writes bytes can carry a session: implement [`Transport`] for it —
 //! `open` runs on the worker thread that will serve the connection, so that is the place for a
-//! TLS handshake, or for adapting a WebSocket (one text frame = one line) to a byte stream — and
-//! hand it to [`Gate::admit`](crate::server::Gate::admit) with the peer's address. The gate takes
-//! a connection slot, picks the worker and starts a `Session` over it; nothing in the session
-//! or the `ChatServer` changes.
+//! TLS handshake, or for adapting a WebSocket (one text frame = one line) to a byte stream. Its
+//! listener asks [`Gate::slot`](crate::server::Gate::slot) for a slot with the client's address
+//! (the per-address and connection limits), hands the transport and the slot to
+//! [`Gate::admit`](crate::server::Gate::admit) — which picks the worker and starts a `Session`
+//! over it — or, with no slot, the stream to [`Gate::refuse`](crate::server::Gate::refuse).
+//! Nothing in the session or the `ChatServer` changes.
 
 use std::{
     future::Future,

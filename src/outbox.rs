@@ -17,13 +17,16 @@
 //! every member's queue shares, so a room line costs its length once plus a handle per member,
 //! not its length per member. Each queue still counts every byte its own client owes.
 //!
-//! **Too slow means not taking bytes.** A client is cut off with `bye|too-slow` only when it owes
-//! more than the cap *and* its socket has accepted nothing for the grace period (NATS's
-//! slow-consumer rule): a client that reads as fast as the network allows is never cut because
-//! the server itself fell behind — for instance, because its writer's thread was busy. And since
-//! a queue may pass its cap during the grace period, all queues together answer to one
-//! [`Budget`]: past it, the clients owing the most are cut first, so memory stays bounded
-//! whatever the clients do.
+//! **Too slow means not taking bytes.** By the per-client rule, a client is cut off with
+//! `bye|too-slow` only when it owes more than the cap *and* its socket has accepted nothing for
+//! the grace period (NATS's slow-consumer rule): a client that reads as fast as the network
+//! allows is not cut because the server fell behind — its writer's thread busy for a moment —
+//! unless that lasts the whole grace period. And since a queue may pass its cap during the
+//! grace period, all queues together answer to one [`Budget`] of what they owe (each client's
+//! first [`UNCOUNTED_BYTES`] aside, so the common case touches no shared counter; a shared room
+//! line counts once per member that owes it, which overstates memory rather than understates
+//! it): past it, debtors are cut — first those over their cap, largest first, then the rest,
+//! largest first — so memory stays bounded whatever the clients do.
 //!
 //! The queue sits behind a `Mutex` held only to append or take chunks — it *is* the channel,
 //! not state shared between actors — which keeps the owed byte count exact and lets an idle
@@ -103,8 +106,12 @@ impl Budget {
         self.owed.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Past the limit: cuts the clients owing the most until all owe at most seven eighths of
-    /// it (some room, so that one more line does not start it all over again).
+    /// Past the limit: cuts debtors until all owe at most seven eighths of it (some room, so
+    /// that one more line does not start it all over again). Clients over their cap — whose
+    /// grace clock runs, so they are not taking what they owe — go first, largest first; then
+    /// the others, largest first. A client's debt is looked at again when its turn comes (it
+    /// may have been paid meanwhile), and one whose debt the budget does not count is never
+    /// cut: that would free nothing.
     fn relieve(&self) {
         if self.owed() <= self.limit || self.relieving.swap(true, Ordering::Acquire) {
             return;
@@ -114,20 +121,25 @@ impl Budget {
             .iter()
             .filter_map(|(_, q)| q.upgrade())
             .collect();
-        let mut debtors: Vec<(usize, Arc<Shared>)> = queues
+        let mut debtors: Vec<(bool, usize, Arc<Shared>)> = queues
             .into_iter()
             .map(|queue| {
-                let owed = queue.lock().owed;
-                (owed, queue)
+                let (stalling, owed) = {
+                    let queue = queue.lock();
+                    (queue.over_cap_since.is_some(), queue.owed)
+                };
+                (stalling, owed, queue)
             })
             .collect();
-        debtors.sort_unstable_by_key(|(owed, _)| std::cmp::Reverse(*owed));
+        debtors.sort_unstable_by_key(|(stalling, owed, _)| std::cmp::Reverse((*stalling, *owed)));
         let target = self.limit / 8 * 7;
-        for (_, queue) in debtors {
+        for (_, _, queue) in debtors {
             if self.owed() <= target {
                 break;
             }
-            abort(&queue, ByeReason::TooSlow);
+            if queue.lock().owed > UNCOUNTED_BYTES {
+                abort(&queue, ByeReason::TooSlow);
+            }
         }
         self.relieving.store(false, Ordering::Release);
     }
@@ -182,7 +194,7 @@ pub(crate) struct Outbox {
     shared: Arc<Shared>,
 }
 
-pub(crate) struct Shared {
+struct Shared {
     limits: Limits,
     /// This queue's place in the budget's list.
     key: usize,
@@ -453,6 +465,9 @@ impl OutboxWriter {
                 if self.batch.is_empty() && self.own.is_empty() {
                     if queue.is_empty() {
                         if queue.state == State::Closing {
+                            // A shutdown may take a while (a TLS close_notify, a WebSocket
+                            // close frame); the close's timer must still be able to wake us.
+                            register(&mut queue.writer, cx.waker());
                             drop(queue);
                             return Pin::new(sink).poll_shutdown(cx).map(|result| match result {
                                 Ok(()) => WriterEnd::Closed,
@@ -793,6 +808,64 @@ mod tests {
         small.abort(ByeReason::Shutdown);
         assert!(small_writing.await.is_ok());
         assert_eq!(shared.budget.owed(), 0, "every byte is accounted for");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_budget_a_client_over_its_cap_goes_before_a_larger_one_within_it() {
+        let k = UNCOUNTED_BYTES;
+        let shared = limits(4 * k, 6 * k);
+        let mut ends = Vec::new();
+        let mut open = |_| {
+            let (outbox, writer) = outbox(shared.clone());
+            let (sink, peer) = tokio::io::duplex(16);
+            ends.push((tokio::spawn(writer.run(sink)), peer));
+            outbox
+        };
+        let (tiny, over, large) = (open(0), open(1), open(2));
+        tiny.send_line(&vec![b't'; k / 2])
+            .expect("within the budget");
+        // Over its cap by a little: its grace clock runs.
+        over.send_line(&vec![b'o'; 4 * k + 1])
+            .expect("within the budget");
+        // Owes more, but within its cap.
+        large
+            .send_line(&vec![b'l'; 4 * k])
+            .expect("within the budget");
+        // Past the budget: the one over its cap goes, though it owes less.
+        let _ = tiny.send_line(&vec![b't'; k / 2]);
+        assert!(over.is_closed());
+        assert!(!large.is_closed());
+        assert!(
+            !tiny.is_closed(),
+            "owing no more than it is allowed uncounted"
+        );
+        for (writing, _peer) in ends {
+            writing.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_queued_while_a_write_is_half_done_keep_their_order() {
+        let (outbox, writer) = outbox_of(1 << 20);
+        let (sink, peer) = tokio::io::duplex(8);
+        let writing = tokio::spawn(writer.run(sink));
+        let big = Bytes::from(format!("say|r|a|{}\n", "x".repeat(80)));
+        let mut expected = String::new();
+        for i in 0..20 {
+            // Small lines, shared lines and more small lines, while the writer holds a batch
+            // that the 8-byte pipe takes a few bytes at a time.
+            let small = format!("talk|a|{i}\n");
+            outbox.send_line(small.as_bytes()).expect("open");
+            expected.push_str(&small);
+            if i % 3 == 0 {
+                outbox.send_shared(&big).expect("open");
+                expected.push_str(&String::from_utf8_lossy(&big));
+            }
+            tokio::task::yield_now().await;
+        }
+        outbox.close(None);
+        assert_eq!(read_to_end(peer).await, expected);
+        assert!(matches!(writing.await, Ok(WriterEnd::Closed)));
     }
 
     #[tokio::test]

@@ -358,17 +358,18 @@ impl Acceptor {
                     backoff = Duration::ZERO;
                     self.admit(stream, peer);
                 }
-                Err(error) if is_resource_exhaustion(&error) => {
-                    // Out of file descriptors or memory: retrying at once would spin. Pause,
-                    // longer each time, and say so once per episode rather than per attempt.
+                // The peer gave up before we accepted (ECONNABORTED and the like): not ours.
+                Err(error) if is_peer_error(&error) => debug!("accept failed: {error}"),
+                Err(error) => {
+                    // Out of file descriptors or memory, or anything else that may well fail
+                    // again at once: retrying without a pause would spin. Pause, longer each
+                    // time, and say so once per episode rather than per attempt.
                     if backoff.is_zero() {
                         warn!("cannot accept connections: {error}; pausing accepts");
                     }
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
                     sleep(backoff).await;
                 }
-                // The peer gave up before we accepted (ECONNABORTED and the like): not ours.
-                Err(error) => debug!("accept failed: {error}"),
             }
         }
     }
@@ -412,9 +413,23 @@ fn connections(count: usize) -> String {
     }
 }
 
-fn is_resource_exhaustion(error: &io::Error) -> bool {
+/// An accept error that concerns one connection only (accept(2) lists these as the pending
+/// connection's own network errors): the next accept may well succeed at once.
+fn is_peer_error(error: &io::Error) -> bool {
     matches!(
         error.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        Some(
+            libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::ENETDOWN
+                | libc::EPERM
+                | libc::ETIMEDOUT
+        )
     )
 }
