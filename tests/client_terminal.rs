@@ -558,16 +558,14 @@ fn the_terminal_client_reconnects_and_rejoins_its_rooms() {
 fn a_quit_answered_by_a_shutdown_is_not_reconnected_from() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("bound address");
-    let server = std::thread::spawn(move || -> std::io::Result<Vec<String>> {
+    let server = std::thread::spawn(move || -> std::io::Result<(Vec<String>, TcpListener)> {
         let mut session = Scripted::accept(&listener)?;
         let mut heard = vec![session.line()?];
         session.send("ok|login|alice")?;
         heard.push(session.line()?);
         session.send("bye|shutdown")?;
         drop(session);
-        // Anyone connecting again is heard too.
-        listener.set_nonblocking(true)?;
-        Ok(heard)
+        Ok((heard, listener))
     });
 
     let mut alice = TerminalClient::start(addr, "alice");
@@ -577,9 +575,17 @@ fn a_quit_answered_by_a_shutdown_is_not_reconnected_from() {
     alice.wait_for("* server closed the connection: shutdown");
     assert_eq!(alice.exit_code(), Some(1));
     assert!(!alice.screen_shows("reconnecting"), "the client came back");
-    let heard = server
+    let (heard, listener) = server
         .join()
         .expect("the scripted server")
         .expect("its socket");
     assert_eq!(heard, ["login|alice", "exit"]);
+    // The client has exited: had it tried to come back, its connection would be waiting.
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the client connected again"
+    );
 }
