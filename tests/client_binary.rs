@@ -338,3 +338,20 @@ fn piped_mode_does_not_reconnect() {
         "the piped client connected again"
     );
 }
+
+#[test]
+fn help_says_what_the_client_is_and_its_defaults() {
+    let output = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"))
+        .arg("--help")
+        .output()
+        .expect("run the client binary");
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.starts_with("actor-chat-client: the terminal client"),
+        "{help}"
+    );
+    assert!(help.contains("--server 127.0.0.1:9999"), "{help}");
+    assert!(help.contains("Exit status"), "{help}");
+    assert!(!help.contains(env!("CARGO_PKG_DESCRIPTION")), "{help}");
+}

@@ -8,9 +8,23 @@ use std::process::ExitCode;
 use actor_chat::client::{self, Options, DEFAULT_SERVER};
 use clap::Parser;
 
-/// A terminal client for actor-chat. Type /help once connected.
+/// actor-chat-client: the terminal client of the actor-chat server.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "actor-chat-client: the terminal client of the actor-chat chat server",
+    long_about = "actor-chat-client: the terminal client of the actor-chat chat server.\n\n\
+        Logs in as NAME and lets you chat: a plain line goes to the user or room shown in the \
+        prompt, /msg NAME TEXT to one user, /join ROOM and /say ROOM TEXT for rooms, /help for \
+        every command, /quit or Ctrl-D to leave. On a terminal it has line editing and \
+        history and reconnects after a lost connection; with stdin piped it sends each line, \
+        then `exit`, and waits for the server to confirm.",
+    after_help = format!(
+        "Defaults: --server {DEFAULT_SERVER} (or $CHAT_SERVER).\n\
+         Exit status: 0 after a confirmed exit; 1 when the login is refused, the server \
+         cannot be reached, or the connection ends otherwise."
+    )
+)]
 struct Args {
     /// The name to log in with: 1 to 32 of A-Z a-z 0-9 _ . -
     name: String,
