@@ -445,6 +445,7 @@ impl Acceptor {
         match &self.tls {
             None => self.gate.admit(stream, peer, slot),
             Some(certificates) => {
+                debug!("{peer}: accepted on the TLS port");
                 let transport = TlsTransport {
                     stream,
                     acceptor: certificates.acceptor(),
