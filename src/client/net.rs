@@ -158,6 +158,7 @@ async fn login(
         .write_all(&encode(Request::Login { name }))
         .await
         .map_err(ClientError::Lost)?;
+    writer.flush().await.map_err(ClientError::Lost)?;
     loop {
         let line = match reader.next().await {
             Some(Ok(Frame::Line(line))) => line,
@@ -167,10 +168,13 @@ async fn login(
         };
         match Event::parse(&line) {
             Ok(Event::LoggedIn(name)) => return Ok(name.to_owned()),
-            Ok(Event::Ping) => writer
-                .write_all(&encode(Request::Pong))
-                .await
-                .map_err(ClientError::Lost)?,
+            Ok(Event::Ping) => {
+                writer
+                    .write_all(&encode(Request::Pong))
+                    .await
+                    .map_err(ClientError::Lost)?;
+                writer.flush().await.map_err(ClientError::Lost)?;
+            }
             Ok(Event::Error(ErrorKind::NameTaken, name)) => {
                 return Err(ClientError::NameTaken(name.to_owned()))
             }
@@ -377,6 +381,7 @@ pub(crate) async fn reconnect(
                     .write_all(&rejoin)
                     .await
                     .map_err(ClientError::Lost)?;
+                connection.writer.flush().await.map_err(ClientError::Lost)?;
                 return Ok(Some(connection));
             }
             Err(
@@ -442,7 +447,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// The writer task: sends queued requests in order until the queue closes or the socket fails.
 async fn write_requests(mut writer: Writer, mut queue: mpsc::Receiver<Bytes>) {
     while let Some(bytes) = queue.recv().await {
-        if writer.write_all(&bytes).await.is_err() {
+        // Flushed, for TLS, which may keep bytes the socket did not take at once.
+        if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
             // The reader sees the same broken connection and ends the session.
             break;
         }
