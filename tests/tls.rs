@@ -358,3 +358,29 @@ fn a_certificate_that_does_not_load_stops_the_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_bench_tool_runs_pairs_over_tls() {
+    let dir = TempDir::new("bench");
+    write_certificate(&dir, &["localhost"]);
+    let mut command = ServerProcess::command("config/bench.toml");
+    command
+        .env("CHAT__TLS__BIND", "127.0.0.1:0")
+        .env("CHAT__TLS__CERT", dir.join("cert.pem"))
+        .env("CHAT__TLS__KEY", dir.join("key.pem"))
+        .env("RUST_LOG", "info");
+    let mut server = ServerProcess::spawn(command);
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_actor-chat-bench"));
+    bench
+        .args([
+            "pairs", "-n", "4", "-m", "200", "--json", "--tls", "--server",
+        ])
+        .arg(server.tls_addr().to_string())
+        .arg("--ca")
+        .arg(dir.join("cert.pem"));
+    let output = run_bounded(bench);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(report.contains("\"delivered\":800"), "{report}");
+    assert!(report.contains("\"lost\":0"), "{report}");
+}

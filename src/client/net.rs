@@ -143,7 +143,12 @@ fn describe_certificate_error(error: &rustls::CertificateError) -> String {
         }
         rustls::CertificateError::NotValidYet
         | rustls::CertificateError::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
-        other => format!("{other}"),
+        // The rest (a signature algorithm no trusted certificate can check, a revoked or
+        // malformed certificate…) come down to the same advice; rustls's own words are debug
+        // names, not a sentence.
+        _ => "it does not verify against the trusted certificates (for a self-signed \
+              certificate, give it with --ca FILE)"
+            .to_owned(),
     }
 }
 
