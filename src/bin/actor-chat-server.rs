@@ -73,7 +73,8 @@ fn long_about() -> String {
     format!(
         "actor-chat-server: the actor-chat text chat server. It accepts TCP connections from \
          actor-chat-client, nc or any program speaking its line protocol (docs/PROTOCOL.md), \
-         and runs until SIGINT or SIGTERM.\n\
+         and, with tls.bind, tls.cert and tls.key set, TLS connections on a port of their own \
+         (SIGHUP reloads the certificate); it runs until SIGINT or SIGTERM.\n\
          \n\
          Configuration: --config PATH reads a TOML file (config/default.toml in the source \
          documents every key); without --config, the built-in defaults apply. Every key can \
