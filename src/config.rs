@@ -48,13 +48,16 @@ pub struct Settings {
     pub(crate) limits: Limits,
     pub(crate) heartbeat: Heartbeat,
     pub(crate) log: LogSettings,
+    /// `None` when `tls.bind` is empty (the default): no TLS listener.
+    pub(crate) tls: Option<TlsSettings>,
 }
 
 /// `[server]`
 #[derive(Debug, Clone)]
 pub(crate) struct ServerSettings {
-    /// Address to listen on; port 0 picks a free port (the log says which).
-    pub(crate) bind: SocketAddr,
+    /// Address to listen on for plain TCP; port 0 picks a free port (the log says which).
+    /// `None` when `server.bind` is empty, for a server that speaks only TLS.
+    pub(crate) bind: Option<SocketAddr>,
     /// Worker threads running sessions (`server.workers`, with 0 resolved to one per core).
     pub(crate) workers: NonZeroUsize,
     /// Connections served at once; the next one is told `bye|server-full`.
@@ -126,6 +129,17 @@ pub(crate) struct LogSettings {
     pub(crate) level: String,
 }
 
+/// `[tls]`, when `tls.bind` is set.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Address to listen on for TLS; port 0 picks a free port (the log says which).
+    pub bind: SocketAddr,
+    /// The certificate chain (PEM), resolved against the config file's folder.
+    pub cert: PathBuf,
+    /// The private key (PEM), resolved the same way.
+    pub key: PathBuf,
+}
+
 /// Why the settings could not be loaded; the message names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -195,6 +209,15 @@ impl SettingsBuilder {
             )
             .build()?
             .try_deserialize()?;
+        let raw = RawSettings {
+            // Relative certificate paths are relative to the file that names them.
+            base: self
+                .file
+                .as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf),
+            ..raw
+        };
         Settings::from_raw(raw)
     }
 }
@@ -223,9 +246,14 @@ impl Settings {
         SettingsBuilder::default()
     }
 
-    /// The address to listen on.
-    pub fn bind(&self) -> SocketAddr {
+    /// The address to listen on for plain TCP, unless `server.bind` is empty.
+    pub fn bind(&self) -> Option<SocketAddr> {
         self.server.bind
+    }
+
+    /// The TLS listener's settings, when `tls.bind` is set.
+    pub fn tls(&self) -> Option<&TlsSettings> {
+        self.tls.as_ref()
     }
 
     /// Connections served at once.
@@ -245,8 +273,10 @@ impl Settings {
             limits,
             heartbeat,
             log,
+            tls,
+            base,
         } = raw;
-        let bind = socket_address("server.bind", server.bind)?;
+        let bind = optional_socket_address("server.bind", server.bind)?;
         let workers = whole("server.workers", server.workers, 0..=MAX_WORKERS)?;
         let workers = NonZeroUsize::new(workers)
             .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
@@ -326,6 +356,22 @@ impl Settings {
             );
         }
         let level = log_filter("log.level", log.level)?;
+        // [tls]
+        let tls = match optional_socket_address("tls.bind", tls.bind)? {
+            None => None,
+            Some(tls_bind) => Some(TlsSettings {
+                bind: tls_bind,
+                cert: file_path("tls.cert", tls.cert, base.as_deref())?,
+                key: file_path("tls.key", tls.key, base.as_deref())?,
+            }),
+        };
+        if bind.is_none() && tls.is_none() {
+            return invalid(
+                "server.bind",
+                "must be HOST:PORT when tls.bind is empty: the server needs somewhere to listen"
+                    .to_owned(),
+            );
+        }
         Ok(Settings {
             server: ServerSettings {
                 bind,
@@ -352,6 +398,7 @@ impl Settings {
                 login_timeout,
             },
             log: LogSettings { level },
+            tls,
         })
     }
 }
@@ -505,6 +552,36 @@ fn socket_address(key: &'static str, value: Loose) -> Result<SocketAddr, ConfigE
     )
 }
 
+/// [`socket_address`], or `None` for an empty string (that listener is off).
+fn optional_socket_address(
+    key: &'static str,
+    value: Loose,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match &value {
+        Loose::Text(text) if text.trim().is_empty() => Ok(None),
+        _ => socket_address(key, value).map(Some),
+    }
+}
+
+/// A file's path, required (not empty); a relative one is taken from `base` (the config file's
+/// folder) when there is one, so a config file and its certificate can move together. Whether
+/// the file exists and parses is checked when it is loaded, at start and on every reload.
+fn file_path(key: &'static str, value: Loose, base: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    match value {
+        Loose::Text(text) if !text.trim().is_empty() => {
+            let path = PathBuf::from(text);
+            Ok(match base {
+                Some(base) if path.is_relative() => base.join(path),
+                _ => path,
+            })
+        }
+        other => invalid(
+            key,
+            format!("must be the path of a PEM file when tls.bind is set (got {other})"),
+        ),
+    }
+}
+
 /// A list of networks in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is one host),
 /// as a TOML array or a comma-separated string (which is how the environment gives a list; an
 /// empty string is an empty list).
@@ -581,6 +658,10 @@ struct RawSettings {
     limits: RawLimits,
     heartbeat: RawHeartbeat,
     log: RawLog,
+    tls: RawTls,
+    /// The config file's folder, for relative paths; not a key.
+    #[serde(skip)]
+    base: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -671,6 +752,24 @@ impl Default for RawLog {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawTls {
+    bind: Loose,
+    cert: Loose,
+    key: Loose,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            bind: "".into(),
+            cert: "".into(),
+            key: "".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,7 +793,11 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let default = Settings::load_from(Some(&root.join("config/default.toml")), env(&[]))
             .expect("config/default.toml loads");
-        assert_eq!(default.bind(), SocketAddr::from(([127, 0, 0, 1], 9999)));
+        assert_eq!(
+            default.bind(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9999)))
+        );
+        assert!(default.tls().is_none(), "TLS is off by default");
         assert_eq!(default.limits.max_line_bytes, 4096);
         assert_eq!(default.server.presence, Presence::All);
 
@@ -720,7 +823,7 @@ mod tests {
             ]),
         )
         .expect("valid overrides load");
-        assert_eq!(settings.server.bind.port(), 0);
+        assert_eq!(settings.server.bind.map(|bind| bind.port()), Some(0));
         assert_eq!(settings.server.presence, Presence::None);
         assert_eq!(
             settings.limits.flood.map(|flood| flood.lines_per_sec.get()),
@@ -888,12 +991,16 @@ mod tests {
         ] {
             let settings = Settings::load_from(None, env(&[("CHAT__SERVER__BIND", bind)]))
                 .expect("a valid address");
-            assert_eq!(settings.bind().to_string(), expected);
+            assert_eq!(
+                settings.bind().map(|bind| bind.to_string()),
+                Some(expected.to_owned())
+            );
         }
         let settings = Settings::load_from(None, env(&[("CHAT__SERVER__BIND", "localhost:9999")]))
             .expect("localhost resolves");
-        assert!(settings.bind().ip().is_loopback(), "{}", settings.bind());
-        assert_eq!(settings.bind().port(), 9999);
+        let bind = settings.bind().expect("a plain listener");
+        assert!(bind.ip().is_loopback(), "{bind}");
+        assert_eq!(bind.port(), 9999);
     }
 
     #[test]
@@ -909,5 +1016,77 @@ mod tests {
                 .expect("a valid filter");
             assert_eq!(settings.log_filter(), level);
         }
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_a_key_and_resolves_them_against_the_file() {
+        let error = error_of(None, &[("CHAT__TLS__BIND", "127.0.0.1:0")]);
+        assert_eq!(
+            error,
+            r#"tls.cert must be the path of a PEM file when tls.bind is set (got "")"#
+        );
+        let error = error_of(
+            None,
+            &[
+                ("CHAT__TLS__BIND", "127.0.0.1:0"),
+                ("CHAT__TLS__CERT", "c.pem"),
+            ],
+        );
+        assert!(error.starts_with("tls.key "), "{error}");
+        let error = error_of(None, &[("CHAT__TLS__BIND", "nowhere")]);
+        assert!(error.starts_with("tls.bind must be HOST:PORT"), "{error}");
+
+        // Without a file, relative paths stay relative (to the working directory).
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT__TLS__BIND", "127.0.0.1:0"),
+                ("CHAT__TLS__CERT", "c.pem"),
+                ("CHAT__TLS__KEY", "/etc/chat/k.pem"),
+            ]),
+        )
+        .expect("TLS settings load");
+        let tls = settings.tls().expect("TLS is on");
+        assert_eq!(tls.cert, Path::new("c.pem"));
+        assert_eq!(tls.key, Path::new("/etc/chat/k.pem"));
+
+        // From a file, relative to its folder; absolute paths as they are.
+        let dir =
+            std::env::temp_dir().join(format!("actor-chat-tls-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        let file = dir.join("chat.toml");
+        std::fs::write(
+            &file,
+            "[tls]\nbind = \"127.0.0.1:0\"\ncert = \"certs/cert.pem\"\nkey = \"/k.pem\"\n",
+        )
+        .expect("write the file");
+        let settings = Settings::load_from(Some(&file), env(&[]));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = settings.expect("the file loads");
+        let tls = settings.tls().expect("TLS is on");
+        assert_eq!(tls.cert, dir.join("certs/cert.pem"));
+        assert_eq!(tls.key, Path::new("/k.pem"));
+    }
+
+    #[test]
+    fn the_plain_port_can_be_turned_off_but_not_both() {
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT__SERVER__BIND", ""),
+                ("CHAT__TLS__BIND", "127.0.0.1:0"),
+                ("CHAT__TLS__CERT", "c.pem"),
+                ("CHAT__TLS__KEY", "k.pem"),
+            ]),
+        )
+        .expect("TLS only is fine");
+        assert_eq!(settings.bind(), None);
+        assert!(settings.tls().is_some());
+        let error = error_of(None, &[("CHAT__SERVER__BIND", "")]);
+        assert_eq!(
+            error,
+            "server.bind must be HOST:PORT when tls.bind is empty: the server needs somewhere \
+             to listen"
+        );
     }
 }

@@ -481,7 +481,14 @@ impl OutboxWriter {
                         self.own = BytesMut::new();
                         self.batch = VecDeque::new();
                         self.stall = None;
-                        return Poll::Pending;
+                        drop(queue);
+                        // A transport that buffers (TLS keeps what the socket would not take)
+                        // must send it before the writer sleeps, or it would wait for the next
+                        // line. For TCP this does nothing; if it is pending, the socket wakes us.
+                        return match Pin::new(sink).poll_flush(cx) {
+                            Poll::Ready(Err(error)) => Poll::Ready(WriterEnd::Failed(error)),
+                            Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
+                        };
                     }
                     std::mem::swap(&mut queue.chunks, &mut self.batch);
                     self.own.clear();

@@ -31,7 +31,7 @@ use log::{debug, info, warn};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream},
     net::{TcpListener, TcpStream},
-    sync::{oneshot, OwnedSemaphorePermit, Semaphore},
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
     time::{sleep, timeout},
 };
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,7 @@ use crate::{
     config::Settings,
     connection::Transport,
     outbox::{self, Budget},
+    tls::{Certificates, TlsTransport},
 };
 
 /// Longest pause between accept attempts while the process is out of file descriptors.
@@ -53,20 +54,29 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// a connection storm cannot turn refusals into a descriptor leak of their own.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
-/// Serves `listener` until `shutdown` completes, then says `bye|shutdown` to every client and
+/// Serves `listeners` until `shutdown` completes, then says `bye|shutdown` to every client and
 /// waits up to `server.shutdown_grace_secs` for their connections to close.
 ///
-/// Must be called inside an actix `System`. Fails if the listener cannot be moved to the
+/// Must be called inside an actix `System`. Fails if a listener cannot be moved to the
 /// worker that accepts on it (after shutting down whatever had started).
 pub async fn run(
     settings: Settings,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future,
 ) -> io::Result<()> {
     let server = Server::start(settings, Placement::Workers);
-    let accepted = server.accept(listener, shutdown).await;
+    let accepted = server.serve(listeners, shutdown).await;
     server.shutdown().await;
     accepted
+}
+
+/// What a server accepts on: plain TCP, TLS, or both (at least one, for it to be any use).
+#[derive(Default)]
+pub struct Listeners {
+    /// Plain-text connections (`server.bind`).
+    pub plain: Option<TcpListener>,
+    /// TLS connections (`tls.bind`), with the certificate they are served with.
+    pub tls: Option<(TcpListener, Arc<Certificates>)>,
 }
 
 /// A running chat server: the `ChatServer`, the workers and the connection slots, ready to be
@@ -133,31 +143,70 @@ impl Server {
         }
     }
 
-    /// Accepts on `listener` (on the first worker) until `until` completes or accepting fails,
-    /// then closes the listener. The sessions go on until [`Server::shutdown`].
+    /// Accepts plain TCP on `listener` until `until` completes or accepting fails (see
+    /// [`Server::serve`]).
     pub async fn accept(&self, listener: TcpListener, until: impl Future) -> io::Result<()> {
-        // Leave this thread's reactor; the accepting worker registers it with its own.
-        let listener = listener.into_std()?;
+        let listeners = Listeners {
+            plain: Some(listener),
+            tls: None,
+        };
+        self.serve(listeners, until).await
+    }
+
+    /// Accepts on `listeners` (on the first worker) until `until` completes or accepting on
+    /// one of them fails, then closes them all. The sessions go on until [`Server::shutdown`].
+    pub async fn serve(&self, listeners: Listeners, until: impl Future) -> io::Result<()> {
         let stop_accepting = CancellationToken::new();
-        let acceptor = Acceptor {
-            gate: self.gate.clone(),
-        };
-        let accepting = acceptor.serve(listener, stop_accepting.clone());
-        let (ended, mut acceptor_ended) = oneshot::channel();
-        self.gate.workers[0].spawn(async move {
-            let _ = ended.send(accepting.await);
-        });
-        let early_end = tokio::select! {
-            _ = until => None,
-            end = &mut acceptor_ended => Some(end),
-        };
-        stop_accepting.cancel();
-        match early_end {
-            Some(end) => end,
-            None => acceptor_ended.await,
+        let (ended, mut acceptor_ended) = mpsc::unbounded_channel();
+        let mut acceptors = 0;
+        let plain = listeners.plain.map(|listener| (listener, None));
+        let tls = listeners
+            .tls
+            .map(|(listener, certificates)| (listener, Some(certificates)));
+        for (listener, tls) in plain.into_iter().chain(tls) {
+            // Leave this thread's reactor; the accepting worker registers it with its own.
+            let listener = match listener.into_std() {
+                Ok(listener) => listener,
+                Err(error) => {
+                    stop_accepting.cancel();
+                    return Err(error);
+                }
+            };
+            let acceptor = Acceptor {
+                gate: self.gate.clone(),
+                tls,
+            };
+            let accepting = acceptor.serve(listener, stop_accepting.clone());
+            let ended = ended.clone();
+            self.gate.workers[0].spawn(async move {
+                let _ = ended.send(accepting.await);
+            });
+            acceptors += 1;
         }
-        // The acceptor's task only ends without a word if it panicked or its arbiter died.
-        .unwrap_or_else(|_| Err(io::Error::other("the acceptor stopped unexpectedly")))
+        drop(ended);
+        let mut result = Ok(());
+        tokio::select! {
+            _ = until => {}
+            end = acceptor_ended.recv() => {
+                acceptors -= 1;
+                // The acceptor's task only ends without a word if it panicked or its arbiter
+                // died.
+                result = end.unwrap_or_else(|| Err(io::Error::other("the acceptor stopped unexpectedly")));
+            }
+        }
+        stop_accepting.cancel();
+        for _ in 0..acceptors {
+            match acceptor_ended.recv().await {
+                Some(Ok(())) => {}
+                Some(Err(error)) if result.is_ok() => result = Err(error),
+                Some(Err(_)) => {}
+                None if result.is_ok() => {
+                    result = Err(io::Error::other("the acceptor stopped unexpectedly"))
+                }
+                None => {}
+            }
+        }
+        result
     }
 
     /// Serves one connection over an in-memory pipe, as if `peer` had connected, and returns
@@ -333,9 +382,12 @@ impl Gate {
     }
 }
 
-/// Accepts TCP connections and hands them to the [`Gate`].
+/// Accepts TCP connections and hands them to the [`Gate`]: as they are, or, on the TLS port,
+/// wrapped in a [`TlsTransport`] whose handshake happens on the worker that serves it.
 struct Acceptor {
     gate: Arc<Gate>,
+    /// The certificate, on the TLS port.
+    tls: Option<Arc<Certificates>>,
 }
 
 impl Acceptor {
@@ -375,18 +427,33 @@ impl Acceptor {
     }
 
     fn admit(&self, stream: TcpStream, peer: SocketAddr) {
-        let slot = match self.gate.slot(peer) {
-            Ok(slot) => slot,
-            Err(reason) => return self.gate.refuse(stream, peer, reason),
+        let slot = match (self.gate.slot(peer), &self.tls) {
+            (Ok(slot), _) => slot,
+            (Err(reason), None) => return self.gate.refuse(stream, peer, reason),
+            // A plain-text `bye` would be noise to a TLS client, and a handshake just to say
+            // no would spend what the limit is there to save: the connection is just closed.
+            (Err(reason), Some(_)) => return debug!("refusing {peer} (tls): {reason}"),
         };
         // Small lines must not wait for Nagle's algorithm.
         if let Err(error) = stream.set_nodelay(true) {
             debug!("{peer}: cannot set TCP_NODELAY: {error}");
         }
         // Move the socket to a worker thread's own reactor rather than leave it on this one.
-        match stream.into_std() {
-            Ok(stream) => self.gate.admit(stream, peer, slot),
-            Err(error) => debug!("{peer}: cannot hand over the socket: {error}"),
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => return debug!("{peer}: cannot hand over the socket: {error}"),
+        };
+        match &self.tls {
+            None => self.gate.admit(stream, peer, slot),
+            Some(certificates) => {
+                debug!("{peer}: accepted on the TLS port");
+                let transport = TlsTransport {
+                    stream,
+                    acceptor: certificates.acceptor(),
+                    handshake_timeout: self.gate.context.settings.heartbeat.login_timeout,
+                };
+                self.gate.admit(transport, peer, slot);
+            }
         }
     }
 }

@@ -1,9 +1,12 @@
-//! Shutdown on SIGINT or SIGTERM; SIGHUP is logged and never kills the server.
+//! Shutdown on SIGINT or SIGTERM; SIGHUP reloads the TLS certificate (or, without TLS, is
+//! logged) and never kills the server.
 
-use std::{future::Future, io};
+use std::{future::Future, io, sync::Arc};
 
 use log::{info, warn};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::tls::Certificates;
 
 /// Exit status when a second signal cuts the graceful shutdown short.
 const FORCED_EXIT_CODE: i32 = 130;
@@ -14,15 +17,28 @@ const FORCED_EXIT_CODE: i32 = 130;
 /// operator who will not wait for the graceful shutdown.
 ///
 /// SIGHUP, whose default action would end the process without a word (a closed terminal, or an
-/// operator asking for a reload out of habit), is logged instead; there is nothing to reload
-/// yet. Must be called inside an actix system.
-pub fn shutdown_requested() -> io::Result<impl Future<Output = ()>> {
+/// operator asking for a reload out of habit), reloads `tls` — the certificate and key, so that
+/// a renewed certificate (certbot's deploy hook, say) serves new connections without a restart;
+/// a file that does not load is a warning and the old certificate stays. Without TLS there is
+/// nothing to reload, and the signal is only logged. Must be called inside an actix system.
+pub fn shutdown_requested(tls: Option<Arc<Certificates>>) -> io::Result<impl Future<Output = ()>> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
     actix_rt::spawn(async move {
         while hangup.recv().await.is_some() {
-            info!("SIGHUP received: nothing to reload (settings are read at start; restart to change them)");
+            match &tls {
+                None => info!("SIGHUP received: nothing to reload (settings are read at start; restart to change them)"),
+                Some(certificates) => match certificates.reload() {
+                    Ok(()) => info!(
+                        "SIGHUP received: reloaded the TLS certificate from {}",
+                        certificates.cert_path().display()
+                    ),
+                    Err(error) => warn!(
+                        "SIGHUP received: kept the old TLS certificate: {error}"
+                    ),
+                },
+            }
         }
     });
     Ok(async move {

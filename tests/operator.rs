@@ -129,7 +129,10 @@ fn the_deploy_config_listens_everywhere_and_the_unit_fits_it() {
         std::iter::empty(),
     )
     .expect("deploy/actor-chat.toml is a valid config");
-    assert_eq!(settings.bind(), SocketAddr::from(([0, 0, 0, 0], 9999)));
+    assert_eq!(
+        settings.bind(),
+        Some(SocketAddr::from(([0, 0, 0, 0], 9999)))
+    );
 
     let unit = read("deploy/actor-chat.service");
     let limit: usize = unit

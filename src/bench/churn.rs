@@ -51,6 +51,7 @@ pub(crate) async fn run(
         .map(|worker| {
             let cycle = Cycle {
                 addr: options.server,
+                tls: options.tls.clone(),
                 prefix: format!("{}{worker}.", name_prefix(&options.run_id)),
                 stop,
                 deadline,
@@ -134,6 +135,7 @@ fn measure(
 /// One worker's loop.
 struct Cycle {
     addr: std::net::SocketAddr,
+    tls: Option<super::net::BenchTls>,
     /// `bench{run}-{worker}.`; the cycle number completes the name.
     prefix: String,
     stop: Instant,
@@ -154,7 +156,11 @@ impl Cycle {
             name.push_str(&cycle.to_string());
             cycle += 1;
             let began = Instant::now();
-            let Ok(conn) = timeout_at(self.deadline, net::handshake(self.addr, &name, None)).await
+            let Ok(conn) = timeout_at(
+                self.deadline,
+                net::handshake(self.addr, self.tls.as_ref(), &name, None),
+            )
+            .await
             else {
                 break; // the global deadline passed mid-login
             };
@@ -172,7 +178,7 @@ impl Cycle {
 
     /// Sends `exit` and reads until the server closes; true if `bye` came first.
     async fn finish(&self, conn: &mut net::Conn, exit: &[u8]) -> bool {
-        if conn.write.write_all(exit).await.is_err() {
+        if conn.write.write_all(exit).await.is_err() || conn.write.flush().await.is_err() {
             return false;
         }
         let mut bye = false;

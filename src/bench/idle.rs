@@ -96,7 +96,9 @@ async fn release(keepers: Vec<JoinHandle<()>>) {
 async fn keep(mut conn: net::Conn, closed: Arc<AtomicU64>) {
     let pong = Request::Pong.to_line();
     while let Ok(Some(line)) = conn.next_line().await {
-        if &line[..] == b"ping" && conn.write.write_all(&pong).await.is_err() {
+        if &line[..] == b"ping"
+            && (conn.write.write_all(&pong).await.is_err() || conn.write.flush().await.is_err())
+        {
             break;
         }
     }

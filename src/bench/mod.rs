@@ -38,6 +38,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use net::BenchTls;
 pub use report::Report;
 pub use stats::{cpu_time, rss_kib};
 
@@ -72,6 +73,8 @@ pub struct Options {
     pub progress: bool,
     /// Prefix of every user and room name; distinct per run so two runs never collide.
     pub run_id: String,
+    /// Connect over TLS (`--tls`), when set.
+    pub tls: Option<net::BenchTls>,
     /// What to do.
     pub workload: Workload,
 }
@@ -462,6 +465,7 @@ mod tests {
             connect_concurrency: 1,
             progress: false,
             run_id: "t".to_owned(),
+            tls: None,
             workload: Workload::Pairs {
                 clients: 2,
                 traffic: TrafficOptions { pacing, size: 0 },

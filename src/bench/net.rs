@@ -1,24 +1,28 @@
 //! Connecting and logging in, for every workload.
 
 use std::{
-    io,
+    fmt, io,
     net::SocketAddr,
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::BytesMut;
+use rustls::pki_types::ServerName;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{
         tcp::{OwnedReadHalf, OwnedWriteHalf},
         TcpStream,
     },
     time::{sleep, timeout_at, Instant},
 };
+use tokio_rustls::{client::TlsStream, TlsConnector};
 use tokio_util::codec::Decoder;
 
 use super::{progress::Progress, BenchError, Options};
@@ -28,10 +32,111 @@ use crate::codec::{Event, Frame, LineCodec, Request, MAX_SERVER_LINE};
 /// of refusals while the server's accept queue drains, short (about 0.3 s) when nothing listens.
 const CONNECT_ATTEMPTS: u32 = 5;
 
+/// How the tool speaks TLS (`--tls`): the connector, and the name certificates are checked
+/// against — `localhost`, since the tool only ever talks to this machine.
+#[derive(Clone)]
+pub struct BenchTls {
+    pub(crate) connector: TlsConnector,
+    pub(crate) name: ServerName<'static>,
+}
+
+impl BenchTls {
+    /// TLS trusting `ca` (or the system's roots), checking certificates against `name`.
+    pub fn new(ca: Option<&std::path::Path>, name: &str) -> Result<BenchTls, BenchError> {
+        let config =
+            crate::tls::client_config(ca).map_err(|error| BenchError::Usage(error.to_string()))?;
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|_| BenchError::Usage(format!("{name:?} is not a valid server name")))?;
+        Ok(BenchTls {
+            connector: crate::tls::connector(config),
+            name,
+        })
+    }
+}
+
+impl fmt::Debug for BenchTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BenchTls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The read half of a connection, TCP or TLS: an enum rather than a box, so that plain TCP,
+/// the baseline TLS is compared with, costs what it did.
+pub(crate) enum Reader {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// The write half, likewise. TLS may keep bytes the socket did not take: writers flush.
+pub(crate) enum Writer {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Reader::Plain(read) => Pin::new(read).poll_read(cx, buf),
+            Reader::Tls(read) => Pin::new(read).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Plain(write) => Pin::new(write).poll_write(cx, buf),
+            Writer::Tls(write) => Pin::new(write).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Plain(write) => Pin::new(write).poll_write_vectored(cx, bufs),
+            Writer::Tls(write) => Pin::new(write).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Writer::Plain(write) => write.is_write_vectored(),
+            Writer::Tls(write) => write.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Plain(write) => Pin::new(write).poll_flush(cx),
+            Writer::Tls(write) => Pin::new(write).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Plain(write) => Pin::new(write).poll_shutdown(cx),
+            Writer::Tls(write) => Pin::new(write).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A logged-in connection, split so that one task may read while another writes.
 pub(crate) struct Conn {
-    pub(crate) read: OwnedReadHalf,
-    pub(crate) write: OwnedWriteHalf,
+    pub(crate) read: Reader,
+    pub(crate) write: Writer,
     /// Bytes read but not yet framed; may already hold lines that followed the login reply.
     pub(crate) rbuf: BytesMut,
     pub(crate) codec: LineCodec,
@@ -90,15 +195,33 @@ fn retryable(error: &io::Error) -> bool {
 /// (`ok|login|NAME` or `ok|join|ROOM`) has arrived.
 pub(crate) async fn handshake(
     addr: SocketAddr,
+    tls: Option<&BenchTls>,
     name: &str,
     room: Option<&str>,
 ) -> Result<Conn, BenchError> {
     let stream = connect(addr).await?;
-    let (read, mut write) = stream.into_split();
-    write
-        .write_all(&login_requests(name, room))
-        .await
-        .map_err(|error| closed_during_login(name, format!(" ({error})")))?;
+    let (read, mut write) = match tls {
+        None => {
+            let (read, write) = stream.into_split();
+            (Reader::Plain(read), Writer::Plain(write))
+        }
+        Some(tls) => {
+            let stream = tls
+                .connector
+                .connect(tls.name.clone(), stream)
+                .await
+                .map_err(|error| closed_during_login(name, format!(" (TLS: {error})")))?;
+            let (read, write) = tokio::io::split(stream);
+            (Reader::Tls(read), Writer::Tls(write))
+        }
+    };
+    let requests = login_requests(name, room);
+    async {
+        write.write_all(&requests).await?;
+        write.flush().await
+    }
+    .await
+    .map_err(|error| closed_during_login(name, format!(" ({error})")))?;
     let mut conn = Conn {
         read,
         write,
@@ -189,6 +312,7 @@ pub(crate) async fn connect_with_progress(
     });
     connect_all(
         options.server,
+        options.tls.clone(),
         who,
         options.connect_concurrency,
         deadline,
@@ -204,6 +328,7 @@ pub(crate) async fn connect_with_progress(
 /// a one-second retransmit) while still opening thousands of connections a second.
 pub(crate) async fn connect_all(
     addr: SocketAddr,
+    tls: Option<BenchTls>,
     who: Vec<Identity>,
     concurrency: usize,
     deadline: Instant,
@@ -212,6 +337,7 @@ pub(crate) async fn connect_all(
     let wanted = who.len();
     let queue = Arc::new(Queue {
         addr,
+        tls,
         who,
         deadline,
         next: AtomicUsize::new(0),
@@ -246,6 +372,7 @@ pub(crate) async fn connect_all(
 /// The connections [`connect_all`] still has to open, shared by the workers that open them.
 struct Queue {
     addr: SocketAddr,
+    tls: Option<BenchTls>,
     who: Vec<Identity>,
     deadline: Instant,
     /// The index of the next identity to take.
@@ -268,7 +395,12 @@ impl Queue {
             let Some(identity) = self.who.get(i) else {
                 break;
             };
-            let attempt = handshake(self.addr, &identity.name, identity.room.as_deref());
+            let attempt = handshake(
+                self.addr,
+                self.tls.as_ref(),
+                &identity.name,
+                identity.room.as_deref(),
+            );
             match timeout_at(self.deadline, attempt).await {
                 Ok(Ok(conn)) => {
                     opened.push((i, conn));

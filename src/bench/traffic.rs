@@ -27,7 +27,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::tcp::{OwnedReadHalf, OwnedWriteHalf},
     sync::Notify,
     task::JoinHandle,
     time::{interval_at, sleep_until, timeout_at, Instant, Interval, MissedTickBehavior},
@@ -545,7 +544,7 @@ async fn stop(tasks: Vec<JoinHandle<()>>) {
 async fn read_loop(
     shared: Arc<Shared>,
     me: usize,
-    mut read: OwnedReadHalf,
+    mut read: net::Reader,
     mut rbuf: BytesMut,
     mut codec: LineCodec,
 ) {
@@ -563,7 +562,7 @@ async fn read_loop(
 
 /// Reads what has arrived into `rbuf`, growing it first if little room is left; false once
 /// the connection is closed or broken.
-async fn refill(read: &mut OwnedReadHalf, rbuf: &mut BytesMut) -> bool {
+async fn refill(read: &mut net::Reader, rbuf: &mut BytesMut) -> bool {
     if rbuf.capacity() - rbuf.len() < READ_SPARE {
         rbuf.reserve(4 * READ_SPARE);
     }
@@ -794,7 +793,7 @@ fn add(counter: &AtomicU64, n: u64) {
 struct Writer {
     shared: Arc<Shared>,
     me: usize,
-    write: OwnedWriteHalf,
+    write: net::Writer,
     recipient: Recipient,
     padding: Arc<str>,
     deadline: Instant,
@@ -808,7 +807,7 @@ impl Writer {
     fn new(
         shared: Arc<Shared>,
         me: usize,
-        write: OwnedWriteHalf,
+        write: net::Writer,
         recipient: Recipient,
         padding: Arc<str>,
         deadline: Instant,
@@ -920,9 +919,11 @@ impl Writer {
             self.recipient.request(&self.text).encode(&mut self.out);
         }
         self.shared.sent.fetch_add(n, Ordering::AcqRel);
-        matches!(
-            timeout_at(self.deadline, self.write.write_all(&self.out)).await,
-            Ok(Ok(()))
-        )
+        // Flushed for TLS, which may keep what the socket did not take; free for TCP.
+        let write = async {
+            self.write.write_all(&self.out).await?;
+            self.write.flush().await
+        };
+        matches!(timeout_at(self.deadline, write).await, Ok(Ok(())))
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Only parses the command line; the work is in [`actor_chat::bench`].
 
-use std::{io::IsTerminal, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use actor_chat::bench::{self, BenchError, Options, Pacing, TrafficOptions, Workload};
 use clap::{Args, Parser, Subcommand};
@@ -82,6 +82,16 @@ struct Cli {
     /// Print one JSON object on stdout instead of the table, and no progress bar.
     #[arg(long, global = true)]
     json: bool,
+    /// Connect over TLS (to the server's tls.bind port), to compare with plain TCP.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// With --tls: trust the certificate(s) in this PEM file (a self-signed server's) instead
+    /// of the system's trust store.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// With --tls: the name the server's certificate is checked against.
+    #[arg(long, global = true, value_name = "HOST", default_value = "localhost")]
+    tls_name: String,
 }
 
 #[derive(Subcommand)]
@@ -172,6 +182,10 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, BenchError> {
 }
 
 fn options(cli: Cli) -> Result<Options, BenchError> {
+    let tls = match (cli.tls, &cli.ca) {
+        (false, _) => None,
+        (true, ca) => Some(bench::BenchTls::new(ca.as_deref(), &cli.tls_name)?),
+    };
     let workload = match cli.mode {
         Mode::Pairs { clients, traffic } => Workload::Pairs {
             clients,
@@ -203,6 +217,7 @@ fn options(cli: Cli) -> Result<Options, BenchError> {
         connect_concurrency: cli.concurrency,
         progress: !cli.json && std::io::stderr().is_terminal(),
         run_id: cli.run_id.unwrap_or_else(bench::default_run_id),
+        tls,
         workload,
     })
 }

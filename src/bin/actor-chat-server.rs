@@ -1,9 +1,22 @@
 //! `actor-chat-server [--config PATH]`: runs the chat server until SIGINT or SIGTERM.
+//! `actor-chat-server gen-cert --out DIR`: writes a self-signed certificate for trying TLS.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    fs,
+    io::{self, Write},
+    net::SocketAddr,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use actor_chat::{config::Settings, server, signal};
-use clap::Parser;
+use actor_chat::{
+    config::Settings,
+    server::{self, Listeners},
+    signal,
+    tls::{self, Certificates},
+};
+use clap::{Parser, Subcommand};
 use log::{info, warn};
 
 /// Exit status for a configuration the server refuses.
@@ -25,6 +38,25 @@ struct Args {
     /// also be set in the environment as CHAT__SECTION__KEY, which wins over the file.
     #[arg(long, short, value_name = "PATH")]
     config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes a self-signed certificate and key (DIR/cert.pem, DIR/key.pem) for trying TLS
+    /// out, and prints how to use them. Clients must be given the certificate (--ca), since
+    /// nobody else vouches for it; for real use, get one from a certificate authority.
+    GenCert {
+        /// The folder to write into (created if need be); existing files are not overwritten.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A host name or IP address the certificate is for; repeat for more. Clients check
+        /// it against the HOST they connect to. Default: localhost, 127.0.0.1 and ::1.
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+    },
 }
 
 /// What `-h` says first: what the binary is, and where it listens unless told otherwise.
@@ -41,7 +73,8 @@ fn long_about() -> String {
     format!(
         "actor-chat-server: the actor-chat text chat server. It accepts TCP connections from \
          actor-chat-client, nc or any program speaking its line protocol (docs/PROTOCOL.md), \
-         and runs until SIGINT or SIGTERM.\n\
+         and, with tls.bind, tls.cert and tls.key set, TLS connections on a port of their own \
+         (SIGHUP reloads the certificate); it runs until SIGINT or SIGTERM.\n\
          \n\
          Configuration: --config PATH reads a TOML file (config/default.toml in the source \
          documents every key); without --config, the built-in defaults apply. Every key can \
@@ -57,7 +90,12 @@ fn long_about() -> String {
 /// the defaults themselves so that the help cannot drift from them.
 fn defaults() -> (String, usize) {
     match Settings::builder().build() {
-        Ok(settings) => (settings.bind().to_string(), settings.max_connections()),
+        Ok(settings) => (
+            settings
+                .bind()
+                .map_or_else(|| "no plain port".to_owned(), |bind| bind.to_string()),
+            settings.max_connections(),
+        ),
         Err(_) => ("127.0.0.1:9999".to_owned(), 10_000), // the defaults are always valid
     }
 }
@@ -65,8 +103,10 @@ fn defaults() -> (String, usize) {
 const EXIT_STATUS: &str = "\
 Exit status:
   0    stopped cleanly: SIGINT or SIGTERM, every client told bye|shutdown
-  1    cannot listen on server.bind (in use, not this machine's, or a port below 1024)
-  2    bad configuration: the message names the key, or the --config file is missing
+  1    cannot listen on server.bind or tls.bind (in use, not this machine's, or a port below
+       1024); for gen-cert, cannot write the files
+  2    bad configuration: the message names the key (tls.cert and tls.key included), or the
+       --config file is missing
   130  a second SIGINT or SIGTERM cut the graceful shutdown short";
 
 /// The start-up warning for a descriptor limit too low for `max_connections`: what it means
@@ -84,8 +124,19 @@ fn descriptor_advice(limit: u64, max_connections: usize) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::GenCert { out, names }) = args.command {
+        return gen_cert(args.config.as_deref(), &out, names);
+    }
     let settings = match Settings::load(args.config.as_deref()) {
         Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("actor-chat-server: {error}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    // Before anything listens: a certificate that will not load is a configuration mistake.
+    let certificates = match settings.tls().map(Certificates::load).transpose() {
+        Ok(certificates) => certificates,
         Err(error) => {
             eprintln!("actor-chat-server: {error}");
             return ExitCode::from(BAD_CONFIG);
@@ -105,30 +156,168 @@ fn main() -> ExitCode {
     }
 
     let bind = settings.bind();
+    let tls_bind = settings.tls().map(|tls| tls.bind);
     actix_rt::System::new().block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(bind).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                eprintln!("actor-chat-server: cannot listen on {bind}: {error}");
-                return ExitCode::FAILURE;
+        let mut listeners = Listeners::default();
+        if let Some(bind) = bind {
+            match listen(bind).await {
+                Some(listener) => listeners.plain = Some(listener),
+                None => return ExitCode::FAILURE,
             }
-        };
-        let shutdown = match signal::shutdown_requested() {
+        }
+        if let (Some(bind), Some(certificates)) = (tls_bind, &certificates) {
+            match listen(bind).await {
+                Some(listener) => listeners.tls = Some((listener, certificates.clone())),
+                None => return ExitCode::FAILURE,
+            }
+        }
+        let shutdown = match signal::shutdown_requested(certificates) {
             Ok(shutdown) => shutdown,
             Err(error) => {
                 eprintln!("actor-chat-server: cannot handle signals: {error}");
                 return ExitCode::FAILURE;
             }
         };
-        match listener.local_addr() {
-            Ok(addr) => info!("listening on {addr}"),
-            Err(error) => warn!("listening, but the bound address is unknown: {error}"),
+        // Tests and scripts read the ports from these lines: keep their form.
+        if let Some(listener) = &listeners.plain {
+            match listener.local_addr() {
+                Ok(addr) => info!("listening on {addr}"),
+                Err(error) => warn!("listening, but the bound address is unknown: {error}"),
+            }
         }
-        if let Err(error) = server::run(settings, listener, shutdown).await {
-            eprintln!("actor-chat-server: cannot serve on {bind}: {error}");
+        if let Some((listener, _)) = &listeners.tls {
+            match listener.local_addr() {
+                Ok(addr) => info!("listening on {addr} (tls)"),
+                Err(error) => warn!("listening for TLS, but the bound address is unknown: {error}"),
+            }
+        }
+        if let Err(error) = server::run(settings, listeners, shutdown).await {
+            eprintln!("actor-chat-server: cannot serve: {error}");
             return ExitCode::FAILURE;
         }
         info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// A listener on `bind`, or `None` after saying why there is none.
+async fn listen(bind: SocketAddr) -> Option<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(bind).await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            eprintln!("actor-chat-server: cannot listen on {bind}: {error}");
+            None
+        }
+    }
+}
+
+/// `gen-cert`: writes `out/cert.pem` and `out/key.pem` (the key readable by its owner only) and
+/// says how to use them.
+fn gen_cert(config: Option<&Path>, out: &Path, names: Vec<String>) -> ExitCode {
+    let names = if names.is_empty() {
+        vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ]
+    } else {
+        names
+    };
+    let (cert, key) = match tls::self_signed(&names) {
+        Ok(pair) => pair,
+        Err(error) => {
+            eprintln!("actor-chat-server: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cert_path = out.join("cert.pem");
+    let key_path = out.join("key.pem");
+    // Both or neither: a new key beside an old certificate would match nothing.
+    if let Some(existing) = [&cert_path, &key_path]
+        .into_iter()
+        .find(|path| path.exists())
+    {
+        eprintln!(
+            "actor-chat-server: {} already exists; remove it or choose another --out",
+            existing.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let written = fs::create_dir_all(out)
+        .and_then(|()| write_new(&key_path, key.as_bytes(), 0o600))
+        .and_then(|()| write_new(&cert_path, cert.as_bytes(), 0o644));
+    if let Err(error) = written {
+        eprintln!(
+            "actor-chat-server: cannot write the certificate into {}: {error}",
+            out.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    // Absolute paths, so the advice holds wherever the server is started from.
+    let absolute = |path: &Path| {
+        std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_owned())
+            .display()
+            .to_string()
+    };
+    let (cert_path, key_path) = (absolute(&cert_path), absolute(&key_path));
+    // The TLS port next to the plain one the config has, if it can be read.
+    let host = config
+        .and_then(|config| Settings::load(Some(config)).ok())
+        .unwrap_or_default()
+        .bind()
+        .map_or_else(|| "127.0.0.1".to_owned(), |bind| bind.ip().to_string());
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let first = names.first().cloned().unwrap_or_default();
+    let client_host = if first.contains(':') {
+        format!("[{first}]")
+    } else {
+        first
+    };
+    println!(
+        "Wrote a self-signed certificate for {} to {cert_path}\n\
+         and its private key (mode 0600) to {key_path}.\n\
+         \n\
+         Turn TLS on in the server's config file:\n\
+         \n\
+         [tls]\n\
+         bind = \"{host}:9443\"\n\
+         cert = \"{cert_path}\"\n\
+         key = \"{key_path}\"\n\
+         \n\
+         (or CHAT__TLS__BIND={host}:9443 CHAT__TLS__CERT={cert_path} CHAT__TLS__KEY={key_path}),\n\
+         and point the client at it with the certificate as its trust root:\n\
+         \n\
+         actor-chat-client NAME --tls --server {client_host}:9443 --ca {cert_path}\n\
+         \n\
+         The client checks the HOST in --server against the certificate's names.",
+        names.join(", ")
+    );
+    let _ = io::stdout().flush();
+    ExitCode::SUCCESS
+}
+
+/// Writes `bytes` to a new file at `path` with `mode`; an existing file is left alone.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|error| {
+            if error.kind() == io::ErrorKind::AlreadyExists {
+                io::Error::new(
+                    error.kind(),
+                    format!("{} already exists (remove it first)", path.display()),
+                )
+            } else {
+                error
+            }
+        })?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }

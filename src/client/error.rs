@@ -19,6 +19,10 @@ pub(crate) enum ClientError {
     Runtime(io::Error),
     #[error("cannot connect to {server}: {reason}")]
     Connect { server: String, reason: String },
+    #[error("cannot connect to {server} over TLS: {reason}")]
+    Tls { server: String, reason: String },
+    #[error("the certificate of {server} is not accepted: {reason}")]
+    Certificate { server: String, reason: String },
     #[error("no answer from {0} to the login")]
     LoginTimeout(String),
     #[error("the name \"{0}\" is already taken")]

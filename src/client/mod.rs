@@ -56,6 +56,16 @@ pub struct Options {
     pub name: String,
     /// `HOST:PORT` of the chat server.
     pub server: String,
+    /// Connect over TLS, when set.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How the client speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsOptions {
+    /// Trust the certificates in this PEM file (a self-signed server's) instead of the system's
+    /// trust store.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// What the user typed: one line, or several from a paste.

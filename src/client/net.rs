@@ -10,11 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use tokio::{
-    io::AsyncWriteExt,
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpStream,
-    },
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf},
+    net::TcpStream,
     sync::mpsc,
     time::Instant,
 };
@@ -26,9 +23,10 @@ use super::{
     input::{parse_input, Action, HELP},
     render::{describe_error, render_event, sanitize},
     terminal::Output,
-    Ending, Options, Typed,
+    Ending, Options, TlsOptions, Typed,
 };
 use crate::codec::{ErrorKind, Event, Frame, LineCodec, Request, MAX_SERVER_LINE};
+use crate::tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that accepts the connection but never answers the login is not a chat server.
@@ -44,8 +42,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// lines keep being read, so a slow server cannot stall the display.
 const OUTBOUND_QUEUE: usize = 256;
 
+/// A byte stream to the server: TCP, or TLS over TCP.
+pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for S {}
+
+/// The connection, whichever it is: boxed, since one client has one or two connections in its
+/// life and the indirection costs nothing it would notice.
+type Stream = Box<dyn ByteStream>;
+
+/// The half of the connection requests are written to.
+pub(crate) type Writer = WriteHalf<Stream>;
+
 /// Server lines, split and bounded by the codec.
-pub(crate) type Reader = FramedRead<OwnedReadHalf, LineCodec>;
+pub(crate) type Reader = FramedRead<ReadHalf<Stream>, LineCodec>;
 
 /// Connects to the server and logs in; returns the connection and the name the server
 /// confirmed. Both steps are bounded in time, so a wrong address fails rather than hangs.
@@ -62,7 +71,11 @@ pub(crate) async fn connect_and_login(options: &Options) -> Result<Connection, C
     };
     // Chat lines are small and interactive: don't let Nagle hold them back.
     let _ = stream.set_nodelay(true);
-    let (read_half, mut writer) = stream.into_split();
+    let stream: Stream = match &options.tls {
+        None => Box::new(stream),
+        Some(tls) => Box::new(handshake(stream, server, tls).await?),
+    };
+    let (read_half, mut writer) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read_half, LineCodec::new(MAX_SERVER_LINE));
     let login = login(&mut reader, &mut writer, &options.name);
     match tokio::time::timeout(LOGIN_TIMEOUT, login).await {
@@ -76,17 +89,81 @@ pub(crate) async fn connect_and_login(options: &Options) -> Result<Connection, C
     }
 }
 
+/// The TLS handshake, checking the certificate against the HOST of `server`; bounded like the
+/// connect. A certificate that does not verify is [`ClientError::Certificate`].
+async fn handshake(
+    stream: TcpStream,
+    server: &str,
+    tls: &TlsOptions,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    let tls_error = |reason: String| ClientError::Tls {
+        server: server.to_owned(),
+        reason,
+    };
+    let config = tls::client_config(tls.ca.as_deref()).map_err(|err| tls_error(err.to_string()))?;
+    let name = tls::server_name(server).map_err(|err| tls_error(err.to_string()))?;
+    let handshake = tls::connector(config).connect(name, stream);
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(err)) => {
+            // rustls says why in the inner error: a certificate it does not trust is the
+            // one mistake worth its own sentence.
+            let inner = err
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+            match inner {
+                Some(rustls::Error::InvalidCertificate(why)) => Err(ClientError::Certificate {
+                    server: server.to_owned(),
+                    reason: describe_certificate_error(why),
+                }),
+                Some(other) => Err(tls_error(other.to_string())),
+                None => Err(tls_error(describe_io(&err))),
+            }
+        }
+        Err(_) => Err(tls_error("the TLS handshake timed out".to_owned())),
+    }
+}
+
+/// Why a certificate was refused, in words rather than as rustls's debug names.
+fn describe_certificate_error(error: &rustls::CertificateError) -> String {
+    match error {
+        // A bad signature: signed by another key than the one trusted (another self-signed
+        // certificate of the same name, say).
+        rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature => {
+            "it is not signed by an authority this machine trusts (for a self-signed \
+             certificate, give it with --ca FILE)"
+                .to_owned()
+        }
+        rustls::CertificateError::NotValidForName
+        | rustls::CertificateError::NotValidForNameContext { .. } => {
+            "it is for another host name (the HOST in --server must be one of its names)".to_owned()
+        }
+        rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+            "it has expired".to_owned()
+        }
+        rustls::CertificateError::NotValidYet
+        | rustls::CertificateError::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
+        // The rest (a signature algorithm no trusted certificate can check, a revoked or
+        // malformed certificate…) come down to the same advice; rustls's own words are debug
+        // names, not a sentence.
+        _ => "it does not verify against the trusted certificates (for a self-signed \
+              certificate, give it with --ca FILE)"
+            .to_owned(),
+    }
+}
+
 /// Returns the name the server confirmed. Events that follow `ok|login` (the initial online
 /// list) stay buffered in `reader` for the session.
 async fn login(
     reader: &mut Reader,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Writer,
     name: &str,
 ) -> Result<String, ClientError> {
     writer
         .write_all(&encode(Request::Login { name }))
         .await
         .map_err(ClientError::Lost)?;
+    writer.flush().await.map_err(ClientError::Lost)?;
     loop {
         let line = match reader.next().await {
             Some(Ok(Frame::Line(line))) => line,
@@ -96,10 +173,13 @@ async fn login(
         };
         match Event::parse(&line) {
             Ok(Event::LoggedIn(name)) => return Ok(name.to_owned()),
-            Ok(Event::Ping) => writer
-                .write_all(&encode(Request::Pong))
-                .await
-                .map_err(ClientError::Lost)?,
+            Ok(Event::Ping) => {
+                writer
+                    .write_all(&encode(Request::Pong))
+                    .await
+                    .map_err(ClientError::Lost)?;
+                writer.flush().await.map_err(ClientError::Lost)?;
+            }
             Ok(Event::Error(ErrorKind::NameTaken, name)) => {
                 return Err(ClientError::NameTaken(name.to_owned()))
             }
@@ -147,7 +227,7 @@ pub(crate) fn take_greeting(connection: &mut Connection, chat: &mut Chat) -> Vec
 /// A connection that got past the login.
 pub(crate) struct Connection {
     pub(crate) reader: Reader,
-    pub(crate) writer: OwnedWriteHalf,
+    pub(crate) writer: Writer,
     /// The name the server confirmed.
     pub(crate) name: String,
 }
@@ -306,12 +386,14 @@ pub(crate) async fn reconnect(
                     .write_all(&rejoin)
                     .await
                     .map_err(ClientError::Lost)?;
+                connection.writer.flush().await.map_err(ClientError::Lost)?;
                 return Ok(Some(connection));
             }
             Err(
                 err @ (ClientError::NameTaken(_)
                 | ClientError::NameRefused(_)
-                | ClientError::LoginRefused(_)),
+                | ClientError::LoginRefused(_)
+                | ClientError::Certificate { .. }),
             ) => return Err(ClientError::Relogin(Box::new(err))),
             Err(err) => output.line(&format!("! {err}")),
         }
@@ -368,9 +450,10 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// The writer task: sends queued requests in order until the queue closes or the socket fails.
-async fn write_requests(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>) {
+async fn write_requests(mut writer: Writer, mut queue: mpsc::Receiver<Bytes>) {
     while let Some(bytes) = queue.recv().await {
-        if writer.write_all(&bytes).await.is_err() {
+        // Flushed, for TLS, which may keep bytes the socket did not take at once.
+        if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
             // The reader sees the same broken connection and ends the session.
             break;
         }

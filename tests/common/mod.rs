@@ -69,7 +69,7 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on its own worker threads and a loopback listener, as in production.
     pub async fn start(settings: Settings) -> TestServer {
-        let listener = TcpListener::bind(settings.bind())
+        let listener = TcpListener::bind(settings.bind().expect("the tests listen on plain TCP"))
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");

@@ -14,7 +14,10 @@ pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
 /// A running `actor-chat-server`, killed when dropped.
 pub struct ServerProcess {
     child: Child,
+    /// The plain port (`listening on ADDR`); unset (port 0) when the server has none.
     pub addr: SocketAddr,
+    /// The TLS port (`listening on ADDR (tls)`), once seen; see [`ServerProcess::tls_addr`].
+    tls: Option<SocketAddr>,
     log: Receiver<String>,
 }
 
@@ -55,18 +58,30 @@ impl ServerProcess {
         let mut server = ServerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
             log,
         };
         let line = server
             .wait_for_log("listening on ")
             .expect("the server logs its address");
-        let addr = line
-            .rsplit("listening on ")
-            .next()
-            .and_then(|addr| addr.trim().parse().ok())
-            .expect("a socket address after 'listening on'");
-        server.addr = addr;
+        // The plain port is logged first; a server without one logs only its TLS port.
+        match line.strip_suffix(" (tls)") {
+            Some(line) => server.tls = Some(address_in(line)),
+            None => server.addr = address_in(&line),
+        }
         server
+    }
+
+    /// The TLS port, from `listening on ADDR (tls)` (which follows the plain port's line).
+    pub fn tls_addr(&mut self) -> SocketAddr {
+        if self.tls.is_none() {
+            let line = self
+                .wait_for_log(" (tls)")
+                .expect("the server logs its TLS address");
+            let line = line.strip_suffix(" (tls)").unwrap_or(&line).to_owned();
+            self.tls = Some(address_in(&line));
+        }
+        self.tls.expect("set above")
     }
 
     /// How many of the log lines printed so far (and not yet waited for) contain `needle`.
@@ -115,6 +130,14 @@ impl ServerProcess {
     pub fn wait_exit(&mut self) -> Option<ExitStatus> {
         wait_with_deadline(&mut self.child, PROCESS_TIMEOUT)
     }
+}
+
+/// The socket address at the end of a `listening on ADDR` line.
+fn address_in(line: &str) -> SocketAddr {
+    line.rsplit("listening on ")
+        .next()
+        .and_then(|addr| addr.trim().parse().ok())
+        .expect("a socket address after 'listening on'")
 }
 
 /// Waits up to `timeout` for `child` to exit; `None` if it is still running then (the caller
