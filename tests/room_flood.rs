@@ -164,7 +164,7 @@ async fn a_room_flood_cuts_off_no_client_that_reads_and_memory_stays_in_budget()
     }
     // Non-readers: how many the server has given up on by now, as its log tells.
     drop(non_readers);
-    let non_readers_cut = server.count_in_log("cut off: too slow");
+    let non_readers_cut = server.count_in_log("cut off: too slow", NON_READERS);
     latencies.sort_unstable();
     let at = |q: f64| {
         latencies

@@ -84,12 +84,19 @@ impl ServerProcess {
         self.tls.expect("set above")
     }
 
-    /// How many of the log lines printed so far (and not yet waited for) contain `needle`.
-    pub fn count_in_log(&mut self, needle: &str) -> usize {
-        self.log
-            .try_iter()
-            .filter(|line| line.contains(needle))
-            .count()
+    /// Counts the log lines from now on that contain `needle`, until there are `enough` of
+    /// them or none has come for a second; returns the count. (The log is read by a thread
+    /// of its own, so lines the server has printed may not have been read yet.)
+    pub fn count_in_log(&mut self, needle: &str, enough: usize) -> usize {
+        let mut count = 0;
+        while count < enough {
+            match self.log.recv_timeout(Duration::from_secs(1)) {
+                Ok(line) if line.contains(needle) => count += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        count
     }
 
     pub fn pid(&self) -> u32 {
