@@ -30,6 +30,7 @@ use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::Arc,
     task::{Context as TaskContext, Poll},
     time::Duration,
 };
@@ -37,10 +38,7 @@ use std::{
 use actix::prelude::*;
 use bytes::BytesMut;
 use futures_util::{ready, Stream};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    sync::oneshot,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::FramedRead;
 
 use crate::{
@@ -114,7 +112,7 @@ impl Connection {
         reader: R,
         writer: W,
         max_line_bytes: usize,
-        outbound: outbox::Limits,
+        outbound: Arc<outbox::Limits>,
         ctx: &mut Context<A>,
     ) -> Connection
     where
@@ -125,16 +123,14 @@ impl Connection {
         let (outbox, outbox_writer) = outbox::outbox(outbound);
         // The writer is a task of its own, not a future of the actor: while the actor waits
         // (`ctx.wait`), its own futures are not polled, and output must keep flowing regardless.
-        let (written, writer_end) = oneshot::channel();
-        actix_rt::spawn(async move {
-            let _ = written.send(outbox_writer.run(writer).await);
-        });
+        // Its end is left in the outbox, where `Inputs` looks for it.
+        actix_rt::spawn(outbox_writer.run(writer));
         // No buffer yet: `LineStream` sizes it when there is input to read.
         let codec = LineCodec::new(max_line_bytes);
         let lines = LineStream(FramedRead::with_capacity(reader, codec, 0));
         ctx.add_stream(Inputs {
             lines: Some(lines),
-            written: Some(writer_end),
+            written: Some(outbox.clone()),
             since_written_polled: 0,
         });
         Connection { outbox }
@@ -181,7 +177,8 @@ impl Drop for Connection {
 /// only when no line is ready, or every [`WRITTEN_EVERY`] lines, instead of around each one.
 struct Inputs<R> {
     lines: Option<LineStream<R>>,
-    written: Option<oneshot::Receiver<WriterEnd>>,
+    /// The outbox, until its writer's end has been reported.
+    written: Option<Outbox>,
     /// Lines yielded since the writer's end was last polled.
     since_written_polled: u32,
 }
@@ -192,15 +189,11 @@ const WRITTEN_EVERY: u32 = 32;
 impl<R: AsyncRead + Unpin> Inputs<R> {
     fn poll_written(&mut self, cx: &mut TaskContext<'_>) -> Poll<Input> {
         self.since_written_polled = 0;
-        let Some(written) = self.written.as_mut() else {
+        let Some(outbox) = self.written.as_ref() else {
             return Poll::Pending;
         };
-        let end = ready!(Pin::new(written).poll(cx));
+        let end = ready!(outbox.poll_writer_end(cx));
         self.written = None;
-        // The task only drops its sender without a word if it panicked.
-        let end = end.unwrap_or_else(|_| {
-            WriterEnd::Failed(io::Error::other("the connection's writer stopped"))
-        });
         Poll::Ready(Input::Written(end))
     }
 }

@@ -164,8 +164,9 @@ pub(crate) struct Limits {
     pub(crate) budget: Arc<Budget>,
 }
 
-/// Creates the two ends for one connection.
-pub(crate) fn outbox(limits: Limits) -> (Outbox, OutboxWriter) {
+/// Creates the two ends for one connection. The limits are shared by every connection of a
+/// server (one pointer each, not a copy: idle connections are counted in bytes).
+pub(crate) fn outbox(limits: Arc<Limits>) -> (Outbox, OutboxWriter) {
     let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
         let key = limits.budget.queues().insert(weak.clone());
         Shared {
@@ -179,6 +180,8 @@ pub(crate) fn outbox(limits: Limits) -> (Outbox, OutboxWriter) {
                 over_cap_since: None,
                 state: State::Open,
                 writer: None,
+                end: None,
+                watcher: None,
             }),
         }
     });
@@ -188,6 +191,7 @@ pub(crate) fn outbox(limits: Limits) -> (Outbox, OutboxWriter) {
         own: BytesMut::new(),
         at_line_start: true,
         stall: None,
+        end: None,
     };
     (Outbox { shared }, writer)
 }
@@ -204,7 +208,7 @@ pub(crate) struct Outbox {
 }
 
 struct Shared {
-    limits: Limits,
+    limits: Arc<Limits>,
     /// This queue's place in the budget's list.
     key: usize,
     queue: Mutex<Queue>,
@@ -226,6 +230,10 @@ struct Queue {
     state: State,
     /// The writer's waker, when it waits for bytes or for the socket.
     writer: Option<Waker>,
+    /// How the writer ended, once it has, for [`Outbox::poll_writer_end`].
+    end: Option<WriterEnd>,
+    /// Whoever waits for the writer's end.
+    watcher: Option<Waker>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,6 +418,20 @@ impl Outbox {
         abort(&self.shared, reason);
     }
 
+    /// How the writer ended, once it has (ready once). The connection's owner learns it this
+    /// way rather than through a channel of its own, which would cost every connection another
+    /// allocation.
+    pub(crate) fn poll_writer_end(&self, cx: &mut Context<'_>) -> Poll<WriterEnd> {
+        let mut queue = self.shared.lock();
+        match queue.end.take() {
+            Some(end) => Poll::Ready(end),
+            None => {
+                register(&mut queue.watcher, cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
     /// Whether sends to this connection now fail.
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.lock().state != State::Open
@@ -423,14 +445,14 @@ impl Outbox {
 }
 
 /// How a connection's writer ended.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum WriterEnd {
     /// Closed gracefully: everything queued was written and the write side shut down.
     Closed,
     /// Aborted, e.g. too slow; the queue was dropped.
     Aborted(ByeReason),
     /// The socket failed (the peer reset the connection, …).
-    Failed(io::Error),
+    Failed(Arc<io::Error>),
 }
 
 /// Drains one connection's [`Outbox`] into its socket.
@@ -446,13 +468,18 @@ pub(crate) struct OutboxWriter {
     at_line_start: bool,
     /// While the client owes more than the cap and its socket is full: the end of its grace.
     stall: Option<Pin<Box<Sleep>>>,
+    /// How it ended, handed to the outbox when the writer is dropped.
+    end: Option<WriterEnd>,
 }
 
 impl OutboxWriter {
-    /// Writes until the outbox is closed or aborted, or the socket fails.
+    /// Writes until the outbox is closed or aborted, or the socket fails; the outcome is also
+    /// left for [`Outbox::poll_writer_end`].
     pub(crate) async fn run<W: AsyncWrite + Unpin>(mut self, mut sink: W) -> WriterEnd {
-        poll_fn(|cx| self.poll_drive(cx, &mut sink)).await
-        // Dropping `self` marks the outbox finished.
+        let end = poll_fn(|cx| self.poll_drive(cx, &mut sink)).await;
+        self.end = Some(end.clone());
+        end
+        // Dropping `self` marks the outbox finished and hands over the end.
     }
 
     fn poll_drive<W: AsyncWrite + Unpin>(
@@ -480,7 +507,7 @@ impl OutboxWriter {
                             drop(queue);
                             return Pin::new(sink).poll_shutdown(cx).map(|result| match result {
                                 Ok(()) => WriterEnd::Closed,
-                                Err(error) => WriterEnd::Failed(error),
+                                Err(error) => WriterEnd::Failed(Arc::new(error)),
                             });
                         }
                         register(&mut queue.writer, cx.waker());
@@ -495,7 +522,9 @@ impl OutboxWriter {
                         // must send it before the writer sleeps, or it would wait for the next
                         // line. For TCP this does nothing; if it is pending, the socket wakes us.
                         return match Pin::new(sink).poll_flush(cx) {
-                            Poll::Ready(Err(error)) => Poll::Ready(WriterEnd::Failed(error)),
+                            Poll::Ready(Err(error)) => {
+                                Poll::Ready(WriterEnd::Failed(Arc::new(error)))
+                            }
                             Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
                         };
                     }
@@ -509,13 +538,15 @@ impl OutboxWriter {
             match self.poll_write_some(cx, sink, budget) {
                 Poll::Pending => return self.poll_stall(cx),
                 Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(WriterEnd::Failed(io::ErrorKind::WriteZero.into()))
+                    return Poll::Ready(WriterEnd::Failed(Arc::new(
+                        io::ErrorKind::WriteZero.into(),
+                    )))
                 }
                 Poll::Ready(Ok(written)) => {
                     budget = budget.saturating_sub(written);
                     self.advance(written);
                 }
-                Poll::Ready(Err(error)) => return Poll::Ready(WriterEnd::Failed(error)),
+                Poll::Ready(Err(error)) => return Poll::Ready(WriterEnd::Failed(Arc::new(error))),
             }
         }
         // Plenty written in one go: let the other connections on this thread have a turn.
@@ -647,6 +678,17 @@ impl Drop for OutboxWriter {
         queue.owed = 0;
         queue.over_cap_since = None;
         queue.settle(&self.shared.limits.budget);
+        // Dropped without an end: its task panicked, or its thread stopped.
+        queue.end = Some(self.end.take().unwrap_or_else(|| {
+            WriterEnd::Failed(Arc::new(io::Error::other(
+                "the connection's writer stopped",
+            )))
+        }));
+        let watcher = queue.watcher.take();
+        drop(queue);
+        if let Some(watcher) = watcher {
+            watcher.wake();
+        }
     }
 }
 
@@ -666,12 +708,12 @@ mod tests {
 
     const GRACE: Duration = Duration::from_secs(5);
 
-    fn limits(cap: usize, budget: usize) -> Limits {
-        Limits {
+    fn limits(cap: usize, budget: usize) -> Arc<Limits> {
+        Arc::new(Limits {
             cap,
             grace: GRACE,
             budget: Budget::new(budget),
-        }
+        })
     }
 
     fn outbox_of(cap: usize) -> (Outbox, OutboxWriter) {

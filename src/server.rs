@@ -122,11 +122,11 @@ impl Server {
             workers,
             context: Arc::new(SessionContext {
                 server: chat.clone(),
-                outbound: outbox::Limits {
+                outbound: Arc::new(outbox::Limits {
                     cap: settings.limits.max_outbound_bytes,
                     grace: settings.limits.slow_reader_grace,
                     budget: Budget::new(settings.limits.max_total_outbound_bytes),
-                },
+                }),
                 pending: PendingLogins::new(settings.limits.max_pending_logins),
                 settings,
                 shutdown: stop.clone(),

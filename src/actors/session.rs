@@ -56,7 +56,7 @@ pub(crate) struct SessionContext {
     pub(crate) server: Addr<ChatServer>,
     pub(crate) settings: Settings,
     /// How every session's outbox judges its client, and the budget they share.
-    pub(crate) outbound: outbox::Limits,
+    pub(crate) outbound: Arc<outbox::Limits>,
     pub(crate) pending: PendingLogins,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
