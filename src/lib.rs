@@ -15,3 +15,4 @@ pub(crate) mod flood;
 pub(crate) mod outbox;
 pub mod server;
 pub mod signal;
+pub mod store;

@@ -2,7 +2,11 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use actor_chat::{config::Settings, server, signal};
+use actor_chat::{
+    config::Settings,
+    server, signal,
+    store::{StoreError, StoreHandle},
+};
 use clap::Parser;
 use log::{info, warn};
 
@@ -65,8 +69,10 @@ fn defaults() -> (String, usize) {
 const EXIT_STATUS: &str = "\
 Exit status:
   0    stopped cleanly: SIGINT or SIGTERM, every client told bye|shutdown
-  1    cannot listen on server.bind (in use, not this machine's, or a port below 1024)
-  2    bad configuration: the message names the key, or the --config file is missing
+  1    cannot listen on server.bind (in use, not this machine's, or a port below 1024), or
+       cannot open the store (store.url)
+  2    bad configuration: the message names the key, or the --config file is missing; or
+       the store's database was made by a newer actor-chat
   130  a second SIGINT or SIGTERM cut the graceful shutdown short";
 
 /// The start-up warning for a descriptor limit too low for `max_connections`: what it means
@@ -106,6 +112,19 @@ fn main() -> ExitCode {
 
     let bind = settings.bind();
     actix_rt::System::new().block_on(async move {
+        // Before listening: a server that cannot keep what it promised to keep should not
+        // start taking messages.
+        let store = match StoreHandle::start(settings.store()).await {
+            Ok(store) => store,
+            Err(error @ StoreError::Newer { .. }) => {
+                eprintln!("actor-chat-server: {error}");
+                return ExitCode::from(BAD_CONFIG);
+            }
+            Err(error) => {
+                eprintln!("actor-chat-server: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
         let listener = match tokio::net::TcpListener::bind(bind).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -124,7 +143,7 @@ fn main() -> ExitCode {
             Ok(addr) => info!("listening on {addr}"),
             Err(error) => warn!("listening, but the bound address is unknown: {error}"),
         }
-        if let Err(error) = server::run(settings, listener, shutdown).await {
+        if let Err(error) = server::run(settings, store, listener, shutdown).await {
             eprintln!("actor-chat-server: cannot serve on {bind}: {error}");
             return ExitCode::FAILURE;
         }
