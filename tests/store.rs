@@ -269,3 +269,44 @@ async fn the_handle_writes_behind_and_history_sees_what_was_queued() {
     assert!(stats.batches >= 3, "at most 1000 a batch: {stats:?}");
     handle.stop(Duration::from_secs(10)).await;
 }
+
+/// Past `store.max_backlog` waiting messages, `keep` drops and counts instead of waiting: here
+/// the database is locked by another connection, so nothing can be written meanwhile.
+#[actix_rt::test]
+async fn a_full_backlog_drops_and_counts_rather_than_waits() {
+    let dir = TempDir::new("backlog");
+    let path = dir.0.join("chat.db");
+    let url = format!("sqlite://{}", path.display());
+    let settings = actor_chat::config::Settings::builder()
+        .set("store.url", &url)
+        .set("store.max_backlog", 10)
+        .build()
+        .expect("settings");
+    let handle = actor_chat::store::StoreHandle::start(settings.store())
+        .await
+        .expect("open")
+        .expect("a store");
+    let mut lock = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("a second connection");
+    lock.execute("BEGIN IMMEDIATE")
+        .await
+        .expect("take the write lock");
+    let started = std::time::Instant::now();
+    for i in 0..100 {
+        handle.keep(say("r", "a", &format!("m{i}")));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "keep never waits"
+    );
+    lock.execute("ROLLBACK").await.expect("release the lock");
+    assert!(
+        handle.flush(Duration::from_secs(10)).await,
+        "the writer answers"
+    );
+    let stats = handle.stats();
+    assert_eq!(stats.written + stats.dropped, 100, "{stats:?}");
+    assert!(stats.dropped >= 90, "at most 10 waited: {stats:?}");
+    handle.stop(Duration::from_secs(10)).await;
+}

@@ -45,6 +45,11 @@ const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 enum Command {
     Write(NewMessage),
+    Ask(Request),
+}
+
+/// What the writer does between batches: everything queued before it is written first.
+enum Request {
     History {
         conversation: Conversation,
         limit: u32,
@@ -203,12 +208,12 @@ impl StoreHandle {
         wait: Duration,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::History {
+        let command = Command::Ask(Request::History {
             conversation,
             limit,
             before,
             reply,
-        };
+        });
         self.queue.send(command).map_err(|_| StoreError::TimedOut)?;
         match timeout(wait, answer).await {
             Ok(Ok(result)) => result,
@@ -219,7 +224,7 @@ impl StoreHandle {
     /// Waits (at most `wait`) until every message queued so far is written or given up.
     pub async fn flush(&self, wait: Duration) -> bool {
         let (done, answer) = oneshot::channel();
-        if self.queue.send(Command::Flush(done)).is_err() {
+        if self.queue.send(Command::Ask(Request::Flush(done))).is_err() {
             return false;
         }
         matches!(timeout(wait, answer).await, Ok(Ok(())))
@@ -229,7 +234,7 @@ impl StoreHandle {
     /// dropped. Logs what the writer did.
     pub async fn stop(&self, wait: Duration) {
         let (done, answer) = oneshot::channel();
-        if self.queue.send(Command::Stop(done)).is_ok() {
+        if self.queue.send(Command::Ask(Request::Stop(done))).is_ok() {
             if let Err(_) | Ok(Err(_)) = timeout(wait, answer).await {
                 warn!("the store did not finish writing within {wait:?}");
             }
@@ -289,7 +294,7 @@ impl Writer {
             let pending = loop {
                 match command {
                     Command::Write(message) => batch.push(message),
-                    other => break Some(other),
+                    Command::Ask(request) => break Some(request),
                 }
                 if batch.len() >= MAX_BATCH {
                     break None;
@@ -304,8 +309,7 @@ impl Writer {
             }
             match pending {
                 None => {}
-                Some(Command::Write(_)) => unreachable!("writes are batched above"),
-                Some(Command::History {
+                Some(Request::History {
                     conversation,
                     limit,
                     before,
@@ -322,10 +326,10 @@ impl Writer {
                     }
                     let _ = reply.send(found);
                 }
-                Some(Command::Flush(done)) => {
+                Some(Request::Flush(done)) => {
                     let _ = done.send(());
                 }
-                Some(Command::Stop(done)) => {
+                Some(Request::Stop(done)) => {
                     // Whatever is still queued is written before the answer.
                     while let Ok(command) = commands.try_recv() {
                         if let Command::Write(message) = command {
