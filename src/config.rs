@@ -838,6 +838,7 @@ mod tests {
         assert_eq!(bench.server.presence, Presence::None);
         assert!(bench.server.max_connections > 10_000);
         assert_eq!(bench.log.level, "warn");
+        assert_eq!(bench.store.url, None);
     }
 
     #[test]
