@@ -183,6 +183,37 @@ mod tests {
     }
 
     #[test]
+    fn history_lines_show_the_time_they_were_sent() {
+        let hist = Event::Hist {
+            target: "#rust",
+            id: 7,
+            time: "2026-12-02T20:31:07.123Z",
+            from: "bob",
+            text: "hi",
+        };
+        let line = render_event(&hist).expect("shown");
+        let (stamp, rest) = line.split_at(8);
+        assert_eq!(rest, "<bob> hi", "{line}");
+        assert!(
+            stamp.starts_with('[') && stamp.ends_with("] ") && stamp.as_bytes()[3] == b':',
+            "{line}"
+        );
+        let end = |count| Event::End {
+            verb: crate::codec::Verb::History,
+            target: "#rust",
+            count,
+        };
+        assert_eq!(
+            render_event(&end(0)).as_deref(),
+            Some("* no history with #rust")
+        );
+        assert_eq!(
+            render_event(&end(3)).as_deref(),
+            Some("* 3 lines of history with #rust")
+        );
+    }
+
+    #[test]
     fn renders_every_event() {
         let some = |s: &str| Some(s.to_owned());
         assert_eq!(
