@@ -268,6 +268,8 @@ wire_table! {
         Ping = "ping",
         Pong = "pong",
         Exit = "exit",
+        /// `history|TARGET|N[|BEFORE_ID]`: a conversation's stored messages.
+        History = "history",
     }
 }
 
@@ -289,6 +291,10 @@ wire_table! {
         Pong = "pong",
         Bye = "bye",
         Error = "error",
+        /// `hist|TARGET|ID|TIME|FROM|TEXT`: one stored message, in answer to `history`.
+        Hist = "hist",
+        /// `end|VERB|TARGET|COUNT`: the last line of a multi-line answer (`history`).
+        End = "end",
     }
 }
 
@@ -310,6 +316,10 @@ wire_table! {
         TooManyRooms = "too-many-rooms",
         NoSuchRoom = "no-such-room",
         BadText = "bad-text",
+        /// `history` on a server that keeps nothing (`store.url = ""`).
+        NoHistory = "no-history",
+        /// `history` while the store cannot answer in time.
+        StoreUnavailable = "store-unavailable",
     }
 }
 
@@ -357,6 +367,13 @@ pub enum Request<'a> {
     Pong,
     /// `exit`
     Exit,
+    /// `history|TARGET|N` or `history|TARGET|N|BEFORE_ID`: TARGET is a user's name or `#ROOM`;
+    /// the range of `count` is the server's to check (`store.max_history_page`).
+    History {
+        target: &'a str,
+        count: u64,
+        before: Option<u64>,
+    },
 }
 
 /// Why a line is not a valid [`Request`]; each maps to one `error|…` reply.
@@ -441,6 +458,29 @@ impl<'a> Request<'a> {
             Verb::Ping => none(Request::Ping),
             Verb::Pong => none(Request::Pong),
             Verb::Exit => none(Request::Exit),
+            Verb::History => {
+                let mut fields = args.ok_or(bad)?.split('|');
+                let target = fields.next().filter(|t| !t.is_empty()).ok_or(bad)?;
+                let number = |field: Option<&str>| {
+                    field
+                        .filter(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|f| f.parse::<u64>().ok())
+                        .ok_or(bad)
+                };
+                let count = number(fields.next())?;
+                let before = match fields.next() {
+                    None => None,
+                    some => Some(number(some)?),
+                };
+                match fields.next() {
+                    None => Ok(Request::History {
+                        target,
+                        count,
+                        before,
+                    }),
+                    Some(_) => Err(bad),
+                }
+            }
         }
     }
 
@@ -458,6 +498,7 @@ impl<'a> Request<'a> {
             Request::Ping => Verb::Ping,
             Request::Pong => Verb::Pong,
             Request::Exit => Verb::Exit,
+            Request::History { .. } => Verb::History,
         }
     }
 
@@ -469,6 +510,20 @@ impl<'a> Request<'a> {
             Request::Join { room } | Request::Leave { room } | Request::Names { room } => &[room],
             Request::Say { room, text } => &[room, text],
             Request::Who | Request::Rooms | Request::Ping | Request::Pong | Request::Exit => &[],
+            Request::History {
+                target,
+                count,
+                before,
+            } => {
+                let count = count.to_string();
+                return match before {
+                    Some(before) => {
+                        let before = before.to_string();
+                        put_line(dst, self.verb().as_str(), &[target, &count, &before])
+                    }
+                    None => put_line(dst, self.verb().as_str(), &[target, &count]),
+                };
+            }
         };
         put_line(dst, self.verb().as_str(), fields);
     }
@@ -520,6 +575,21 @@ pub enum Event<'a> {
     Bye(Option<ByeReason>),
     /// `error|KIND|ARG`
     Error(ErrorKind, &'a str),
+    /// `hist|TARGET|ID|TIME|FROM|TEXT`: a stored message; TIME is RFC 3339 UTC with
+    /// milliseconds (`2026-12-02T20:31:07.123Z`).
+    Hist {
+        target: &'a str,
+        id: u64,
+        time: &'a str,
+        from: &'a str,
+        text: &'a str,
+    },
+    /// `end|VERB|TARGET|COUNT`: the answer to VERB about TARGET is complete, COUNT lines.
+    End {
+        verb: Verb,
+        target: &'a str,
+        count: u64,
+    },
 }
 
 /// A server line that is not a valid [`Event`].
@@ -545,6 +615,8 @@ impl<'a> Event<'a> {
             Event::Pong => EventVerb::Pong,
             Event::Bye(_) => EventVerb::Bye,
             Event::Error(..) => EventVerb::Error,
+            Event::Hist { .. } => EventVerb::Hist,
+            Event::End { .. } => EventVerb::End,
         }
     }
 
@@ -614,6 +686,31 @@ impl<'a> Event<'a> {
                 let (kind, arg) = two()?;
                 Event::Error(ErrorKind::from_wire(kind).ok_or(BadEvent)?, arg)
             }
+            EventVerb::Hist => {
+                let mut fields = field()?.splitn(5, '|');
+                let mut next = || fields.next().ok_or(BadEvent);
+                let (target, id, time, from, text) = (next()?, next()?, next()?, next()?, next()?);
+                Event::Hist {
+                    target,
+                    id: id.parse().map_err(|_| BadEvent)?,
+                    time,
+                    from,
+                    text,
+                }
+            }
+            EventVerb::End => {
+                let mut fields = field()?.split('|');
+                let mut next = || fields.next().ok_or(BadEvent);
+                let (verb, target, count) = (next()?, next()?, next()?);
+                if fields.next().is_some() {
+                    return Err(BadEvent);
+                }
+                Event::End {
+                    verb: Verb::from_wire(verb).ok_or(BadEvent)?,
+                    target,
+                    count: count.parse().map_err(|_| BadEvent)?,
+                }
+            }
         })
     }
 
@@ -635,6 +732,18 @@ impl<'a> Event<'a> {
             Event::Ping | Event::Pong | Event::Bye(None) => put_line(dst, verb, &[]),
             Event::Bye(Some(reason)) => put_line(dst, verb, &[reason.as_str()]),
             Event::Error(kind, arg) => put_line(dst, verb, &[kind.as_str(), arg]),
+            Event::Hist {
+                target,
+                id,
+                time,
+                from,
+                text,
+            } => put_line(dst, verb, &[target, &id.to_string(), time, from, text]),
+            Event::End {
+                verb: answered,
+                target,
+                count,
+            } => put_line(dst, verb, &[answered.as_str(), target, &count.to_string()]),
         }
     }
 
@@ -861,7 +970,7 @@ mod tests {
 
     #[test]
     fn parses_every_request() {
-        let cases: [(&[u8], Request); 11] = [
+        let cases: [(&[u8], Request); 13] = [
             (b"login|alice", Request::Login { name: "alice" }),
             (
                 b"talk|bob|hi | there",
@@ -885,6 +994,22 @@ mod tests {
             (b"ping", Request::Ping),
             (b"pong", Request::Pong),
             (b"exit", Request::Exit),
+            (
+                b"history|#rust|20",
+                Request::History {
+                    target: "#rust",
+                    count: 20,
+                    before: None,
+                },
+            ),
+            (
+                b"history|bob|5|1234",
+                Request::History {
+                    target: "bob",
+                    count: 5,
+                    before: Some(1234),
+                },
+            ),
         ];
         for (line, expected) in cases {
             assert_eq!(Request::parse(line), Ok(expected));
@@ -894,7 +1019,12 @@ mod tests {
     #[test]
     fn rejects_malformed_requests() {
         use ParseError::*;
-        let cases: [(&[u8], ParseError); 15] = [
+        let cases: [(&[u8], ParseError); 20] = [
+            (b"history|bob", BadArguments(Verb::History)),
+            (b"history|bob|x", BadArguments(Verb::History)),
+            (b"history|bob|-1", BadArguments(Verb::History)),
+            (b"history|bob|5|", BadArguments(Verb::History)),
+            (b"history|bob|5|6|7", BadArguments(Verb::History)),
             (b"login", BadArguments(Verb::Login)),
             (b"login|", BadArguments(Verb::Login)),
             (b"talk|bob", BadArguments(Verb::Talk)),
@@ -1023,6 +1153,18 @@ mod tests {
                     ErrorKind::ALL[self.pick.index(ErrorKind::ALL.len())],
                     &text[..text.len() * (self.pick.index(2))],
                 ),
+                EventVerb::Hist => Event::Hist {
+                    target: a,
+                    id: self.pick.index(1 << 20) as u64,
+                    time: "2026-12-02T20:31:07.123Z",
+                    from: b,
+                    text,
+                },
+                EventVerb::End => Event::End {
+                    verb: Verb::History,
+                    target: a,
+                    count: self.pick.index(1000) as u64,
+                },
             }
         }
     }
@@ -1060,6 +1202,11 @@ mod tests {
             Verb::Ping => Request::Ping,
             Verb::Pong => Request::Pong,
             Verb::Exit => Request::Exit,
+            Verb::History => Request::History {
+                target: a,
+                count: b.len() as u64,
+                before: b.len().is_multiple_of(2).then_some(7),
+            },
         }
     }
 

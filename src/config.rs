@@ -39,6 +39,12 @@ const ROOMS_PER_USER: RangeInclusive<usize> = 1..=1024;
 const LISTED: RangeInclusive<usize> = 1..=MAX_LISTED;
 /// Lines per second and burst: up to a million, far above what a connection can send.
 const LINE_RATES: RangeInclusive<usize> = 0..=1_000_000;
+/// Messages waiting for the store: up to ten million (a few GiB at most).
+const BACKLOG: RangeInclusive<usize> = 1..=10_000_000;
+/// Up to a hundred years; 0 keeps messages for ever.
+const RETENTION_DAYS: RangeInclusive<usize> = 0..=36_500;
+/// A page of history must fit in a client's outbound queue many times over.
+const HISTORY_PAGE: RangeInclusive<usize> = 1..=10_000;
 const PRESENCE: &[(&str, Presence)] = &[("all", Presence::All), ("none", Presence::None)];
 
 /// Everything the server can be told, checked and converted (see the module docs).
@@ -50,6 +56,7 @@ pub struct Settings {
     pub(crate) log: LogSettings,
     /// `None` when `tls.bind` is empty (the default): no TLS listener.
     pub(crate) tls: Option<TlsSettings>,
+    pub(crate) store: StoreSettings,
 }
 
 /// `[server]`
@@ -140,6 +147,55 @@ pub struct TlsSettings {
     pub key: PathBuf,
 }
 
+/// `[store]`
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Where messages are kept; `None` for `store.url = ""` (nothing is kept).
+    pub(crate) url: Option<StoreUrl>,
+    /// Messages waiting to be written past which new ones are dropped (and counted), so a slow
+    /// or absent database costs bounded memory, never a delay in delivery.
+    pub(crate) max_backlog: usize,
+    /// How long messages are kept; `None` for `store.retention_days = 0` (for ever).
+    pub(crate) retention: Option<Duration>,
+    /// Most messages one `history` request may ask for.
+    pub(crate) max_history_page: usize,
+}
+
+impl StoreSettings {
+    /// Where messages are kept, if anywhere.
+    pub fn url(&self) -> Option<&StoreUrl> {
+        self.url.as_ref()
+    }
+}
+
+/// A store the server can open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// A SQLite file; a relative path is resolved against the config file's folder (the
+    /// current folder without a config file), so the server finds the same file wherever it is
+    /// started from.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL, as written.
+    Postgres(String),
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            // Without the password, which a log line has no business showing.
+            StoreUrl::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let user = &url[scheme + 3..at];
+                    let user = user.split(':').next().unwrap_or_default();
+                    write!(f, "{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+                }
+                _ => f.write_str(url),
+            },
+        }
+    }
+}
+
 /// Why the settings could not be loaded; the message names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -218,7 +274,18 @@ impl SettingsBuilder {
                 .map(Path::to_path_buf),
             ..raw
         };
-        Settings::from_raw(raw)
+        let mut settings = Settings::from_raw(raw)?;
+        // A relative SQLite path belongs to the config file's folder, not to wherever the
+        // server happens to be started from.
+        if let (Some(StoreUrl::Sqlite(path)), Some(folder)) = (
+            &mut settings.store.url,
+            self.file.as_deref().and_then(Path::parent),
+        ) {
+            if path.is_relative() {
+                *path = folder.join(&*path);
+            }
+        }
+        Ok(settings)
     }
 }
 
@@ -266,6 +333,11 @@ impl Settings {
         &self.log.level
     }
 
+    /// The store settings.
+    pub fn store(&self) -> &StoreSettings {
+        &self.store
+    }
+
     /// The one conversion from what was read to what the server uses.
     fn from_raw(raw: RawSettings) -> Result<Settings, ConfigError> {
         let RawSettings {
@@ -275,6 +347,7 @@ impl Settings {
             log,
             tls,
             base,
+            store,
         } = raw;
         let bind = optional_socket_address("server.bind", server.bind)?;
         let workers = whole("server.workers", server.workers, 0..=MAX_WORKERS)?;
@@ -372,6 +445,23 @@ impl Settings {
                     .to_owned(),
             );
         }
+        let store = {
+            let url = store_url("store.url", store.url)?;
+            let max_backlog = whole("store.max_backlog", store.max_backlog, BACKLOG)?;
+            let days = whole("store.retention_days", store.retention_days, RETENTION_DAYS)?;
+            let retention = (days > 0).then(|| Duration::from_secs(days as u64 * 24 * 3600));
+            let max_history_page = whole(
+                "store.max_history_page",
+                store.max_history_page,
+                HISTORY_PAGE,
+            )?;
+            StoreSettings {
+                url,
+                max_backlog,
+                retention,
+                max_history_page,
+            }
+        };
         Ok(Settings {
             server: ServerSettings {
                 bind,
@@ -399,6 +489,7 @@ impl Settings {
             },
             log: LogSettings { level },
             tls,
+            store,
         })
     }
 }
@@ -659,6 +750,7 @@ struct RawSettings {
     heartbeat: RawHeartbeat,
     log: RawLog,
     tls: RawTls,
+    store: RawStore,
     /// The config file's folder, for relative paths; not a key.
     #[serde(skip)]
     base: Option<PathBuf>,
@@ -770,6 +862,48 @@ impl Default for RawTls {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawStore {
+    url: Loose,
+    max_backlog: Loose,
+    retention_days: Loose,
+    max_history_page: Loose,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/chat.db".into(),
+            max_backlog: 100_000.into(),
+            retention_days: 30.into(),
+            max_history_page: 200.into(),
+        }
+    }
+}
+
+/// `""` (no store), `sqlite://PATH` or `postgres://…` (also `postgresql://…`).
+fn store_url(key: &'static str, value: Loose) -> Result<Option<StoreUrl>, ConfigError> {
+    let rule = r#"must be "" (keep nothing), sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"#;
+    let Loose::Text(url) = &value else {
+        return invalid(key, format!("{rule} (got {value})"));
+    };
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return invalid(key, format!("{rule} (got {value}: the path is empty)"));
+        }
+        return Ok(Some(StoreUrl::Sqlite(PathBuf::from(path))));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Some(StoreUrl::Postgres(url.to_owned())));
+    }
+    invalid(key, format!("{rule} (got {value})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,6 +941,7 @@ mod tests {
         assert_eq!(bench.server.presence, Presence::None);
         assert!(bench.server.max_connections > 10_000);
         assert_eq!(bench.log.level, "warn");
+        assert_eq!(bench.store.url, None);
     }
 
     #[test]
@@ -1001,6 +1136,45 @@ mod tests {
         let bind = settings.bind().expect("a plain listener");
         assert!(bind.ip().is_loopback(), "{bind}");
         assert_eq!(bind.port(), 9999);
+    }
+
+    #[test]
+    fn store_urls_are_checked_and_sqlite_paths_follow_the_config_file() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let default = Settings::load_from(Some(&root.join("config/default.toml")), env(&[]))
+            .expect("config/default.toml loads");
+        assert_eq!(
+            default.store.url,
+            Some(StoreUrl::Sqlite(root.join("config/../data/chat.db")))
+        );
+        assert_eq!(default.store.max_backlog, 100_000);
+        assert_eq!(default.store.max_history_page, 200);
+        assert_eq!(
+            default.store.retention,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
+        let builtin = Settings::load_from(None, env(&[])).expect("defaults");
+        assert_eq!(
+            builtin.store.url,
+            Some(StoreUrl::Sqlite(PathBuf::from("data/chat.db")))
+        );
+        let none = Settings::load_from(None, env(&[("CHAT__STORE__URL", "")])).expect("none");
+        assert_eq!(none.store.url, None);
+        let pg = "postgres://postgres:secret@127.0.0.1:5432/test";
+        let settings =
+            Settings::load_from(None, env(&[("CHAT__STORE__URL", pg)])).expect("postgres");
+        let url = settings.store.url.expect("a store");
+        assert_eq!(url, StoreUrl::Postgres(pg.to_owned()));
+        assert_eq!(url.to_string(), "postgres://postgres@127.0.0.1:5432/test");
+        let forever = Settings::load_from(None, env(&[("CHAT__STORE__RETENTION_DAYS", "0")]))
+            .expect("0 days");
+        assert_eq!(forever.store.retention, None);
+        let error = error_of(None, &[("CHAT__STORE__URL", "mysql://x")]);
+        assert!(error.starts_with("store.url must be"), "{error}");
+        let error = error_of(None, &[("CHAT__STORE__MAX_HISTORY_PAGE", "0")]);
+        assert!(error.contains("store.max_history_page"), "{error}");
+        let error = error_of(None, &[("CHAT__STORE__MAX_BACKLOG", "0")]);
+        assert!(error.contains("store.max_backlog"), "{error}");
     }
 
     #[test]

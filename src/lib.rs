@@ -15,4 +15,5 @@ pub(crate) mod flood;
 pub(crate) mod outbox;
 pub mod server;
 pub mod signal;
+pub mod store;
 pub mod tls;

@@ -42,6 +42,7 @@ use crate::{
     config::Settings,
     connection::Transport,
     outbox::{self, Budget},
+    store::StoreHandle,
     tls::{Certificates, TlsTransport},
 };
 
@@ -61,10 +62,11 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 /// worker that accepts on it (after shutting down whatever had started).
 pub async fn run(
     settings: Settings,
+    store: Option<StoreHandle>,
     listeners: Listeners,
     shutdown: impl Future,
 ) -> io::Result<()> {
-    let server = Server::start(settings, Placement::Workers);
+    let server = Server::start_with_store(settings, Placement::Workers, store);
     let accepted = server.serve(listeners, shutdown).await;
     server.shutdown().await;
     accepted
@@ -90,11 +92,23 @@ pub struct Server {
     /// The worker threads, when the server has its own.
     threads: Vec<Arbiter>,
     grace: Duration,
+    /// Where delivered messages are kept, if anywhere; flushed at shutdown.
+    store: Option<StoreHandle>,
 }
 
 impl Server {
-    /// Starts the `ChatServer` and, with [`Placement::Workers`], the worker threads.
+    /// Starts the `ChatServer` and, with [`Placement::Workers`], the worker threads, keeping
+    /// nothing (whatever `store.url` says: opening a store is [`StoreHandle::start`]'s job).
     pub fn start(settings: Settings, placement: Placement) -> Server {
+        Self::start_with_store(settings, placement, None)
+    }
+
+    /// As [`Server::start`], handing every delivered message to `store`.
+    pub fn start_with_store(
+        settings: Settings,
+        placement: Placement,
+        store: Option<StoreHandle>,
+    ) -> Server {
         let threads: Vec<Arbiter> = match placement {
             Placement::Workers => (0..settings.server.workers.get())
                 .map(|_| Arbiter::new())
@@ -106,8 +120,10 @@ impl Server {
             Placement::CurrentThread => vec![Arbiter::current()],
         };
         let chat_settings = settings.clone();
-        let chat =
-            ChatServer::start_in_arbiter(&workers[0], move |_| ChatServer::new(&chat_settings));
+        let chat_store = store.clone();
+        let chat = ChatServer::start_in_arbiter(&workers[0], move |_| {
+            ChatServer::new(&chat_settings, chat_store)
+        });
         let stop = CancellationToken::new();
         let grace = settings.server.shutdown_grace;
         let max_connections = settings.server.max_connections;
@@ -130,6 +146,7 @@ impl Server {
                 pending: PendingLogins::new(settings.limits.max_pending_logins),
                 settings,
                 shutdown: stop.clone(),
+                store: store.clone(),
             }),
             next_conn: AtomicU64::new(0),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
@@ -140,6 +157,7 @@ impl Server {
             stop,
             threads,
             grace,
+            store,
         }
     }
 
@@ -240,6 +258,10 @@ impl Server {
                 connections(gate.live()),
                 self.grace
             ),
+        }
+        // Every session is done: what they delivered is queued; write it before leaving.
+        if let Some(store) = &self.store {
+            store.stop(self.grace).await;
         }
         for thread in &self.threads {
             thread.stop();

@@ -24,6 +24,7 @@ use crate::{
     codec::{fold_name, ErrorKind, Event},
     config::{Presence, Settings},
     outbox::Outbox,
+    store::{NewMessage, StoreHandle},
 };
 
 /// Identifies one connection for the lifetime of the process.
@@ -112,6 +113,15 @@ pub(crate) struct Say {
     pub(crate) text: String,
 }
 
+/// `history|#ROOM|…`: whether `conn` is in `room` now, since only members may read a room's
+/// history.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct IsMember {
+    pub(crate) conn: ConnId,
+    pub(crate) room: String,
+}
+
 /// The process is shutting down: every connection is about to go, so stop telling the rest
 /// about each departure (with presence on, that would be quadratic in the number of users).
 #[derive(Message)]
@@ -153,10 +163,12 @@ pub(crate) struct ChatServer {
     next_login: u64,
     rooms: BTreeMap<Key, Room>,
     stopping: bool,
+    /// Where each `say` is kept once delivered, if anywhere.
+    store: Option<StoreHandle>,
 }
 
 impl ChatServer {
-    pub(crate) fn new(settings: &Settings) -> Self {
+    pub(crate) fn new(settings: &Settings, store: Option<StoreHandle>) -> Self {
         Self {
             presence: settings.server.presence,
             rooms_per_user: settings.limits.rooms_per_user,
@@ -167,6 +179,7 @@ impl ChatServer {
             next_login: 0,
             rooms: BTreeMap::new(),
             stopping: false,
+            store,
         }
     }
 
@@ -453,6 +466,19 @@ impl Handler<Say> for ChatServer {
             text: &msg.text,
         };
         Self::tell_room(room, &event, &user.key);
+        if let Some(store) = &self.store {
+            store.keep(NewMessage::room(&room.name, &user.name, &msg.text));
+        }
+    }
+}
+
+impl Handler<IsMember> for ChatServer {
+    type Result = bool;
+
+    fn handle(&mut self, msg: IsMember, _: &mut Context<Self>) -> bool {
+        self.users
+            .get(&msg.conn)
+            .is_some_and(|user| user.rooms.contains(&fold(&msg.room)))
     }
 }
 

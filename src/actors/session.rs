@@ -37,19 +37,25 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::chat_server::{
-    ChatServer, ConnId, Disconnect, Join, Leave, ListRooms, Login, Names, Resolve, Say, Who,
+    ChatServer, ConnId, Disconnect, IsMember, Join, Leave, ListRooms, Login, Names, Resolve, Say,
+    Who,
 };
 use crate::{
-    codec::{fold_name, is_valid_name, ByeReason, ErrorKind, Event, Frame, Request},
+    codec::{fold_name, is_valid_name, ByeReason, ErrorKind, Event, Frame, Request, Verb},
     config::Settings,
     connection::{Connection, Input, Transport},
     flood::{FloodControl, Verdict},
     outbox::{self, Outbox, WriterEnd},
     server::Slot,
+    store::{Conversation, NewMessage, StoreError, StoreHandle, StoredMessage},
 };
 
 /// Direct-message recipients a session remembers; past this, forgotten ones are looked up again.
 const MAX_CACHED_PEERS: usize = 64;
+
+/// Longest a `history` request may hold up the session's other commands: past it, the answer is
+/// `error|store-unavailable`, and the session reads on.
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What every session needs to know, shared by all of them.
 pub(crate) struct SessionContext {
@@ -60,6 +66,15 @@ pub(crate) struct SessionContext {
     pub(crate) pending: PendingLogins,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
+    /// Where delivered direct messages are kept, if anywhere.
+    pub(crate) store: Option<StoreHandle>,
+}
+
+/// How a `history` request came out, before it is written to the client.
+enum HistoryOutcome {
+    Found(Result<Vec<StoredMessage>, StoreError>),
+    NotMember(String),
+    ServerGone,
 }
 
 /// Connections that have not logged in yet, oldest first: past `limits.max_pending_logins`,
@@ -404,6 +419,104 @@ impl Session {
             Request::Ping => self.reply(&Event::Pong),
             Request::Pong => {}
             Request::Exit => self.close(CloseCause::Exit, ctx),
+            Request::History {
+                target,
+                count,
+                before,
+            } => self.history(&me, target, count, before, ctx),
+        }
+    }
+
+    /// `history|TARGET|N[|BEFORE_ID]`: a room's (members only) or a conversation's (the asker
+    /// is one party by construction) last N messages. Input waits for the answer, as for any
+    /// command, but at most [`HISTORY_TIMEOUT`].
+    fn history(
+        &mut self,
+        me: &str,
+        target: &str,
+        count: u64,
+        before: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(store) = self.context.store.clone() else {
+            return self.reply(&Event::Error(ErrorKind::NoHistory, target));
+        };
+        let page = 1..=store.max_history_page() as u64;
+        if !page.contains(&count) || before == Some(0) {
+            return self.reply(&Event::Error(
+                ErrorKind::BadArguments,
+                Verb::History.as_str(),
+            ));
+        }
+        let (conversation, room) = match target.strip_prefix('#') {
+            Some(room) if is_valid_name(room) => (Conversation::room(room), Some(room.to_owned())),
+            None if is_valid_name(target) => (Conversation::direct(me, target), None),
+            _ => return self.reply(&Event::Error(ErrorKind::BadName, target)),
+        };
+        // Both fit: `count` is at most `store.max_history_page`.
+        let limit = u32::try_from(count).unwrap_or(u32::MAX);
+        let before = before.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
+        let server = self.context.server.clone();
+        let conn = self.conn;
+        let asked = async move {
+            if let Some(room) = room {
+                match server
+                    .send(IsMember {
+                        conn,
+                        room: room.clone(),
+                    })
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return HistoryOutcome::NotMember(room),
+                    Err(_) => return HistoryOutcome::ServerGone,
+                }
+            }
+            HistoryOutcome::Found(
+                store
+                    .history(conversation, limit, before, HISTORY_TIMEOUT)
+                    .await,
+            )
+        };
+        let target = target.to_owned();
+        ctx.wait(
+            wrap_future(asked).map(move |outcome, session: &mut Self, ctx| match outcome {
+                HistoryOutcome::Found(Ok(messages)) => {
+                    let mut lines = bytes::BytesMut::new();
+                    for message in &messages {
+                        Event::Hist {
+                            target: &target,
+                            id: u64::try_from(message.id).unwrap_or_default(),
+                            time: &message.time(),
+                            from: &message.sender,
+                            text: &message.text,
+                        }
+                        .encode(&mut lines);
+                    }
+                    Event::End {
+                        verb: Verb::History,
+                        target: &target,
+                        count: messages.len() as u64,
+                    }
+                    .encode(&mut lines);
+                    let _ = session.connection.outbox().send_line(&lines);
+                }
+                HistoryOutcome::Found(Err(error)) => {
+                    debug!("conn {}: history of {target}: {error}", session.conn);
+                    session.reply(&Event::Error(ErrorKind::StoreUnavailable, &target));
+                }
+                HistoryOutcome::NotMember(room) => {
+                    session.reply(&Event::Error(ErrorKind::NotInRoom, &room))
+                }
+                HistoryOutcome::ServerGone => session.server_gone(ctx),
+            }),
+        );
+    }
+
+    /// Hands a delivered direct message to the store, if there is one; never waits.
+    fn keep_direct(&self, me: &str, to: &str, text: &str) {
+        if let Some(store) = &self.context.store {
+            store.keep(NewMessage::direct(me, to, text));
         }
     }
 
@@ -448,7 +561,7 @@ impl Session {
         let key = fold_name(to);
         if let Some(peer) = self.peers.get(&*key) {
             if peer.send(&event).is_ok() {
-                return;
+                return self.keep_direct(me, to, text);
             }
             // That user has gone; someone else may have taken the name since.
             self.peers.remove(&*key);
@@ -470,6 +583,7 @@ impl Session {
                             })
                             .is_ok() =>
                     {
+                        session.keep_direct(&me, &to, &text);
                         session.remember(key, peer);
                     }
                     Ok(_) => session.reply(&Event::Error(ErrorKind::NoSuchUser, &to)),

@@ -14,6 +14,7 @@ use actor_chat::{
     config::Settings,
     server::{self, Listeners},
     signal,
+    store::{StoreError, StoreHandle},
     tls::{self, Certificates},
 };
 use clap::{Parser, Subcommand};
@@ -104,9 +105,9 @@ const EXIT_STATUS: &str = "\
 Exit status:
   0    stopped cleanly: SIGINT or SIGTERM, every client told bye|shutdown
   1    cannot listen on server.bind or tls.bind (in use, not this machine's, or a port below
-       1024); for gen-cert, cannot write the files
+       1024), or cannot open the store (store.url); for gen-cert, cannot write the files
   2    bad configuration: the message names the key (tls.cert and tls.key included), or the
-       --config file is missing
+       --config file is missing; or the store's database was made by a newer actor-chat
   130  a second SIGINT or SIGTERM cut the graceful shutdown short";
 
 /// The start-up warning for a descriptor limit too low for `max_connections`: what it means
@@ -158,6 +159,19 @@ fn main() -> ExitCode {
     let bind = settings.bind();
     let tls_bind = settings.tls().map(|tls| tls.bind);
     actix_rt::System::new().block_on(async move {
+        // Before listening: a server that cannot keep what it promised to keep should not
+        // start taking messages.
+        let store = match StoreHandle::start(settings.store()).await {
+            Ok(store) => store,
+            Err(error @ StoreError::Newer { .. }) => {
+                eprintln!("actor-chat-server: {error}");
+                return ExitCode::from(BAD_CONFIG);
+            }
+            Err(error) => {
+                eprintln!("actor-chat-server: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
         let mut listeners = Listeners::default();
         if let Some(bind) = bind {
             match listen(bind).await {
@@ -191,7 +205,7 @@ fn main() -> ExitCode {
                 Err(error) => warn!("listening for TLS, but the bound address is unknown: {error}"),
             }
         }
-        if let Err(error) = server::run(settings, listeners, shutdown).await {
+        if let Err(error) = server::run(settings, store, listeners, shutdown).await {
             eprintln!("actor-chat-server: cannot serve: {error}");
             return ExitCode::FAILURE;
         }

@@ -29,6 +29,7 @@ pub(crate) const HELP: &[&str] = &[
     "* /say ROOM TEXT    say TEXT in ROOM",
     "* /names ROOM       list the members of ROOM",
     "* /rooms            list the rooms that have members",
+    "* /history NAME [N] the last N (20) messages with NAME, or in #ROOM",
     "* /quit             leave (so do `exit`, Ctrl-D, and Ctrl-C on an empty line)",
     "* Ctrl-C            clear the line being typed",
 ];
@@ -194,10 +195,36 @@ fn parse_line<'a>(line: &'a str, more: &[&'a str]) -> Action<'a> {
             }]),
             Err(hint) => hint,
         },
+        "history" => {
+            let (target, count) = split_word(args.trim_end());
+            let count = match count {
+                "" => DEFAULT_HISTORY,
+                n => match n.parse::<u64>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return usage("/history NAME|#ROOM [N]"),
+                },
+            };
+            let checked = match target {
+                "" => return usage("/history NAME|#ROOM [N]"),
+                t if t.starts_with('#') => room(t).map(|_| t),
+                t => user(t),
+            };
+            match checked {
+                Ok(target) => Action::Send(vec![Request::History {
+                    target,
+                    count,
+                    before: None,
+                }]),
+                Err(hint) => hint,
+            }
+        }
         "help" => Action::Help,
         _ => Action::Hint(format!("! unknown command /{verb}: try /help")),
     }
 }
+
+/// Messages `/history` asks for when no count is given.
+const DEFAULT_HISTORY: u64 = 20;
 
 /// The message texts: the first line's own text (if any), then each pasted line as it is.
 fn texts<'a>(first: Option<&'a str>, more: &[&'a str]) -> Vec<&'a str> {
@@ -313,7 +340,24 @@ mod tests {
             Request::Who | Request::Rooms | Request::Ping | Request::Pong | Request::Exit => {
                 vec![]
             }
+            Request::History { target, .. } => vec![target],
         }
+    }
+
+    #[test]
+    fn history_asks_for_a_user_or_a_room() {
+        let history = |target, count| {
+            send(&[Request::History {
+                target,
+                count,
+                before: None,
+            }])
+        };
+        assert_eq!(parse_input("/history bob"), history("bob", 20));
+        assert_eq!(parse_input("/history #rust 5"), history("#rust", 5));
+        assert!(is_hint(&parse_input("/history")));
+        assert!(is_hint(&parse_input("/history bob 0")));
+        assert!(is_hint(&parse_input("/history bad|name")));
     }
 
     #[test]

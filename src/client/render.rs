@@ -27,6 +27,18 @@ pub(crate) fn render_event(event: &Event<'_>) -> Option<String> {
         Event::Bye(None) => "* server closed the connection".to_owned(),
         Event::Bye(Some(reason)) => format!("* server closed the connection: {reason}"),
         Event::Error(kind, arg) => format!("! {}", describe_error(*kind, arg)),
+        // Stored lines carry the time they were sent, in the local time zone.
+        Event::Hist {
+            time, from, text, ..
+        } => match time.parse::<jiff::Timestamp>() {
+            Ok(sent) => stamped(local_time_of(sent), &format!("<{from}> {text}")),
+            Err(_) => format!("[{time}] <{from}> {text}"),
+        },
+        Event::End { target, count, .. } => match count {
+            0 => format!("* no history with {target}"),
+            1 => format!("* 1 line of history with {target}"),
+            n => format!("* {n} lines of history with {target}"),
+        },
     };
     Some(sanitize(line))
 }
@@ -48,6 +60,11 @@ pub(crate) fn stamped(time: jiff::civil::Time, line: &str) -> String {
 /// neither names one, as on a bare CI container, rather than failing.
 pub(crate) fn local_time_now() -> jiff::civil::Time {
     jiff::ZonedDateTime::now().time()
+}
+
+/// `sent` in the system's time zone (UTC when none is configured).
+fn local_time_of(sent: jiff::Timestamp) -> jiff::civil::Time {
+    sent.to_zoned_datetime(jiff::tz::TimeZone::system()).time()
 }
 
 /// `a, b, c` (each with `prefix`), or `none`: an empty list still gets a word.
@@ -90,6 +107,10 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
         ErrorKind::NoSuchRoom => format!("there is no room #{arg}"),
         ErrorKind::BadText => {
             "that text was not sent: it holds a control character or a line separator".to_owned()
+        }
+        ErrorKind::NoHistory => "this server keeps no history".to_owned(),
+        ErrorKind::StoreUnavailable => {
+            format!("the history of {arg} cannot be read now: the server's store is not answering")
         }
     }
 }
@@ -159,6 +180,37 @@ mod tests {
 
     fn render(event: Event<'_>) -> Option<String> {
         render_event(&event)
+    }
+
+    #[test]
+    fn history_lines_show_the_time_they_were_sent() {
+        let hist = Event::Hist {
+            target: "#rust",
+            id: 7,
+            time: "2026-12-02T20:31:07.123Z",
+            from: "bob",
+            text: "hi",
+        };
+        let line = render_event(&hist).expect("shown");
+        let (stamp, rest) = line.split_at(8);
+        assert_eq!(rest, "<bob> hi", "{line}");
+        assert!(
+            stamp.starts_with('[') && stamp.ends_with("] ") && stamp.as_bytes()[3] == b':',
+            "{line}"
+        );
+        let end = |count| Event::End {
+            verb: crate::codec::Verb::History,
+            target: "#rust",
+            count,
+        };
+        assert_eq!(
+            render_event(&end(0)).as_deref(),
+            Some("* no history with #rust")
+        );
+        assert_eq!(
+            render_event(&end(3)).as_deref(),
+            Some("* 3 lines of history with #rust")
+        );
     }
 
     #[test]
@@ -287,6 +339,16 @@ mod tests {
             ErrorKind::BadText,
             "talk",
             "! that text was not sent: it holds a control character or a line separator",
+        ),
+        (
+            ErrorKind::NoHistory,
+            "bob",
+            "! this server keeps no history",
+        ),
+        (
+            ErrorKind::StoreUnavailable,
+            "#rust",
+            "! the history of #rust cannot be read now: the server's store is not answering",
         ),
     ];
 

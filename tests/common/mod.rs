@@ -12,6 +12,7 @@ use actor_chat::{
     codec::{Frame, LineCodec},
     config::{Settings, SettingsBuilder},
     server::{Placement, Server},
+    store::StoreHandle,
 };
 use futures_util::StreamExt;
 use tokio::{
@@ -29,12 +30,15 @@ const PIPE_BYTES: usize = 64 * 1024;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The built-in defaults, bound to an ephemeral loopback port, with two workers so that
-/// sessions really are spread over threads; change more keys with `.set(KEY, VALUE)` and finish
-/// with [`build`]. Tests get their settings through the same checks as the server's config.
+/// sessions really are spread over threads, and no store (`store.url = ""`: no test writes a
+/// database into the repository; set `store.url` to a temporary file to have one); change more
+/// keys with `.set(KEY, VALUE)` and finish with [`build`]. Tests get their settings through the
+/// same checks as the server's config.
 pub fn builder() -> SettingsBuilder {
     Settings::builder()
         .set("server.bind", "127.0.0.1:0")
         .set("server.workers", 2)
+        .set("store.url", "")
 }
 
 /// Settings from [`builder`] and the keys a test changed.
@@ -67,13 +71,31 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server on its own worker threads and a loopback listener, as in production.
+    /// Starts a server on its own worker threads and a loopback listener, as in production,
+    /// keeping nothing.
     pub async fn start(settings: Settings) -> TestServer {
+        Self::start_on(settings, None).await
+    }
+
+    /// As [`TestServer::start`], with the store `store.url` names opened first.
+    pub async fn start_with_store(settings: Settings) -> TestServer {
+        let store = StoreHandle::start(settings.store())
+            .await
+            .expect("the test's store opens")
+            .expect("the test's settings name a store");
+        Self::start_on(settings, Some(store)).await
+    }
+
+    async fn start_on(settings: Settings, store: Option<StoreHandle>) -> TestServer {
         let listener = TcpListener::bind(settings.bind().expect("the tests listen on plain TCP"))
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
-        let server = Rc::new(Server::start(settings, Placement::Workers));
+        let server = Rc::new(Server::start_with_store(
+            settings,
+            Placement::Workers,
+            store,
+        ));
         let (stop, stopped) = oneshot::channel::<()>();
         let running = actix_rt::spawn({
             let server = server.clone();

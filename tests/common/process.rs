@@ -22,15 +22,25 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// A command for the server binary on `config`, bound to an ephemeral loopback port and
-    /// logging at info (so that `listening on ADDR` is printed).
+    /// A command for the server binary on `config`, bound to an ephemeral loopback port,
+    /// logging at info (so that `listening on ADDR` is printed), and keeping nothing
+    /// (`CHAT__STORE__URL=""`), so that no test writes a database into the repository; a test
+    /// that wants a store sets the variable again ([`ServerProcess::with_store`]).
     pub fn command(config: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_actor-chat-server"));
         command
             .arg("--config")
             .arg(format!("{}/{config}", env!("CARGO_MANIFEST_DIR")))
             .env("CHAT__SERVER__BIND", "127.0.0.1:0")
+            .env("CHAT__STORE__URL", "")
             .env("RUST_LOG", "info");
+        command
+    }
+
+    /// [`ServerProcess::command`] keeping messages at `url` (`sqlite:///tmp/…/chat.db`).
+    pub fn with_store(config: &str, url: &str) -> Command {
+        let mut command = Self::command(config);
+        command.env("CHAT__STORE__URL", url);
         command
     }
 

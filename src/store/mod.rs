@@ -1,0 +1,384 @@
+//! The message store: every delivered `say` and `talk`, kept in SQLite or PostgreSQL, for
+//! `history`.
+//!
+//! Two layers:
+//!
+//! * [`Store`] is the database: one enum over the two sqlx pools, with the same schema
+//!   (`migrations/sqlite`, `migrations/postgres`), the same operations and the same test suite
+//!   (tests/store.rs) for both. Opening it applies the migrations embedded in the binary, and
+//!   refuses a database whose schema is newer than the binary knows ([`StoreError::Newer`]).
+//! * [`StoreHandle`] (in [`writer`]) is what the server holds: a queue to one writer on a
+//!   thread of its own, which writes behind in batches. The live path only ever pushes onto
+//!   that queue, so a slow or absent database never delays a message.
+
+mod writer;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    migrate::{MigrateError, Migrator},
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    PgPool, Row, SqlitePool,
+};
+
+pub use writer::{StoreHandle, StoreStats};
+
+use crate::{codec::fold_name, config::StoreUrl};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// A row of a history query, from either backend.
+macro_rules! stored {
+    ($row:expr) => {
+        Ok::<_, sqlx::Error>(StoredMessage {
+            id: $row.try_get("id")?,
+            sent_at_ms: $row.try_get("sent_at_ms")?,
+            sender: $row.try_get("sender")?,
+            text: $row.try_get("body")?,
+        })
+    };
+}
+
+/// Rows per `INSERT`: 7 parameters each, far below SQLite's 32,766 and PostgreSQL's 65,535.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// How long opening the store may take before start-up gives up: a database that does not
+/// answer should stop the server with a sentence, not hang it.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the store could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database has a migration this binary does not: it was written by a newer version,
+    /// and an older binary writing to it could damage it.
+    #[error(
+        "the store {url} was made by a newer actor-chat (it has schema version {found}, this \
+         binary knows up to {known}): run the newer binary, or point store.url elsewhere"
+    )]
+    Newer { url: String, found: i64, known: i64 },
+    #[error("cannot open the store {url}: {reason}")]
+    Open { url: String, reason: String },
+    #[error("store error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the store did not answer in time")]
+    TimedOut,
+}
+
+/// Whether a message went to a room or to one person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Room,
+    Direct,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Room => "room",
+            Kind::Direct => "direct",
+        }
+    }
+}
+
+/// One conversation, as history looks it up: a room, or the two parties of direct messages.
+/// The key is folded, so `Rust` and `rust` are one room and `Bob`/`bob` one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    kind: Kind,
+    key: String,
+}
+
+impl Conversation {
+    /// The room called `name` (any spelling).
+    pub fn room(name: &str) -> Conversation {
+        Conversation {
+            kind: Kind::Room,
+            key: fold_name(name).into_owned(),
+        }
+    }
+
+    /// The direct messages between `a` and `b`, either way round.
+    pub fn direct(a: &str, b: &str) -> Conversation {
+        let (a, b) = (fold_name(a), fold_name(b));
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        Conversation {
+            kind: Kind::Direct,
+            // No name contains `|`, so the pair is unambiguous.
+            key: format!("{first}|{second}"),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
+/// A message to keep, as delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// When the server delivered it: milliseconds since the Unix epoch, UTC.
+    pub sent_at_ms: i64,
+    pub conversation: Conversation,
+    /// The room's name as shown (for a room message).
+    pub room: Option<String>,
+    pub sender: String,
+    /// The recipient's name as the sender wrote it (for a direct message).
+    pub recipient: Option<String>,
+    pub text: String,
+}
+
+impl NewMessage {
+    /// A `say` to `room` from `sender`, delivered now.
+    pub fn room(room: &str, sender: &str, text: &str) -> NewMessage {
+        NewMessage {
+            sent_at_ms: now_ms(),
+            conversation: Conversation::room(room),
+            room: Some(room.to_owned()),
+            sender: sender.to_owned(),
+            recipient: None,
+            text: text.to_owned(),
+        }
+    }
+
+    /// A `talk` from `sender` to `recipient`, delivered now.
+    pub fn direct(sender: &str, recipient: &str, text: &str) -> NewMessage {
+        NewMessage {
+            sent_at_ms: now_ms(),
+            conversation: Conversation::direct(sender, recipient),
+            room: None,
+            sender: sender.to_owned(),
+            recipient: Some(recipient.to_owned()),
+            text: text.to_owned(),
+        }
+    }
+}
+
+/// A kept message, as history returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Assigned by the database, increasing in the order messages were written.
+    pub id: i64,
+    pub sent_at_ms: i64,
+    pub sender: String,
+    pub text: String,
+}
+
+impl StoredMessage {
+    /// The time as `hist` lines carry it: RFC 3339, UTC, milliseconds
+    /// (`2026-12-02T20:31:07.123Z`).
+    pub fn time(&self) -> String {
+        match jiff::Timestamp::from_millisecond(self.sent_at_ms) {
+            Ok(time) => format!("{time:.3}"),
+            // Only a row written by something else could hold such a time.
+            Err(_) => "1970-01-01T00:00:00.000Z".to_owned(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// The database, SQLite or PostgreSQL; every operation does the same on both.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Store {
+    /// Opens (creating a SQLite file and its folder if need be) and migrates the store at
+    /// `url`.
+    pub async fn open(url: &StoreUrl) -> Result<Store, StoreError> {
+        let shown = url.to_string();
+        let opening = async {
+            match url {
+                StoreUrl::Sqlite(path) => Self::open_sqlite(path).await,
+                StoreUrl::Postgres(text) => {
+                    let options = PgConnectOptions::from_str(text)?;
+                    Self::open_postgres(options).await
+                }
+            }
+        };
+        match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+            Ok(Ok(store)) => Ok(store),
+            Ok(Err(StoreError::Newer { found, known, .. })) => Err(StoreError::Newer {
+                url: shown,
+                found,
+                known,
+            }),
+            Ok(Err(error)) => Err(StoreError::Open {
+                url: shown,
+                reason: error.to_string(),
+            }),
+            Err(_) => Err(StoreError::Open {
+                url: shown,
+                reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+
+    /// A SQLite file in WAL mode: readers (history) do not wait for the writer, and a commit
+    /// is one append to the log rather than a rewrite of the pages.
+    pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|error| StoreError::Open {
+                url: format!("sqlite://{}", path.display()),
+                reason: format!("cannot create {}: {error}", folder.display()),
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses at most the last commits on a power cut, never the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(2));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await?;
+        migrate(&SQLITE_MIGRATIONS, &pool).await?;
+        Ok(Store::Sqlite(pool))
+    }
+
+    /// A PostgreSQL database (tests pass options with their own `search_path`).
+    pub async fn open_postgres(options: PgConnectOptions) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await?;
+        migrate(&POSTGRES_MIGRATIONS, &pool).await?;
+        Ok(Store::Postgres(pool))
+    }
+
+    /// Writes `messages` in one transaction, in order, so their ids increase in that order.
+    /// Rows go [`ROWS_PER_STATEMENT`] to an `INSERT`: with SQLite every statement is a round
+    /// trip to sqlx's worker thread, and one row per statement capped the writer at a fraction
+    /// of what the server can deliver.
+    pub async fn insert(&self, messages: &[NewMessage]) -> Result<(), StoreError> {
+        macro_rules! insert {
+            ($pool:expr, $db:ty) => {{
+                let mut tx = $pool.begin().await?;
+                for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO messages (sent_at_ms, kind, conversation, room, sender, \
+                         recipient, body) ",
+                    );
+                    query.push_values(chunk, |mut row, message| {
+                        row.push_bind(message.sent_at_ms)
+                            .push_bind(message.conversation.kind.as_str())
+                            .push_bind(message.conversation.key.as_str())
+                            .push_bind(message.room.as_deref())
+                            .push_bind(message.sender.as_str())
+                            .push_bind(message.recipient.as_deref())
+                            .push_bind(message.text.as_str());
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }};
+        }
+        match self {
+            Store::Sqlite(pool) => insert!(pool, sqlx::Sqlite),
+            Store::Postgres(pool) => insert!(pool, sqlx::Postgres),
+        }
+        Ok(())
+    }
+
+    /// The last `limit` messages of `conversation` with an id below `before` (all, without
+    /// it), oldest first.
+    pub async fn history(
+        &self,
+        conversation: &Conversation,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let before = before.unwrap_or(i64::MAX);
+        macro_rules! history {
+            ($pool:expr, $sql:literal) => {
+                sqlx::query($sql)
+                    .bind(conversation.kind.as_str())
+                    .bind(&conversation.key)
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all($pool)
+                    .await?
+            };
+        }
+        let rows = match self {
+            Store::Sqlite(pool) => history!(
+                pool,
+                "SELECT id, sent_at_ms, sender, body FROM messages WHERE kind = ?1 AND \
+                 conversation = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4"
+            )
+            .iter()
+            .map(|row| stored!(row))
+            .collect::<Result<Vec<_>, _>>()?,
+            Store::Postgres(pool) => history!(
+                pool,
+                "SELECT id, sent_at_ms, sender, body FROM messages WHERE kind = $1 AND \
+                 conversation = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
+            )
+            .iter()
+            .map(|row| stored!(row))
+            .collect::<Result<Vec<_>, _>>()?,
+        };
+        let mut messages = rows;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// Deletes messages sent before `cutoff_ms`; returns how many.
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let done = match self {
+            Store::Sqlite(pool) => sqlx::query("DELETE FROM messages WHERE sent_at_ms < ?1")
+                .bind(cutoff_ms)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Store::Postgres(pool) => sqlx::query("DELETE FROM messages WHERE sent_at_ms < $1")
+                .bind(cutoff_ms)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(done)
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(pool) => pool.close().await,
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Applies the migrations the database lacks. One it has that the binary does not means a
+/// newer binary wrote it: refused, rather than run an old server against a newer schema.
+async fn migrate<'a, A>(migrator: &Migrator, pool: A) -> Result<(), StoreError>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match migrator.run(pool).await {
+        Ok(()) => Ok(()),
+        Err(MigrateError::VersionMissing(found)) => Err(StoreError::Newer {
+            url: String::new(),
+            found,
+            known,
+        }),
+        Err(MigrateError::Execute(error)) => Err(StoreError::Database(error)),
+        Err(error) => Err(StoreError::Open {
+            url: String::new(),
+            reason: error.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,417 @@
+//! The store's writer: one thread with its own runtime, owning the [`Store`], fed by a queue.
+//!
+//! Why a thread of its own: sqlx's PostgreSQL connections belong to the runtime they were made
+//! on, and the server's workers are separate single-threaded runtimes; with every use of the
+//! pool on one runtime there is no question of which one drives a connection. And why a queue:
+//! the live path must never wait on the database. A session or the `ChatServer` pushes a
+//! message and goes on; the writer takes whatever has queued up (up to [`MAX_BATCH`]) and
+//! writes it in one transaction, so a busy server writes large batches and an idle one writes
+//! each message at once.
+//!
+//! The queue is bounded by `store.max_backlog` messages (counted, not by the channel, so that
+//! pushing never blocks): past it, messages are delivered but not kept, and the writer logs how
+//! many were dropped at most once a minute. A batch that fails to write is dropped the same way
+//! (counted and logged), so a database that is down costs neither memory nor delivery.
+//!
+//! `history` goes through the same queue: the writer commits every message queued before the
+//! request, then answers it, so the asker always sees what it has just said and what it has
+//! just been delivered.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use log::{debug, info, warn};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::{interval, timeout, Instant, MissedTickBehavior},
+};
+
+use super::{Conversation, NewMessage, Store, StoreError, StoredMessage};
+use crate::config::StoreSettings;
+
+/// Most messages written in one transaction.
+const MAX_BATCH: usize = 1000;
+/// Longest a write or a query may take before it is given up.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often messages past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Most one warning about dropped messages or failed writes is repeated.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+enum Command {
+    Write(NewMessage),
+    Ask(Request),
+}
+
+/// What the writer does between batches: everything queued before it is written first.
+enum Request {
+    History {
+        conversation: Conversation,
+        limit: u32,
+        before: Option<i64>,
+        reply: oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>,
+    },
+    /// Write everything queued before this, then answer.
+    Flush(oneshot::Sender<()>),
+    /// Flush, answer, and stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// What the writer has done, for the log and the benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Messages committed.
+    pub written: u64,
+    /// Transactions that committed them.
+    pub batches: u64,
+    /// The largest batch.
+    pub largest_batch: u64,
+    /// Messages not kept: past `store.max_backlog`, or in a batch that failed to write.
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    /// Messages pushed and not yet written (or given up).
+    backlog: AtomicUsize,
+    written: AtomicU64,
+    batches: AtomicU64,
+    largest_batch: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The server's side of the store: cheap to clone, and never waits on the database.
+#[derive(Clone)]
+pub struct StoreHandle {
+    queue: mpsc::UnboundedSender<Command>,
+    counters: Arc<Counters>,
+    max_backlog: usize,
+    max_history_page: usize,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle").finish_non_exhaustive()
+    }
+}
+
+impl StoreHandle {
+    /// Opens the store `settings` name on a thread of its own and starts its writer; `None`
+    /// when `store.url` is `""`. Fails if the store cannot be opened or is newer than this
+    /// binary.
+    pub async fn start(settings: &StoreSettings) -> Result<Option<StoreHandle>, StoreError> {
+        let Some(url) = settings.url.clone() else {
+            return Ok(None);
+        };
+        let (opened, open_result) = oneshot::channel();
+        let (queue, commands) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let writer_counters = counters.clone();
+        let retention = settings.retention;
+        std::thread::Builder::new()
+            .name("store".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = opened.send(Err(StoreError::Open {
+                            url: url.to_string(),
+                            reason: format!("cannot start its thread: {error}"),
+                        }));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match Store::open(&url).await {
+                        Ok(store) => {
+                            info!("keeping messages in {url}");
+                            let _ = opened.send(Ok(()));
+                            Writer {
+                                store,
+                                counters: writer_counters,
+                                retention,
+                                last_report: None,
+                                reported_dropped: 0,
+                            }
+                            .run(commands)
+                            .await;
+                        }
+                        Err(error) => {
+                            let _ = opened.send(Err(error));
+                        }
+                    }
+                });
+            })
+            .map_err(|error| StoreError::Open {
+                url: settings
+                    .url
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                reason: format!("cannot start its thread: {error}"),
+            })?;
+        match open_result.await {
+            Ok(Ok(())) => Ok(Some(StoreHandle {
+                queue,
+                counters,
+                max_backlog: settings.max_backlog,
+                max_history_page: settings.max_history_page,
+            })),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(StoreError::Open {
+                url: settings
+                    .url
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                reason: "its thread stopped".to_owned(),
+            }),
+        }
+    }
+
+    /// Hands a delivered message to the writer. Never waits: past `store.max_backlog` queued
+    /// messages it is dropped and counted instead.
+    pub fn keep(&self, message: NewMessage) {
+        let counters = &self.counters;
+        if counters.backlog.fetch_add(1, Ordering::Relaxed) >= self.max_backlog {
+            counters.backlog.fetch_sub(1, Ordering::Relaxed);
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.queue.send(Command::Write(message)).is_err() {
+            // The writer has stopped (the server is shutting down).
+            counters.backlog.fetch_sub(1, Ordering::Relaxed);
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Most messages one `history` request may ask for (`store.max_history_page`).
+    pub fn max_history_page(&self) -> usize {
+        self.max_history_page
+    }
+
+    /// The last `limit` messages of `conversation` below `before`, oldest first, after every
+    /// message queued before this call is written. Gives up after `wait`.
+    pub async fn history(
+        &self,
+        conversation: Conversation,
+        limit: u32,
+        before: Option<i64>,
+        wait: Duration,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Ask(Request::History {
+            conversation,
+            limit,
+            before,
+            reply,
+        });
+        self.queue.send(command).map_err(|_| StoreError::TimedOut)?;
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
+        }
+    }
+
+    /// Waits (at most `wait`) until every message queued so far is written or given up.
+    pub async fn flush(&self, wait: Duration) -> bool {
+        let (done, answer) = oneshot::channel();
+        if self.queue.send(Command::Ask(Request::Flush(done))).is_err() {
+            return false;
+        }
+        matches!(timeout(wait, answer).await, Ok(Ok(())))
+    }
+
+    /// Writes what is queued (waiting at most `wait`) and stops the writer; later messages are
+    /// dropped. Logs what the writer did.
+    pub async fn stop(&self, wait: Duration) {
+        let (done, answer) = oneshot::channel();
+        if self.queue.send(Command::Ask(Request::Stop(done))).is_ok() {
+            if let Err(_) | Ok(Err(_)) = timeout(wait, answer).await {
+                warn!("the store did not finish writing within {wait:?}");
+            }
+        }
+        let stats = self.stats();
+        info!(
+            "store: {} messages written in {} batches (largest {}), {} not kept",
+            stats.written, stats.batches, stats.largest_batch, stats.dropped
+        );
+    }
+
+    /// What the writer has done so far.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.counters;
+        StoreStats {
+            written: c.written.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Writer {
+    store: Store,
+    counters: Arc<Counters>,
+    retention: Option<Duration>,
+    /// When a warning was last logged, so there is at most one a minute.
+    last_report: Option<Instant>,
+    /// Dropped messages already reported.
+    reported_dropped: u64,
+}
+
+impl Writer {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut prune = interval(PRUNE_EVERY);
+        prune.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut report = interval(REPORT_EVERY);
+        report.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let command = tokio::select! {
+                command = commands.recv() => command,
+                _ = prune.tick() => {
+                    self.prune().await;
+                    continue;
+                }
+                _ = report.tick() => {
+                    self.report_dropped();
+                    continue;
+                }
+            };
+            let Some(mut command) = command else {
+                break; // every handle is gone
+            };
+            // Take whatever else has queued up, up to a batch, stopping at a request.
+            let pending = loop {
+                match command {
+                    Command::Write(message) => batch.push(message),
+                    Command::Ask(request) => break Some(request),
+                }
+                if batch.len() >= MAX_BATCH {
+                    break None;
+                }
+                match commands.try_recv() {
+                    Ok(next) => command = next,
+                    Err(_) => break None,
+                }
+            };
+            if !batch.is_empty() {
+                self.write(&mut batch).await;
+            }
+            match pending {
+                None => {}
+                Some(Request::History {
+                    conversation,
+                    limit,
+                    before,
+                    reply,
+                }) => {
+                    let found = timeout(
+                        OPERATION_TIMEOUT,
+                        self.store.history(&conversation, limit, before),
+                    )
+                    .await
+                    .unwrap_or(Err(StoreError::TimedOut));
+                    if let Err(error) = &found {
+                        debug!("history query failed: {error}");
+                    }
+                    let _ = reply.send(found);
+                }
+                Some(Request::Flush(done)) => {
+                    let _ = done.send(());
+                }
+                Some(Request::Stop(done)) => {
+                    // Whatever is still queued is written before the answer.
+                    while let Ok(command) = commands.try_recv() {
+                        if let Command::Write(message) = command {
+                            batch.push(message);
+                            if batch.len() >= MAX_BATCH {
+                                self.write(&mut batch).await;
+                            }
+                        }
+                    }
+                    if !batch.is_empty() {
+                        self.write(&mut batch).await;
+                    }
+                    self.report_dropped();
+                    self.store.close().await;
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+        self.store.close().await;
+    }
+
+    /// Writes `batch` in one transaction and empties it; a failure drops it, counted.
+    async fn write(&mut self, batch: &mut Vec<NewMessage>) {
+        let rows = batch.len();
+        let result = timeout(OPERATION_TIMEOUT, self.store.insert(batch))
+            .await
+            .unwrap_or(Err(StoreError::TimedOut));
+        batch.clear();
+        let c = &self.counters;
+        c.backlog.fetch_sub(rows, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                c.written.fetch_add(rows as u64, Ordering::Relaxed);
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.largest_batch.fetch_max(rows as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                c.dropped.fetch_add(rows as u64, Ordering::Relaxed);
+                if self.may_report() {
+                    warn!("store: cannot write {rows} messages, not kept: {error}");
+                }
+            }
+        }
+    }
+
+    async fn prune(&mut self) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        let cutoff = jiff::Timestamp::now().as_millisecond()
+            - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match timeout(OPERATION_TIMEOUT * 10, self.store.prune(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(deleted)) => info!("store: deleted {deleted} messages past their retention"),
+            Ok(Err(error)) => warn!("store: cannot delete old messages: {error}"),
+            Err(_) => warn!("store: deleting old messages took too long; trying again later"),
+        }
+    }
+
+    /// Logs how many messages were dropped since the last report, if any.
+    fn report_dropped(&mut self) {
+        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        if dropped > self.reported_dropped && self.may_report() {
+            warn!(
+                "store: {} messages delivered but not kept (backlog full or store failing)",
+                dropped - self.reported_dropped
+            );
+            self.reported_dropped = dropped;
+        }
+    }
+
+    /// Whether a warning may be logged now: at most one per [`REPORT_EVERY`].
+    fn may_report(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last_report
+            .is_some_and(|last| now.duration_since(last) < REPORT_EVERY)
+        {
+            return false;
+        }
+        self.last_report = Some(now);
+        true
+    }
+}

@@ -1,0 +1,312 @@
+//! The store's test suite, run against both backends: SQLite in a temporary folder, and
+//! PostgreSQL at `CHAT_TEST_POSTGRES_URL`, each test in a schema of its own (so they can run
+//! in parallel). Without the variable the PostgreSQL tests print
+//! `skipped: CHAT_TEST_POSTGRES_URL is not set` and pass, unless `ACTOR_CHAT_REQUIRE_POSTGRES`
+//! is set (as `.ci/run` does), when a missing variable or an unreachable server fails them.
+
+use std::{path::PathBuf, str::FromStr, time::Duration};
+
+use actor_chat::store::{Conversation, NewMessage, Store, StoreError};
+use sqlx::{postgres::PgConnectOptions, Connection, Executor, PgConnection};
+
+/// A folder of its own for one test, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "actor-chat-store-{name}-{}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh SQLite store; the folder lives as long as the store is used.
+async fn sqlite(name: &str) -> (Store, TempDir) {
+    let dir = TempDir::new(name);
+    let store = Store::open_sqlite(&dir.0.join("nested/chat.db"))
+        .await
+        .expect("open a SQLite store");
+    (store, dir)
+}
+
+/// A fresh PostgreSQL store in a schema of its own, or `None` (after saying so) when no
+/// server is configured and none is required.
+async fn postgres(name: &str) -> Option<(Store, Schema)> {
+    let required = std::env::var_os("ACTOR_CHAT_REQUIRE_POSTGRES").is_some();
+    let Ok(url) = std::env::var("CHAT_TEST_POSTGRES_URL") else {
+        assert!(
+            !required,
+            "ACTOR_CHAT_REQUIRE_POSTGRES is set but CHAT_TEST_POSTGRES_URL is not"
+        );
+        println!("skipped: CHAT_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let schema = format!(
+        "t_{name}_{}_{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_microsecond()
+    );
+    let mut admin = PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|error| panic!("cannot reach PostgreSQL at {url}: {error}"));
+    admin
+        .execute(format!("CREATE SCHEMA {schema}").as_str())
+        .await
+        .expect("create the test's schema");
+    let options = PgConnectOptions::from_str(&url)
+        .expect("a PostgreSQL URL")
+        .options([("search_path", schema.as_str())]);
+    let store = Store::open_postgres(options)
+        .await
+        .expect("open the PostgreSQL store");
+    Some((store, Schema { url, name: schema }))
+}
+
+/// A test's PostgreSQL schema, dropped when the test is done with it.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    async fn drop_it(self) {
+        if let Ok(mut admin) = PgConnection::connect(&self.url).await {
+            let _ = admin
+                .execute(format!("DROP SCHEMA {} CASCADE", self.name).as_str())
+                .await;
+        }
+    }
+}
+
+/// Runs each test body against SQLite and, when configured, PostgreSQL.
+macro_rules! both_backends {
+    ($($name:ident => $body:ident;)+) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _dir) = super::sqlite(stringify!($name)).await;
+                    super::$body(store).await;
+                }
+            )+
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some((store, schema)) = super::postgres(stringify!($name)).await {
+                        super::$body(store.clone()).await;
+                        store.close().await;
+                        schema.drop_it().await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+both_backends! {
+    history_is_oldest_first_and_pages_back => paging;
+    conversations_are_kept_apart => separation;
+    pruning_deletes_only_old_messages => pruning;
+    opening_twice_applies_migrations_once => reopening;
+}
+
+fn say(room: &str, from: &str, text: &str) -> NewMessage {
+    NewMessage::room(room, from, text)
+}
+
+async fn paging(store: Store) {
+    let batch: Vec<NewMessage> = (1..=10)
+        .map(|i| say("Rust", "alice", &format!("line {i}")))
+        .collect();
+    store.insert(&batch[..4]).await.expect("a first batch");
+    store.insert(&batch[4..]).await.expect("a second batch");
+    let room = Conversation::room("rust");
+    let last = store.history(&room, 3, None).await.expect("history");
+    let texts: Vec<&str> = last.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["line 8", "line 9", "line 10"]);
+    assert!(last.windows(2).all(|w| w[0].id < w[1].id), "{last:?}");
+    let before = store
+        .history(&room, 3, Some(last[0].id))
+        .await
+        .expect("the page before");
+    let texts: Vec<&str> = before.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["line 5", "line 6", "line 7"]);
+    let all = store.history(&room, 100, None).await.expect("everything");
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[0].sender, "alice");
+    assert!(all[0].time().ends_with('Z') && all[0].time().len() == 24);
+    let none = store
+        .history(&room, 5, Some(all[0].id))
+        .await
+        .expect("nothing before the first");
+    assert!(none.is_empty());
+}
+
+async fn separation(store: Store) {
+    store
+        .insert(&[
+            NewMessage::direct("alice", "Bob", "hi bob"),
+            NewMessage::direct("bob", "alice", "hi alice"),
+            NewMessage::direct("alice", "carol", "hi carol"),
+            say("alice", "bob", "a room called alice"),
+        ])
+        .await
+        .expect("insert");
+    let pair = store
+        .history(&Conversation::direct("BOB", "alice"), 10, None)
+        .await
+        .expect("history");
+    let texts: Vec<&str> = pair.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["hi bob", "hi alice"]);
+    let room = store
+        .history(&Conversation::room("alice"), 10, None)
+        .await
+        .expect("history");
+    assert_eq!(room.len(), 1);
+    assert_eq!(room[0].text, "a room called alice");
+}
+
+async fn pruning(store: Store) {
+    let mut old = say("r", "a", "old");
+    old.sent_at_ms = 1_000;
+    store
+        .insert(&[old, say("r", "a", "new")])
+        .await
+        .expect("insert");
+    let deleted = store.prune(2_000).await.expect("prune");
+    assert_eq!(deleted, 1);
+    let left = store
+        .history(&Conversation::room("r"), 10, None)
+        .await
+        .expect("history");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].text, "new");
+}
+
+async fn reopening(store: Store) {
+    store
+        .insert(&[say("r", "a", "kept")])
+        .await
+        .expect("insert");
+    // The migrator runs again on an up-to-date database and changes nothing.
+    let again = match &store {
+        Store::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+        Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+    };
+    assert!(again.is_ok(), "{again:?}");
+    let kept = store
+        .history(&Conversation::room("r"), 10, None)
+        .await
+        .expect("history");
+    assert_eq!(kept.len(), 1);
+}
+
+/// A database with a migration this binary does not have is refused with one sentence.
+#[tokio::test]
+async fn a_newer_sqlite_database_is_refused() {
+    let dir = TempDir::new("newer");
+    let path = dir.0.join("chat.db");
+    let store = Store::open_sqlite(&path).await.expect("open");
+    if let Store::Sqlite(pool) = &store {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+             execution_time) VALUES (99990101000000, 'from the future', TRUE, X'00', 0)",
+        )
+        .execute(pool)
+        .await
+        .expect("pretend a newer binary migrated it");
+    }
+    store.close().await;
+    let url = actor_chat::config::StoreUrl::Sqlite(path);
+    match Store::open(&url).await {
+        Err(StoreError::Newer { found, known, .. }) => {
+            assert_eq!(found, 99990101000000);
+            assert_eq!(known, 1);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The write-behind handle: messages are kept in order, history waits for what was queued
+/// before it, and a backlog past its limit drops (and counts) rather than waits.
+#[actix_rt::test]
+async fn the_handle_writes_behind_and_history_sees_what_was_queued() {
+    let dir = TempDir::new("handle");
+    let url = format!("sqlite://{}", dir.0.join("chat.db").display());
+    let settings = actor_chat::config::Settings::builder()
+        .set("store.url", &url)
+        .set("store.max_backlog", 5000)
+        .build()
+        .expect("settings");
+    let handle = actor_chat::store::StoreHandle::start(settings.store())
+        .await
+        .expect("open")
+        .expect("a store");
+    for i in 0..3000 {
+        handle.keep(say("r", "a", &format!("m{i}")));
+    }
+    let last = handle
+        .history(Conversation::room("r"), 2, None, Duration::from_secs(10))
+        .await
+        .expect("history");
+    let texts: Vec<&str> = last.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["m2998", "m2999"]);
+    let stats = handle.stats();
+    assert_eq!(stats.written, 3000);
+    assert_eq!(stats.dropped, 0);
+    assert!(stats.batches >= 3, "at most 1000 a batch: {stats:?}");
+    handle.stop(Duration::from_secs(10)).await;
+}
+
+/// Past `store.max_backlog` waiting messages, `keep` drops and counts instead of waiting: here
+/// the database is locked by another connection, so nothing can be written meanwhile.
+#[actix_rt::test]
+async fn a_full_backlog_drops_and_counts_rather_than_waits() {
+    let dir = TempDir::new("backlog");
+    let path = dir.0.join("chat.db");
+    let url = format!("sqlite://{}", path.display());
+    let settings = actor_chat::config::Settings::builder()
+        .set("store.url", &url)
+        .set("store.max_backlog", 10)
+        .build()
+        .expect("settings");
+    let handle = actor_chat::store::StoreHandle::start(settings.store())
+        .await
+        .expect("open")
+        .expect("a store");
+    let mut lock = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("a second connection");
+    lock.execute("BEGIN IMMEDIATE")
+        .await
+        .expect("take the write lock");
+    let started = std::time::Instant::now();
+    for i in 0..100 {
+        handle.keep(say("r", "a", &format!("m{i}")));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "keep never waits"
+    );
+    lock.execute("ROLLBACK").await.expect("release the lock");
+    assert!(
+        handle.flush(Duration::from_secs(10)).await,
+        "the writer answers"
+    );
+    let stats = handle.stats();
+    assert_eq!(stats.written + stats.dropped, 100, "{stats:?}");
+    assert!(stats.dropped >= 90, "at most 10 waited: {stats:?}");
+    handle.stop(Duration::from_secs(10)).await;
+}
