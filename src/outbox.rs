@@ -25,8 +25,8 @@
 //! grace period, all queues together answer to one [`Budget`] of what they owe (each client's
 //! first [`UNCOUNTED_BYTES`] aside, so the common case touches no shared counter; a shared room
 //! line counts once per member that owes it, which overstates memory rather than understates
-//! it): past it, debtors are cut — first those over their cap, the longest stalled first, then
-//! the rest, largest first — so memory stays bounded whatever the clients do.
+//! it): past it, debtors are cut — first those over their cap, then the rest, largest first in
+//! each — so memory stays bounded whatever the clients do.
 //!
 //! The queue sits behind a `Mutex` held only to append or take chunks — it *is* the channel,
 //! not state shared between actors — which keeps the owed byte count exact and lets an idle
@@ -108,8 +108,7 @@ impl Budget {
 
     /// Past the limit: cuts debtors until all owe at most seven eighths of it (some room, so
     /// that one more line does not start it all over again). Clients over their cap — whose
-    /// grace clock runs — go first, the one that has gone longest without taking a byte first;
-    /// then the others, largest first. A client's debt is looked at again when its turn comes (it
+    /// grace clock runs — go first, largest first; then the others, largest first. A client's debt is looked at again when its turn comes (it
     /// may have been paid meanwhile), and one whose debt the budget does not count is never
     /// cut: that would free nothing.
     fn relieve(&self) {
@@ -121,26 +120,21 @@ impl Budget {
             .iter()
             .filter_map(|(_, q)| q.upgrade())
             .collect();
-        // Over the cap first, the longest without taking a byte first (a client that reads
-        // restarts its clock with every write); then the rest, largest first.
-        let mut debtors: Vec<(Option<Instant>, usize, Arc<Shared>)> = queues
+        // Over the cap first, then the rest; largest first in each. Among clients that get
+        // the same lines (a room), one that reads always owes less than one that does not.
+        // (Ordering by how long each has gone without taking a byte was tried: a reader
+        // that paused just before the others passed their cap would then go first.)
+        let mut debtors: Vec<(bool, usize, Arc<Shared>)> = queues
             .into_iter()
             .map(|queue| {
-                let (since, owed) = {
+                let (over, owed) = {
                     let queue = queue.lock();
-                    (queue.over_cap_since, queue.owed)
+                    (queue.over_cap_since.is_some(), queue.owed)
                 };
-                (since, owed, queue)
+                (over, owed, queue)
             })
             .collect();
-        debtors.sort_unstable_by(|(a_since, a_owed, _), (b_since, b_owed, _)| {
-            match (a_since, b_since) {
-                (Some(a), Some(b)) => a.cmp(b),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => b_owed.cmp(a_owed),
-            }
-        });
+        debtors.sort_unstable_by_key(|(over, owed, _)| std::cmp::Reverse((*over, *owed)));
         let target = self.limit / 8 * 7;
         for (_, _, queue) in debtors {
             if self.owed() <= target {
