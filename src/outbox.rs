@@ -556,9 +556,15 @@ impl OutboxWriter {
         sink: &mut W,
         budget: usize,
     ) -> Poll<io::Result<usize>> {
-        if self.batch.is_empty() {
-            let end = self.own.len().min(budget.max(1));
-            return Pin::new(sink).poll_write(cx, &self.own[..end]);
+        // One piece is one plain write: a vectored write costs more per call on a socket.
+        let single = match (self.batch.len(), self.own.is_empty()) {
+            (0, _) => Some(&self.own[..]),
+            (1, true) => self.batch.front().map(|chunk| &chunk[..]),
+            _ => None,
+        };
+        if let Some(piece) = single {
+            let end = piece.len().min(budget.max(1));
+            return Pin::new(sink).poll_write(cx, &piece[..end]);
         }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let mut count = 0;
