@@ -11,7 +11,7 @@
 //!
 //! A new config key: a field in the raw section below (with its default), the validated field it
 //! becomes and its check in [`Settings::from_raw`], a line in `config/default.toml`, and a row
-//! in the README's table.
+//! in the tables of the README and docs/CONFIGURATION.md.
 
 use std::{
     fmt,
