@@ -52,12 +52,16 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Read buffer per connection while it has input; none while it is idle (see [`LineStream`]).
 const READ_BUFFER_BYTES: usize = 2048;
 
-/// A byte stream that can carry a session: TCP today; TLS or a WebSocket adapter later.
+/// A byte stream that can carry a session: TCP, TLS, a WebSocket's adapter, an in-memory pipe.
 pub(crate) trait Transport: Send + 'static {
     /// The half that is read from.
     type Reader: AsyncRead + Unpin + 'static;
     /// The half that is written to.
     type Writer: AsyncWrite + Unpin + 'static;
+
+    /// Whether the stream is encrypted end to end as far as this server knows: TLS, or a
+    /// WebSocket over HTTPS. For rules such as "passwords only over a secure transport".
+    fn secure(&self) -> bool;
 
     /// Makes the stream ready on the thread that will serve it — registers it with that
     /// thread's reactor, performs any handshake — and splits it (a stream without a native
@@ -70,6 +74,10 @@ impl Transport for std::net::TcpStream {
     type Reader = tokio::net::tcp::OwnedReadHalf;
     type Writer = tokio::net::tcp::OwnedWriteHalf;
 
+    fn secure(&self) -> bool {
+        false
+    }
+
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         Ok(tokio::net::TcpStream::from_std(self)?.into_split())
     }
@@ -79,6 +87,10 @@ impl Transport for std::net::TcpStream {
 impl Transport for tokio::io::DuplexStream {
     type Reader = tokio::io::ReadHalf<tokio::io::DuplexStream>;
     type Writer = tokio::io::WriteHalf<tokio::io::DuplexStream>;
+
+    fn secure(&self) -> bool {
+        false
+    }
 
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         Ok(tokio::io::split(self))

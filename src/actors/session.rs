@@ -276,8 +276,13 @@ impl Session {
         context: Arc<SessionContext>,
         slot: Slot,
     ) {
+        let secure = transport.secure();
         match transport.open().await {
             Ok((reader, writer)) => {
+                debug!(
+                    "conn {conn} from {peer}: {}",
+                    if secure { "secure" } else { "not encrypted" }
+                );
                 Session::create(move |ctx| {
                     let limits = &context.settings.limits;
                     let connection = Connection::start(
