@@ -646,3 +646,90 @@ async fn a_websocket_ping_is_answered_and_a_pong_is_a_sign_of_life() {
     alice.expect_nothing_pending().await;
     server.shutdown().await;
 }
+
+/// A self-signed certificate for `localhost` written to `dir`; the paths of the pair.
+fn write_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).expect("a temporary folder");
+    let (cert, key) =
+        actor_chat::tls::self_signed(&["localhost".to_owned()]).expect("a certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert).expect("write the certificate");
+    std::fs::write(&key_path, key).expect("write the key");
+    (cert_path, key_path)
+}
+
+/// A `wss://` connection to `addr` trusting only the certificate in `ca`; the handshake's
+/// error (TLS or WebSocket) if it fails.
+async fn wss_connect(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    origin: &str,
+) -> Result<WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>, String> {
+    let config = actor_chat::tls::client_config(Some(ca)).map_err(|e| e.to_string())?;
+    let connector = actor_chat::tls::connector(config);
+    let tcp = timeout(READ_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let name = actor_chat::tls::server_name("localhost").expect("a name");
+    let tls = timeout(READ_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .expect("the TLS handshake in time")
+        .map_err(|error| error.to_string())?;
+    let mut request = format!("wss://localhost:{}/ws", addr.port())
+        .into_client_request()
+        .expect("a valid request");
+    request
+        .headers_mut()
+        .insert(http_name("origin"), origin.parse().expect("a header value"));
+    let (stream, _) = timeout(READ_TIMEOUT, client_async(request, tls))
+        .await
+        .expect("the upgrade in time")
+        .map_err(|error| error.to_string())?;
+    Ok(stream)
+}
+
+#[actix::test]
+async fn https_serves_wss_with_the_tls_certificate_and_its_reloads() {
+    let dir = std::env::temp_dir().join(format!("actor-chat-web-https-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (cert, key) = write_certificate(&dir);
+    let settings = build(
+        web()
+            .set("http.tls", true)
+            .set("tls.bind", "127.0.0.1:0")
+            .set("tls.cert", cert.display())
+            .set("tls.key", key.display()),
+    );
+    let server = TestServer::start(settings).await;
+    let http = server.http_addr();
+    // The page's own origin is now https://.
+    let own = format!("https://localhost:{}", http.port());
+    let mut alice = wss_connect(http, &cert, &own).await.expect("wss works");
+    alice.send(Message::text("login|alice")).await.expect("send");
+    let reply = timeout(READ_TIMEOUT, alice.next()).await.expect("a reply in time");
+    assert!(
+        matches!(&reply, Some(Ok(Message::Text(text))) if text.as_str() == "ok|login|alice"),
+        "{reply:?}"
+    );
+    let insecure = format!("http://localhost:{}", http.port());
+    let refused = wss_connect(http, &cert, &insecure).await.err().unwrap_or_default();
+    assert!(refused.contains("403"), "{refused}");
+
+    // A new certificate in the same files, reloaded (as on SIGHUP): new connections get it.
+    let old = dir.join("old.pem");
+    std::fs::rename(&cert, &old).expect("keep the old certificate");
+    write_certificate(&dir);
+    server.certificates().reload().expect("the new pair loads");
+    let stale = wss_connect(http, &old, &own).await.err().unwrap_or_default();
+    assert!(!stale.is_empty(), "the old certificate is no longer served");
+    let mut bob = wss_connect(http, &cert, &own).await.expect("the new one is");
+    bob.send(Message::text("ping")).await.expect("send");
+    let reply = timeout(READ_TIMEOUT, bob.next()).await.expect("a reply in time");
+    assert!(
+        matches!(&reply, Some(Ok(Message::Text(text))) if text.as_str() == "pong"),
+        "{reply:?}"
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
