@@ -706,14 +706,22 @@ async fn https_serves_wss_with_the_tls_certificate_and_its_reloads() {
     // The page's own origin is now https://.
     let own = format!("https://localhost:{}", http.port());
     let mut alice = wss_connect(http, &cert, &own).await.expect("wss works");
-    alice.send(Message::text("login|alice")).await.expect("send");
-    let reply = timeout(READ_TIMEOUT, alice.next()).await.expect("a reply in time");
+    alice
+        .send(Message::text("login|alice"))
+        .await
+        .expect("send");
+    let reply = timeout(READ_TIMEOUT, alice.next())
+        .await
+        .expect("a reply in time");
     assert!(
         matches!(&reply, Some(Ok(Message::Text(text))) if text.as_str() == "ok|login|alice"),
         "{reply:?}"
     );
     let insecure = format!("http://localhost:{}", http.port());
-    let refused = wss_connect(http, &cert, &insecure).await.err().unwrap_or_default();
+    let refused = wss_connect(http, &cert, &insecure)
+        .await
+        .err()
+        .unwrap_or_default();
     assert!(refused.contains("403"), "{refused}");
 
     // A new certificate in the same files, reloaded (as on SIGHUP): new connections get it.
@@ -721,15 +729,56 @@ async fn https_serves_wss_with_the_tls_certificate_and_its_reloads() {
     std::fs::rename(&cert, &old).expect("keep the old certificate");
     write_certificate(&dir);
     server.certificates().reload().expect("the new pair loads");
-    let stale = wss_connect(http, &old, &own).await.err().unwrap_or_default();
+    let stale = wss_connect(http, &old, &own)
+        .await
+        .err()
+        .unwrap_or_default();
     assert!(!stale.is_empty(), "the old certificate is no longer served");
-    let mut bob = wss_connect(http, &cert, &own).await.expect("the new one is");
+    let mut bob = wss_connect(http, &cert, &own)
+        .await
+        .expect("the new one is");
     bob.send(Message::text("ping")).await.expect("send");
-    let reply = timeout(READ_TIMEOUT, bob.next()).await.expect("a reply in time");
+    let reply = timeout(READ_TIMEOUT, bob.next())
+        .await
+        .expect("a reply in time");
     assert!(
         matches!(&reply, Some(Ok(Message::Text(text))) if text.as_str() == "pong"),
         "{reply:?}"
     );
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The server binary as an operator runs it: `http listening on ADDR` in the log, the probes,
+/// a WebSocket user and a TCP user, and SIGTERM ending the WebSocket with `bye|shutdown` and a
+/// close frame.
+#[actix::test]
+async fn the_server_binary_serves_http_and_says_where() {
+    use common::process::ServerProcess;
+    let mut command = ServerProcess::command("config/default.toml");
+    command.env("CHAT__HTTP__BIND", "127.0.0.1:0");
+    let mut server = ServerProcess::spawn(command);
+    let line = server
+        .wait_for_log("http listening on ")
+        .expect("the server logs its HTTP address");
+    let http: SocketAddr = line
+        .rsplit("listening on ")
+        .next()
+        .and_then(|addr| addr.trim().parse().ok())
+        .expect("an address after 'http listening on'");
+    assert_eq!(get(http, "/healthz").await.2, "ok\n");
+    assert_eq!(get(http, "/readyz").await.0, 200);
+    let mut web_user = Ws::login(http, "wendy").await;
+    let mut tcp_user = Client::login(server.addr, "tom").await;
+    tcp_user.expect("login|wendy").await;
+    web_user.expect("login|tom").await;
+    web_user.send("talk|tom|hello from the page").await;
+    tcp_user.expect("talk|wendy|hello from the page").await;
+    server.signal(libc::SIGTERM);
+    let ended = web_user.expect_closed().await;
+    assert_eq!(ended.lines, ["bye|shutdown"]);
+    assert_eq!(ended.close, Some(CloseCode::Normal));
+    assert_eq!(tcp_user.expect_closed().await, ["bye|shutdown"]);
+    let status = server.wait_exit().expect("the server exits in time");
+    assert_eq!(status.code(), Some(0));
 }

@@ -9,7 +9,8 @@
 //!   its text and a `\n`; a binary frame becomes a line that is not UTF-8, so the session
 //!   answers `error|bad-encoding|` exactly as it does on TCP (and counts it against flood
 //!   control); a pong becomes the line `pong`, a sign of life for the session's heartbeat; a
-//!   ping is answered with a pong; a close ends the session's input.
+//!   ping is answered with a pong and passed on as an empty line (flood control counts it); a
+//!   close ends the session's input.
 //! * **out** ([`Outbound`]): the response body reads the session's lines from the pipe and
 //!   frames each as one text frame; after the protocol's `ping` it adds a WebSocket ping (which
 //!   a browser answers by itself); at the end of the session's output (after its `bye`) comes a
@@ -250,9 +251,11 @@ async fn inbound(
                         Message::Binary | Message::None => session.write_all(NOT_TEXT).await,
                     },
                 },
+                // Answered here, and passed on as an empty line: no reply, no sign of life, but
+                // a flood of pings costs flood-control tokens like a flood of empty lines.
                 Frame::Ping(bytes) => {
                     let _ = control.try_send(Control::Pong(bytes));
-                    Ok(())
+                    session.write_all(b"\n").await
                 }
                 // The browser's answer to our ping: alive, whatever its page's script is doing.
                 Frame::Pong(_) => session.write_all(b"pong\n").await,
