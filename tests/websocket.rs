@@ -782,3 +782,50 @@ async fn the_server_binary_serves_http_and_says_where() {
     let status = server.wait_exit().expect("the server exits in time");
     assert_eq!(status.code(), Some(0));
 }
+
+#[actix::test]
+async fn fragmented_messages_are_one_line_and_an_oversized_frame_closes() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let fragment = |data: &str, opcode: Data, last: bool| {
+        Message::Frame(Frame::message(
+            data.as_bytes().to_vec(),
+            OpCode::Data(opcode),
+            last,
+        ))
+    };
+    let server = TestServer::start(build(web())).await;
+    let http = server.http_addr();
+    let mut alice = Ws::login(http, "alice").await;
+    let mut bob = Ws::login(http, "bob").await;
+    bob.expect("login|alice").await;
+    alice.expect("login|bob").await;
+    // A text message in three fragments is one line.
+    alice
+        .send_message(fragment("talk|bob|in ", Data::Text, false))
+        .await;
+    alice
+        .send_message(fragment("three ", Data::Continue, false))
+        .await;
+    alice
+        .send_message(fragment("parts", Data::Continue, true))
+        .await;
+    bob.expect("talk|alice|in three parts").await;
+    // A fragmented binary message is one binary message.
+    alice
+        .send_message(fragment("who", Data::Binary, false))
+        .await;
+    alice
+        .send_message(fragment("who", Data::Continue, true))
+        .await;
+    alice.expect("error|bad-encoding|").await;
+    alice.expect_nothing_pending().await;
+    // Past 64 KiB (4 × 4096 is less), a frame closes the connection: too big (1009).
+    alice.send(&"x".repeat(70_000)).await;
+    let ended = alice.expect_closed().await;
+    assert_eq!(ended.close, Some(CloseCode::Size), "{ended:?}");
+    bob.expect("logout|alice").await;
+    server.shutdown().await;
+}
