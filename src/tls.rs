@@ -33,7 +33,10 @@ use tokio::{
 };
 use tokio_rustls::{server::TlsStream, TlsAcceptor, TlsConnector};
 
-use crate::{config::TlsSettings, connection::Transport};
+use crate::{
+    config::TlsSettings,
+    connection::{Security, Transport},
+};
 
 /// The protocol versions offered and accepted: TLS 1.3, and 1.2 for older clients.
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
@@ -236,10 +239,6 @@ impl Transport for TlsTransport {
     type Reader = ReadHalf<TlsStream<TcpStream>>;
     type Writer = WriteHalf<TlsStream<TcpStream>>;
 
-    fn secure(&self) -> bool {
-        true
-    }
-
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         let stream = TcpStream::from_std(self.stream)?;
         match timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
@@ -255,6 +254,10 @@ impl Transport for TlsTransport {
                 "TLS handshake not finished within heartbeat.login_timeout_secs",
             )),
         }
+    }
+
+    fn security(&self) -> Security {
+        Security::Encrypted
     }
 }
 

@@ -49,7 +49,7 @@ use tokio::{
 use tokio_util::{codec::Decoder, io::poll_read_buf};
 
 use super::{client_address, forwarded, health::plain, Web};
-use crate::connection::Transport;
+use crate::connection::{Security, Transport};
 
 /// Bytes in flight each way between a WebSocket and its session. Small: it is per connection,
 /// and the outbox behind it is where a backlog is counted and judged.
@@ -75,12 +75,16 @@ impl Transport for WsTransport {
     type Reader = ReadHalf<DuplexStream>;
     type Writer = WriteHalf<DuplexStream>;
 
-    fn secure(&self) -> bool {
-        self.secure
-    }
-
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         Ok(tokio::io::split(self.pipe))
+    }
+
+    fn security(&self) -> Security {
+        if self.secure {
+            Security::Encrypted
+        } else {
+            Security::Plain
+        }
     }
 }
 
