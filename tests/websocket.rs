@@ -829,3 +829,30 @@ async fn fragmented_messages_are_one_line_and_an_oversized_frame_closes() {
     bob.expect("logout|alice").await;
     server.shutdown().await;
 }
+
+/// Behind a proxy that ends TLS, the connection is encrypted as far as the network goes: a
+/// trusted proxy's `X-Forwarded-Proto: https` lets passwords through where plain HTTP from
+/// another machine gets `tls-required`.
+#[actix::test]
+async fn a_trusted_proxy_saying_https_makes_the_websocket_encrypted() {
+    let server = TestServer::start(build(web())).await;
+    let http = server.http_addr();
+    let mut plain = Ws::try_connect(http, &[("x-forwarded-for", "198.51.100.9")])
+        .await
+        .expect("upgrade");
+    plain.send("login|alice|correct horse").await;
+    plain.expect("error|tls-required|login").await;
+    let mut proxied = Ws::try_connect(
+        http,
+        &[
+            ("x-forwarded-for", "198.51.100.9"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await
+    .expect("upgrade");
+    proxied.send("login|alice|correct horse").await;
+    let answer = proxied.recv().await;
+    assert_ne!(answer, "error|tls-required|login");
+    server.shutdown().await;
+}

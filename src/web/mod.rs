@@ -42,7 +42,7 @@ pub(crate) struct Web {
     pub(crate) gate: Arc<Gate>,
     pub(crate) http: HttpSettings,
     /// Whether the listener speaks HTTPS: the scheme of the page's own origin, and what a
-    /// WebSocket session reports as [`crate::connection::Transport::secure`].
+    /// WebSocket session reports as [`crate::connection::Transport::security`].
     pub(crate) secure: bool,
     /// Cancelled when the server starts shutting down.
     pub(crate) stop: CancellationToken,

@@ -67,7 +67,7 @@ const MAX_CHUNK: usize = 64 * 1024;
 /// A WebSocket's end of the pipe, as the session sees it: a byte stream like any other.
 pub(crate) struct WsTransport {
     pipe: DuplexStream,
-    /// Whether the page came over HTTPS (`http.tls`).
+    /// Whether the page came over HTTPS: `http.tls`, or a trusted proxy that says so.
     secure: bool,
 }
 
@@ -115,7 +115,7 @@ pub(crate) async fn upgrade(req: HttpRequest, payload: Payload, web: Data<Web>) 
     actix_rt::spawn(inbound(payload, to_session, control, max_frame));
     let transport = WsTransport {
         pipe: theirs,
-        secure: web.secure,
+        secure: web.secure || proxied_over_https(&web, &req),
     };
     match web.gate.slot(peer) {
         Ok(slot) => web.gate.admit(transport, peer, slot),
@@ -167,6 +167,16 @@ fn origin_allowed(web: &Web, req: &HttpRequest) -> bool {
         return false;
     };
     without_default_port(&format!("{scheme}://{host}")) == origin
+}
+
+/// Whether a trusted proxy says the browser reached it over HTTPS (`X-Forwarded-Proto: https`,
+/// `Forwarded: proto=https`): then the connection is encrypted as far as the network goes, the
+/// proxy being this server's own front.
+fn proxied_over_https(web: &Web, req: &HttpRequest) -> bool {
+    req.peer_addr().is_some_and(|peer| {
+        let (proto, _) = forwarded::proto_and_host(peer, req.headers(), &web.http.trusted_proxies);
+        proto.as_deref() == Some("https")
+    })
 }
 
 /// `https://host:443` → `https://host`, `http://host:80` → `http://host`: how a browser writes

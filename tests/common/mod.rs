@@ -198,6 +198,7 @@ impl TestServer {
             server,
             addr: None,
             http: None,
+            certificates: None,
             stop: Some(stop),
             running,
         }
