@@ -605,13 +605,12 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
     server.shutdown().await;
 }
 
-/// The page is reachable at its own address only while the test runs; nothing waits on time.
 #[actix::test]
 async fn a_websocket_ping_is_answered_and_a_pong_is_a_sign_of_life() {
     let settings = build(
         web()
-            .set("heartbeat.interval_secs", 0.4)
-            .set("heartbeat.timeout_secs", 1.2),
+            .set("heartbeat.interval_secs", 0.5)
+            .set("heartbeat.timeout_secs", 2),
     );
     let server = TestServer::start(settings).await;
     let mut alice = Ws::login(server.http_addr(), "alice").await;
@@ -628,7 +627,8 @@ async fn a_websocket_ping_is_answered_and_a_pong_is_a_sign_of_life() {
     // The protocol's ping comes with a WebSocket ping; the library's automatic pong (sent as it
     // reads) keeps the session alive through several timeouts without a `pong` line.
     let mut pings = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    // Longer than the heartbeat timeout: without the pongs counting, the session would end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(3.5);
     while tokio::time::Instant::now() < deadline {
         match timeout(Duration::from_secs(2), alice.stream.next()).await {
             Ok(Some(Ok(Message::Text(text)))) if text.as_str() == "ping" => pings += 1,
