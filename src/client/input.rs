@@ -331,7 +331,12 @@ mod tests {
     /// Every field a request would put on the wire.
     fn fields<'a>(request: &Request<'a>) -> Vec<&'a str> {
         match *request {
-            Request::Login { name } => vec![name],
+            Request::Login { name, password } => vec![name]
+                .into_iter()
+                .chain(password.map(|p| p.0))
+                .collect(),
+            Request::Register { name, password } => vec![name, password.0],
+            Request::Passwd { old, new } => vec![old.0, new.0],
             Request::Talk { to, text } => vec![to, text],
             Request::Join { room } | Request::Leave { room } | Request::Names { room } => {
                 vec![room]

@@ -101,6 +101,9 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
         ErrorKind::LineTooLong if arg.is_empty() => "that line is too long".to_owned(),
         ErrorKind::LineTooLong => format!("that line is too long (the limit is {arg} bytes)"),
         ErrorKind::BadEncoding => "the server could not read that line: it is not UTF-8".to_owned(),
+        ErrorKind::RateLimited if arg == "login" || arg == "passwd" => {
+            "too many wrong passwords: wait a little and try again".to_owned()
+        }
         ErrorKind::RateLimited => "slow down: rate limited".to_owned(),
         ErrorKind::TooManyRooms => {
             format!("cannot join #{arg}: you are in too many rooms, or the server has too many")
@@ -110,23 +113,23 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
             "that text was not sent: it holds a control character or a line separator".to_owned()
         }
         ErrorKind::NoHistory => "this server keeps no history".to_owned(),
-        ErrorKind::WeakPassword => format!(
-            "that password will not do: it needs 8 to 256 bytes, without \"|\" or control \
-             characters"
+        ErrorKind::WeakPassword => "that password will not do: it needs 8 to 256 bytes, \
+                                    without \"|\" or control characters"
+            .to_owned(),
+        ErrorKind::RegistrationClosed => format!(
+            "the server does not let clients register names: ask its operator for an account \
+             \"{arg}\""
         ),
-        ErrorKind::RegistrationClosed => {
-            format!(
-                "the server does not let clients register names; ask its operator for \"{arg}\""
-            )
+        ErrorKind::BadPassword => format!("wrong password for \"{arg}\" (or no such account)"),
+        ErrorKind::PasswordRequired => {
+            format!("the name \"{arg}\" is registered: it needs its password")
         }
-        ErrorKind::BadPassword => format!("wrong password for \"{arg}\""),
-        ErrorKind::PasswordRequired => format!("the name \"{arg}\" needs its password"),
         ErrorKind::TlsRequired => format!(
             "the server takes passwords only over TLS from another machine, so \"{arg}\" was \
-             not sent on (connect with --tls)"
+             refused: connect with --tls (and change the password if others may have seen it)"
         ),
         ErrorKind::StoreUnavailable => {
-            format!("the history of {arg} cannot be read now: the server's store is not answering")
+            format!("the server's store is not answering about {arg} now: try again later")
         }
     }
 }
@@ -364,7 +367,40 @@ mod tests {
         (
             ErrorKind::StoreUnavailable,
             "#rust",
-            "! the history of #rust cannot be read now: the server's store is not answering",
+            "! the server's store is not answering about #rust now: try again later",
+        ),
+        (
+            ErrorKind::RateLimited,
+            "login",
+            "! too many wrong passwords: wait a little and try again",
+        ),
+        (
+            ErrorKind::WeakPassword,
+            "bob",
+            "! that password will not do: it needs 8 to 256 bytes, without \"|\" or control \
+             characters",
+        ),
+        (
+            ErrorKind::RegistrationClosed,
+            "bob",
+            "! the server does not let clients register names: ask its operator for an account \
+             \"bob\"",
+        ),
+        (
+            ErrorKind::BadPassword,
+            "bob",
+            "! wrong password for \"bob\" (or no such account)",
+        ),
+        (
+            ErrorKind::PasswordRequired,
+            "bob",
+            "! the name \"bob\" is registered: it needs its password",
+        ),
+        (
+            ErrorKind::TlsRequired,
+            "login",
+            "! the server takes passwords only over TLS from another machine, so \"login\" was \
+             refused: connect with --tls (and change the password if others may have seen it)",
         ),
     ];
 
