@@ -72,6 +72,17 @@ pub(crate) struct AccountRemoved;
 #[rtype(result = "Result<(), ErrorKind>")]
 pub(crate) struct Reserve {
     pub(crate) name: String,
+    /// A guest registering the name it is using: online under it, and that is no obstacle.
+    pub(crate) guest: Option<ConnId>,
+}
+
+/// The guest `conn` has registered the name it uses: it is logged in to that account now
+/// (`ok|login|NAME` again, with no peer list and no notice to anyone).
+#[derive(Message)]
+#[rtype(result = "Option<Arc<str>>")]
+pub(crate) struct Upgrade {
+    pub(crate) conn: ConnId,
+    pub(crate) session: Recipient<AccountRemoved>,
 }
 
 /// How a reserved registration ended: the name is registered now, or free again.
@@ -398,11 +409,24 @@ impl Handler<Reserve> for ChatServer {
 
     fn handle(&mut self, msg: Reserve, _: &mut Context<Self>) -> Self::Result {
         let key = fold(&msg.name);
-        if self.by_name.contains_key(&key) || self.reserved(&key) {
+        let online = self.by_name.get(&key);
+        if (online.is_some() && online != msg.guest.as_ref()) || self.reserved(&key) {
             return Err(ErrorKind::NameTaken);
         }
         self.registering.insert(key);
         Ok(())
+    }
+}
+
+impl Handler<Upgrade> for ChatServer {
+    type Result = Option<Arc<str>>;
+
+    fn handle(&mut self, msg: Upgrade, _: &mut Context<Self>) -> Self::Result {
+        let user = self.users.get_mut(&msg.conn)?;
+        user.identity = Identity::Account(msg.session);
+        let _ = user.outbox.send(&Event::LoggedIn(&user.name));
+        info!("{} is logged in to the account now", user.name);
+        Some(user.name.clone())
     }
 }
 
