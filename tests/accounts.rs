@@ -346,3 +346,32 @@ async fn a_removed_account_logs_its_user_out_and_frees_the_name() {
     again.expect("ok|login|alice").await;
     server.shutdown().await;
 }
+
+#[actix::test]
+async fn a_guest_may_register_the_name_it_uses_and_no_other() {
+    let dir = TempDir::new("upgrade");
+    let server = server(&dir).await;
+    let mut erin = local(&server);
+    erin.send("login|erin").await;
+    erin.expect("ok|login|erin").await;
+    erin.send("register|frank|correct horse").await;
+    erin.expect("error|already-logged-in|erin").await;
+    erin.send("passwd|correct horse|battery staple").await;
+    erin.expect("error|not-logged-in|passwd").await;
+    erin.send("register|ERIN|correct horse").await;
+    erin.expect("ok|login|erin").await;
+    // Logged in to the account now: it can change its password, and is logged out if the
+    // account goes.
+    erin.send("passwd|correct horse|battery staple").await;
+    erin.expect("ok|passwd").await;
+    let store = Store::open(&StoreUrl::Sqlite(dir.db()))
+        .await
+        .expect("the store opens");
+    actor_chat::accounts::admin::remove(&store, "erin")
+        .await
+        .expect("erin's account is removed");
+    store.close().await;
+    server.refresh_accounts();
+    assert_eq!(erin.expect_closed().await, ["bye|account-removed"]);
+    server.shutdown().await;
+}
