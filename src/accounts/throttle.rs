@@ -268,8 +268,15 @@ mod tests {
             throttle.succeeded("carol");
             // (From a third address: TWO has five strikes of its own now.)
             throttle.failed(THREE, "carol", "carol");
-            assert_eq!(throttle.blocked(THREE, "carol"), None, "counting starts over");
-            assert!(throttle.blocked(TWO, "dave").is_some(), "the address still counts");
+            assert_eq!(
+                throttle.blocked(THREE, "carol"),
+                None,
+                "counting starts over"
+            );
+            assert!(
+                throttle.blocked(TWO, "dave").is_some(),
+                "the address still counts"
+            );
         });
     }
 
