@@ -179,3 +179,20 @@ async fn a_running_server_logs_out_the_user_of_an_account_removed_under_it() {
     bob.send("login|alice").await;
     bob.expect("ok|login|alice").await;
 }
+
+#[test]
+fn a_server_in_accounts_mode_without_a_store_refuses_to_start() {
+    let mut command = ServerProcess::command("config/default.toml");
+    command
+        .env("CHAT__AUTH__MODE", "accounts")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let output = command.output().expect("run the server binary");
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        text(&output.stderr),
+        "actor-chat-server: auth.mode must be \"open\" when store.url is \"\": accounts are \
+         kept in the store"
+    );
+}

@@ -178,3 +178,134 @@ async fn register_and_passwd_take_their_passwords_from_the_lines_after_them() {
     raw.send("login|carol|second password").await;
     raw.expect("ok|login|carol").await;
 }
+
+/// The client on a pseudo-terminal that is its controlling terminal (as in a real session), so
+/// that its password prompts, which read /dev/tty without echo, have one.
+#[cfg(unix)]
+mod on_a_terminal {
+    use std::{
+        fs::File,
+        io::{Read, Write},
+        os::unix::process::CommandExt,
+        process::Command,
+        sync::mpsc::{self, Receiver},
+        time::Instant,
+    };
+
+    use nix::pty::{openpty, Winsize};
+
+    use super::{register, server, TempDir};
+    use crate::common::process::{wait_with_deadline, PROCESS_TIMEOUT};
+
+    struct Screen {
+        keys: File,
+        chunks: Receiver<Vec<u8>>,
+        shown: Vec<u8>,
+        seen: usize,
+    }
+
+    impl Screen {
+        /// Waits (bounded) until `text` shows after what earlier waits found; returns what
+        /// came before it.
+        fn wait_for(&mut self, text: &str) -> String {
+            let deadline = Instant::now() + PROCESS_TIMEOUT;
+            loop {
+                let unseen = &self.shown[self.seen..];
+                if let Some(at) = unseen
+                    .windows(text.len())
+                    .position(|window| window == text.as_bytes())
+                {
+                    let before = String::from_utf8_lossy(&unseen[..at]).into_owned();
+                    self.seen += at + text.len();
+                    return before;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.chunks.recv_timeout(left) {
+                    Ok(chunk) => self.shown.extend_from_slice(&chunk),
+                    Err(_) => panic!(
+                        "the terminal never showed {text:?}; it showed {:?}",
+                        String::from_utf8_lossy(&self.shown)
+                    ),
+                }
+            }
+        }
+
+        fn type_keys(&mut self, keys: &str) {
+            self.keys.write_all(keys.as_bytes()).expect("type");
+        }
+    }
+
+    #[actix::test]
+    async fn the_password_is_asked_for_without_echo_and_so_are_passwd_s() {
+        let dir = TempDir::new("terminal");
+        let server = server(&dir);
+        register(&server, "alice", "correct horse").await;
+
+        let size = Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = openpty(&size, None).expect("open a pseudo-terminal");
+        let slave = |what| pty.slave.try_clone().expect(what);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_actor-chat-client"));
+        command
+            .args(["alice", "--server", &server.addr.to_string()])
+            .env("TERM", "xterm")
+            .stdin(slave("stdin"))
+            .stdout(slave("stdout"))
+            .stderr(slave("stderr"));
+        // SAFETY: only async-signal-safe calls between fork and exec: a new session, with
+        // the pseudo-terminal on stdin as its controlling terminal.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("start the client binary");
+        drop(pty.slave);
+        let keys = File::from(pty.master);
+        let mut reader = keys.try_clone().expect("a second handle");
+        let (sender, chunks) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                if sender.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut screen = Screen {
+            keys,
+            chunks,
+            shown: Vec::new(),
+            seen: 0,
+        };
+
+        screen.wait_for("Password for alice: ");
+        screen.type_keys("correct horse\r");
+        screen.wait_for("* logged in as alice");
+        screen.wait_for("> ");
+        screen.type_keys("/passwd\r");
+        screen.wait_for("Current password: ");
+        screen.type_keys("correct horse\r");
+        screen.wait_for("New password: ");
+        screen.type_keys("battery staple\r");
+        screen.wait_for("The same again: ");
+        screen.type_keys("battery staple\r");
+        screen.wait_for("* your password is changed");
+        screen.wait_for("> ");
+        screen.type_keys("/quit\r");
+        let status = wait_with_deadline(&mut child, PROCESS_TIMEOUT).expect("the client exits");
+        assert!(status.success(), "{status:?}");
+        let all = String::from_utf8_lossy(&screen.shown).into_owned();
+        assert!(
+            !all.contains("horse") && !all.contains("battery"),
+            "a password was echoed: {all:?}"
+        );
+    }
+}

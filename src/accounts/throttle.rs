@@ -266,15 +266,16 @@ mod tests {
                 throttle.failed(TWO, "carol", "carol");
             }
             throttle.succeeded("carol");
-            // (From a third address: TWO has five strikes of its own now.)
+            // (From a third address: TWO has four strikes of its own.)
             throttle.failed(THREE, "carol", "carol");
             assert_eq!(
                 throttle.blocked(THREE, "carol"),
                 None,
                 "counting starts over"
             );
+            throttle.failed(TWO, "dave", "dave");
             assert!(
-                throttle.blocked(TWO, "dave").is_some(),
+                throttle.blocked(TWO, "erin").is_some(),
                 "the address still counts"
             );
         });
