@@ -375,3 +375,45 @@ async fn a_guest_may_register_the_name_it_uses_and_no_other() {
     assert_eq!(erin.expect_closed().await, ["bye|account-removed"]);
     server.shutdown().await;
 }
+
+/// The back-off end to end, under paused time: the clock jumps ahead whenever nothing is left to
+/// do (the hashing runs on blocking threads, which hold the clock while they work). No store:
+/// every name is unknown, and an unknown account is throttled exactly as a real one, so the
+/// throttle tells nothing about which names exist.
+#[actix::test]
+async fn the_back_off_doubles_with_each_further_wrong_password() {
+    use std::time::Duration;
+    use tokio::time::{sleep, Instant};
+
+    let server = TestServer::start_paused(common::settings_without_presence()).await;
+    let mut guesser = server.connect().await;
+    for _ in 0..5 {
+        guesser.send("login|ghost|guess one").await;
+        guesser.expect("error|bad-password|ghost").await;
+    }
+    let started = Instant::now();
+    guesser.send("login|ghost|guess two").await;
+    guesser.expect("error|rate-limited|login").await;
+    sleep(Duration::from_millis(1000) - started.elapsed()).await;
+    // One second on: one more guess, and a back-off of two.
+    guesser.send("login|ghost|guess three").await;
+    guesser.expect("error|bad-password|ghost").await;
+    let started = Instant::now();
+    sleep(Duration::from_millis(1500)).await;
+    guesser.send("login|ghost|guess four").await;
+    guesser.expect("error|rate-limited|login").await;
+    sleep(Duration::from_millis(2000) - started.elapsed()).await;
+    guesser.send("login|ghost|guess five").await;
+    guesser.expect("error|bad-password|ghost").await;
+    let started = Instant::now();
+    sleep(Duration::from_millis(3900)).await;
+    guesser.send("login|ghost|guess six").await;
+    guesser.expect("error|rate-limited|login").await;
+    sleep(Duration::from_millis(4000) - started.elapsed()).await;
+    guesser.send("login|ghost|guess seven").await;
+    guesser.expect("error|bad-password|ghost").await;
+    // A name without a password is not a guess: it is not held up.
+    guesser.send("login|someone").await;
+    guesser.expect("ok|login|someone").await;
+    server.shutdown().await;
+}
