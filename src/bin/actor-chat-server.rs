@@ -129,9 +129,11 @@ const EXIT_STATUS: &str = "\
 Exit status:
   0    stopped cleanly: SIGINT or SIGTERM, every client told bye|shutdown
   1    cannot listen on server.bind or tls.bind (in use, not this machine's, or a port below
-       1024), or cannot open the store (store.url); for gen-cert, cannot write the files
+       1024), or cannot open the store (store.url); for gen-cert, cannot write the files;
+       for account, the command failed (no such account, the name is taken, a weak password)
   2    bad configuration: the message names the key (tls.cert and tls.key included), or the
-       --config file is missing; or the store's database was made by a newer actor-chat
+       --config file is missing (for account: no store.url); or the store's database was
+       made by a newer actor-chat
   130  a second SIGINT or SIGTERM cut the graceful shutdown short";
 
 /// The start-up warning for a descriptor limit too low for `max_connections`: what it means
