@@ -16,6 +16,11 @@
 //! connection, so it can never deliver to a different user who later takes the same name; when
 //! its user is gone, sending fails and the session asks the server again.
 //!
+//! Passwords (`login|NAME|PASSWORD`, `register`, `passwd`) are checked here, with input paused
+//! as for any command: the plaintext refusal, the throttle, the account's lookup in the store
+//! and the hash on the shared [`HashPool`], off the actor threads (see `crate::accounts`). The
+//! active phase says whether the login is to an account ([`LoginKind`]).
+//!
 //! A new command: its verb in the codec's table and a [`Request`] variant, then one arm in
 //! [`Session::execute`] (and a `ChatServer` message if it touches who is online or the rooms).
 //!
@@ -93,8 +98,9 @@ enum AuthOutcome {
     Changed,
     /// A wrong password, or no such account.
     BadPassword,
-    /// Answer `error|KIND|NAME`.
+    /// Answer `error|KIND|NAME` (`error|rate-limited|VERB`).
     Error(ErrorKind),
+    /// The `ChatServer` is gone: the session closes.
     ServerGone,
 }
 
@@ -178,7 +184,8 @@ impl Handler<Evicted> for Session {
 enum Phase {
     /// Connected; must log in before the login deadline.
     AwaitingLogin,
-    /// A login is with the `ChatServer`, which may now know this connection.
+    /// A login is under way: a password being checked or an account being made (input
+    /// paused), then the login with the `ChatServer`, which may now know this connection.
     LoggingIn,
     /// Logged in as this name, as a guest or to the account of that name.
     Active { name: Arc<str>, kind: LoginKind },
