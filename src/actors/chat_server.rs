@@ -100,10 +100,10 @@ pub(crate) struct Registered {
 #[rtype(result = "()")]
 pub(crate) struct RefreshAccounts;
 
-/// The registered names, as the store listed them (`None`: it did not answer).
+/// The registered names, as the store listed them, or why it did not.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct AccountKeys(Option<Vec<String>>);
+struct AccountKeys(Result<Vec<String>, String>);
 
 /// The connection `conn` is gone or going: drop it from every room and tell the others.
 /// Harmless for a connection that never logged in.
@@ -231,6 +231,8 @@ pub(crate) struct ChatServer {
     registering: HashSet<Key>,
     /// A refresh of `registered` is under way.
     refreshing: bool,
+    /// The last refresh failed (and said so).
+    refresh_failing: bool,
     /// Names registered since the refresh under way began, which its answer may predate.
     registered_since_refresh: HashSet<Key>,
 }
@@ -252,6 +254,7 @@ impl ChatServer {
             registered: HashSet::new(),
             registering: HashSet::new(),
             refreshing: false,
+            refresh_failing: false,
             registered_since_refresh: HashSet::new(),
         }
     }
@@ -272,13 +275,8 @@ impl ChatServer {
         self.registered_since_refresh.clear();
         let me = ctx.address();
         ctx.spawn(wrap_future(async move {
-            match store.account_keys(STORE_WAIT).await {
-                Ok(keys) => me.do_send(AccountKeys(Some(keys))),
-                Err(error) => {
-                    warn!("cannot read the registered names from the store: {error}");
-                    me.do_send(AccountKeys(None));
-                }
-            }
+            let keys = store.account_keys(STORE_WAIT).await;
+            me.do_send(AccountKeys(keys.map_err(|error| error.to_string())));
         }));
     }
 
@@ -359,11 +357,14 @@ impl Actor for ChatServer {
                         server.registered = keys.into_iter().map(Key::from).collect();
                         info!("{} registered names", server.registered.len());
                     }
-                    Err(error) => warn!(
-                        "cannot read the registered names from the store: {error}; trying \
-                         again in {} s",
-                        REFRESH_EVERY.as_secs()
-                    ),
+                    Err(error) => {
+                        server.refresh_failing = true;
+                        warn!(
+                            "cannot read the registered names from the store: {error}; trying \
+                             again in {} s",
+                            REFRESH_EVERY.as_secs()
+                        );
+                    }
                 },
             ),
         );
@@ -376,8 +377,20 @@ impl Handler<AccountKeys> for ChatServer {
 
     fn handle(&mut self, msg: AccountKeys, _: &mut Context<Self>) {
         self.refreshing = false;
-        let Some(keys) = msg.0 else {
-            return; // the store did not answer: keep what we had
+        let keys = match msg.0 {
+            Ok(keys) => {
+                if std::mem::take(&mut self.refresh_failing) {
+                    info!("the registered names can be read from the store again");
+                }
+                keys
+            }
+            Err(error) => {
+                // Said once per outage, not every few seconds; what we had is kept.
+                if !std::mem::replace(&mut self.refresh_failing, true) {
+                    warn!("cannot read the registered names from the store: {error}");
+                }
+                return;
+            }
         };
         self.registered = keys.into_iter().map(Key::from).collect();
         self.registered
