@@ -184,11 +184,13 @@ fn run_client(options: &Options) -> Result<Ending, ClientError> {
 /// Whether a session's end is one the terminal client recovers from by reconnecting: the
 /// connection was lost, or the server closed it on its own (shutting down for a restart, or
 /// cutting us off as too slow or silent, say after a laptop slept). Not after our own `exit`,
-/// and not after `bye|flood`: the server asked us to stop sending, and coming straight back
-/// would only repeat it.
+/// not after `bye|flood` (the server asked us to stop sending, and coming straight back would
+/// only repeat it), and not after `bye|account-removed` (the password opens nothing now).
 fn worth_reconnecting(ending: &Result<Ending, ClientError>) -> bool {
     match ending {
-        Ok(Ending::ClosedByServer(reason)) => *reason != Some(ByeReason::Flood),
+        Ok(Ending::ClosedByServer(reason)) => {
+            !matches!(reason, Some(ByeReason::Flood | ByeReason::AccountRemoved))
+        }
         Err(ClientError::Lost(_) | ClientError::Closed) => true,
         Ok(Ending::Quit | Ending::GaveUp) | Err(_) => false,
     }

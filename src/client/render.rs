@@ -3,7 +3,7 @@
 //! Every line that came from the server goes through [`render_event`] (or [`sanitize`] for a
 //! line that does not parse), so no peer's text reaches the terminal unfiltered.
 
-use crate::codec::{ErrorKind, Event};
+use crate::codec::{ByeReason, ErrorKind, Event};
 
 /// The line shown for a server event, or `None` for events the user need not see (`ping` is
 /// answered silently; `ok|join` is followed by `members`, which says the same and more).
@@ -26,6 +26,9 @@ pub(crate) fn render_event(event: &Event<'_>) -> Option<String> {
         Event::Say { room, from, text } => format!("[#{room}] <{from}> {text}"),
         Event::Rooms(rooms) => format!("rooms: {}", list(rooms, "#")),
         Event::Bye(None) => "* server closed the connection".to_owned(),
+        Event::Bye(Some(ByeReason::AccountRemoved)) => {
+            "* server closed the connection: your account was removed by its operator".to_owned()
+        }
         Event::Bye(Some(reason)) => format!("* server closed the connection: {reason}"),
         Event::Error(kind, arg) => format!("! {}", describe_error(*kind, arg)),
         // Stored lines carry the time they were sent, in the local time zone.
@@ -300,6 +303,14 @@ mod tests {
         assert_eq!(
             render(Event::Bye(Some(ByeReason::Timeout))),
             some("* server closed the connection: timeout")
+        );
+        assert_eq!(
+            render(Event::Bye(Some(ByeReason::AccountRemoved))),
+            some("* server closed the connection: your account was removed by its operator")
+        );
+        assert_eq!(
+            render(Event::PasswordChanged),
+            some("* your password is changed")
         );
     }
 
