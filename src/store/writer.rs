@@ -60,6 +60,8 @@ enum Request {
     Account(AccountRequest),
     /// Write everything queued before this, then answer.
     Flush(oneshot::Sender<()>),
+    /// Ask the database for next to nothing: is it there? (`/readyz`)
+    Ping(oneshot::Sender<Result<(), StoreError>>),
     /// Flush, answer, and stop.
     Stop(oneshot::Sender<()>),
 }
@@ -350,6 +352,19 @@ impl StoreHandle {
         matches!(timeout(wait, answer).await, Ok(Ok(())))
     }
 
+    /// Whether the store answers: the writer asks the database for next to nothing once
+    /// what is queued before is written. Gives up after `wait`; an error after a stop.
+    pub async fn ping(&self, wait: Duration) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::Ask(Request::Ping(reply)))
+            .map_err(|_| StoreError::TimedOut)?;
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
+        }
+    }
+
     /// Writes what is queued (waiting at most `wait`) and stops the writer; later messages are
     /// dropped. Logs what the writer did.
     pub async fn stop(&self, wait: Duration) {
@@ -449,6 +464,12 @@ impl Writer {
                 Some(Request::Account(request)) => request.answer(&self.store).await,
                 Some(Request::Flush(done)) => {
                     let _ = done.send(());
+                }
+                Some(Request::Ping(reply)) => {
+                    let answered = timeout(OPERATION_TIMEOUT, self.store.ping())
+                        .await
+                        .unwrap_or(Err(StoreError::TimedOut));
+                    let _ = reply.send(answered);
                 }
                 Some(Request::Stop(done)) => {
                     // Whatever is still queued is written before the answer.
