@@ -39,7 +39,10 @@ use tokio_util::sync::CancellationToken;
 pub use crate::connection::Security;
 
 use crate::{
-    accounts::{hashing::HashPool, throttle::Throttle},
+    accounts::{
+        hashing::{self, HashPool},
+        throttle::Throttle,
+    },
     actors::{
         chat_server::{RefreshAccounts, Stopping},
         session::PendingLogins,
@@ -140,6 +143,8 @@ impl Server {
             Placement::Workers => threads.iter().map(Arbiter::handle).collect(),
             Placement::CurrentThread => vec![Arbiter::current()],
         };
+        // Detached: it only fills a cache (see `hashing::warm_up`).
+        drop(tokio::task::spawn_blocking(hashing::warm_up));
         let chat_settings = settings.clone();
         let chat_store = store.clone();
         let chat = ChatServer::start_in_arbiter(&workers[0], move |_| {
