@@ -143,8 +143,11 @@ impl Server {
             Placement::Workers => threads.iter().map(Arbiter::handle).collect(),
             Placement::CurrentThread => vec![Arbiter::current()],
         };
-        // Detached: it only fills a cache (see `hashing::warm_up`).
-        drop(tokio::task::spawn_blocking(hashing::warm_up));
+        // Detached: it only fills a cache (see `hashing::warm_up`). Without a store there are
+        // no accounts, and nothing for the time of an answer to tell.
+        if store.is_some() {
+            drop(tokio::task::spawn_blocking(hashing::warm_up));
+        }
         let chat_settings = settings.clone();
         let chat_store = store.clone();
         let chat = ChatServer::start_in_arbiter(&workers[0], move |_| {
