@@ -15,6 +15,7 @@ use std::{
 
 use actor_chat::{
     accounts::{admin, REFRESH_EVERY},
+    client::prompt_password,
     config::Settings,
     server::{self, Listeners},
     signal,
@@ -365,9 +366,9 @@ fn account(config: Option<&Path>, action: AccountAction) -> ExitCode {
 /// stdin (its line ending dropped).
 fn read_new_password(name: &str) -> Result<String, String> {
     if io::stdin().is_terminal() {
-        let first = rpassword::prompt_password(format!("New password for {name}: "))
+        let first = prompt_password(&format!("New password for {name}: "))
             .map_err(|error| format!("cannot read the password: {error}"))?;
-        let second = rpassword::prompt_password("The same again: ")
+        let second = prompt_password("The same again: ")
             .map_err(|error| format!("cannot read the password: {error}"))?;
         if first != second {
             return Err("the two passwords differ; nothing was changed".to_owned());

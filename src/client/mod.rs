@@ -26,6 +26,7 @@ mod input;
 mod net;
 mod piped;
 mod render;
+mod secret;
 mod terminal;
 
 use std::{
@@ -42,6 +43,8 @@ use self::{
     terminal::{print_plain, Output},
 };
 use crate::codec::{is_valid_name, ByeReason, Event};
+
+pub use self::secret::prompt_password;
 
 /// Where the client connects when neither `--server` nor `CHAT_SERVER` says otherwise.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";

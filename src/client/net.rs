@@ -99,7 +99,7 @@ pub(crate) async fn connect_and_login(
             }
             Ok(Err(ClientError::PasswordRequired(name))) if password.is_none() && ask => {
                 // Blocks the runtime while the user types; nothing else is under way yet.
-                match rpassword::prompt_password(format!("Password for {name}: ")) {
+                match super::secret::prompt_password(&format!("Password for {name}: ")) {
                     Ok(typed) if !typed.is_empty() => *password = Some(Secret(typed)),
                     _ => return Err(ClientError::PasswordRequired(name)),
                 }

@@ -408,7 +408,7 @@ fn read_terminal(
 fn ask_secrets(line: &str) -> Vec<Secret> {
     let mut secrets = Vec::new();
     for prompt in secrets_for(line) {
-        match rpassword::prompt_password(*prompt) {
+        match super::secret::prompt_password(prompt) {
             Ok(secret) => secrets.push(Secret(secret)),
             Err(_) => return Vec::new(),
         }
