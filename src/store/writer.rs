@@ -4,9 +4,9 @@
 //! on, and the server's workers are separate single-threaded runtimes; with every use of the
 //! pool on one runtime there is no question of which one drives a connection. And why a queue:
 //! the live path must never wait on the database. A session or the `ChatServer` pushes a
-//! message and goes on; the writer takes whatever has queued up (up to [`MAX_BATCH`]) and
-//! writes it in one transaction, so a busy server writes large batches and an idle one writes
-//! each message at once.
+//! message and goes on; the writer takes whatever has queued up (up to [`MAX_BATCH`], waiting
+//! at most [`GATHER`] for more) and writes it in one transaction, so a busy server writes large
+//! batches and a quiet one a few messages per commit, 5 ms late at most.
 //!
 //! The queue is bounded by `store.max_backlog` messages (counted, not by the channel, so that
 //! pushing never blocks): past it, messages are delivered but not kept, and the writer logs how
