@@ -28,9 +28,12 @@ use bytes::BytesMut;
 
 use super::{
     input::{parse_input, Action, Target, HELP},
-    render::{render_event, render_joined, sanitize},
+    render::{away_heading, render_event, render_joined, sanitize},
 };
-use crate::codec::{is_valid_name, ErrorKind, Event, Request};
+use crate::codec::{is_valid_name, ErrorKind, Event, Request, Verb};
+
+/// Lines of a room's history shown on `/join`.
+const JOIN_HISTORY_LINES: u64 = 20;
 
 /// Shown whenever the target is cleared.
 const NO_TARGET: &str = "* plain lines go to no one now: choose with /to NAME or /to #ROOM";
@@ -106,6 +109,15 @@ pub(crate) struct Chat {
     names: VecDeque<Asked>,
     /// The user asked to leave: however the connection ends now, it is not to be restored.
     quitting: bool,
+    /// `missed` lines received, shown under their heading once `end|missed` says how many.
+    missed: Vec<String>,
+    /// Rooms whose last lines we asked for on our own after a join, oldest first: their
+    /// `end|history` and a `no-history` are not worth a line.
+    join_history: VecDeque<String>,
+    /// The server said it keeps no history: joins stop asking.
+    no_history: bool,
+    /// Rooms rejoined after a reconnect: their lines were seen already, none is asked for.
+    rejoining: Vec<String>,
 }
 
 impl Chat {
@@ -119,6 +131,10 @@ impl Chat {
             who: VecDeque::new(),
             names: VecDeque::new(),
             quitting: false,
+            missed: Vec::new(),
+            join_history: VecDeque::new(),
+            no_history: false,
+            rejoining: Vec::new(),
         }
     }
 
@@ -278,6 +294,52 @@ impl Chat {
                     self.rooms.push((*room).to_owned());
                 }
                 self.joining = Some((*room).to_owned());
+                let rejoined = self.rejoining.iter().position(|r| r.eq_ignore_ascii_case(room));
+                match rejoined {
+                    Some(at) => {
+                        self.rejoining.swap_remove(at);
+                    }
+                    // The room's last lines, after its `members` line.
+                    None if !self.no_history && is_valid_name(room) => {
+                        let target = format!("#{room}");
+                        step.send(Request::History {
+                            target: &target,
+                            count: JOIN_HISTORY_LINES,
+                            before: None,
+                        });
+                        self.join_history.push_back(target);
+                    }
+                    None => {}
+                }
+            }
+            // Shown together once the server says how many came.
+            Event::Missed { .. } => {
+                if let Some(line) = render_event(event) {
+                    self.missed.push(line);
+                }
+            }
+            Event::EndMissed { count } => {
+                let count = (*count).max(self.missed.len() as u64);
+                if count > 0 {
+                    step.note(away_heading(count));
+                }
+                for line in self.missed.drain(..) {
+                    step.note(line);
+                }
+            }
+            Event::End {
+                verb: Verb::History,
+                target,
+                count,
+            } if self.is_join_history(target) => {
+                self.join_history.pop_front();
+                if *count > 0 {
+                    show(&mut step);
+                }
+            }
+            Event::Error(ErrorKind::NoHistory, target) if self.is_join_history(target) => {
+                self.join_history.pop_front();
+                self.no_history = true;
             }
             Event::Members { room, names }
                 if joining
@@ -322,6 +384,19 @@ impl Chat {
         step
     }
 
+    /// Whether `target` is the room whose history we asked for on our own, first in line.
+    fn is_join_history(&self, target: &str) -> bool {
+        self.join_history
+            .front()
+            .is_some_and(|asked| asked.eq_ignore_ascii_case(target))
+    }
+
+    /// The connection was lost: `missed` lines that came before it are shown now, under
+    /// their heading, rather than lost (the server counts them as read).
+    pub(crate) fn connection_lost(&mut self) -> Step {
+        self.event(&Event::EndMissed { count: 0 })
+    }
+
     /// Starts over on a new connection, logged in as `name`: what was asked on the old one
     /// will not be answered. Returns the requests that put us back where we were: a join for
     /// each room we were in, and a `who` to check that the user we talk to is still online.
@@ -330,10 +405,12 @@ impl Chat {
         self.joining = None;
         self.who.clear();
         self.names.clear();
+        self.join_history.clear();
         let mut step = Step::default();
         // Each `ok|join` puts its room back on the list.
         for room in std::mem::take(&mut self.rooms) {
             step.send(Request::Join { room: &room });
+            self.rejoining.push(room);
         }
         if matches!(self.target, Some(Target::User(_))) {
             step.send(Request::Who);

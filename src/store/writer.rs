@@ -16,6 +16,11 @@
 //! `history` goes through the same queue: the writer commits every message queued before the
 //! request, then answers it, so the asker always sees what it has just said and what it has
 //! just been delivered.
+//!
+//! So do the requests of offline delivery (see docs/ARCHITECTURE.md): storing a message for an
+//! offline account (answered only once committed, so `queued` means stored), a page of an
+//! account's missed messages, and moving its read position forward. The queue being FIFO is
+//! what orders a `queued` answer before any later login's replay.
 
 use std::{
     sync::{
@@ -58,6 +63,24 @@ enum Request {
     },
     /// Write everything queued before this, then answer.
     Flush(oneshot::Sender<()>),
+    /// Store a direct message for an offline account, if the account exists (see
+    /// [`Store::queue`]); answers whether it was stored. Because it is answered only after
+    /// everything queued before it, and a replay's query is queued after the login that
+    /// follows, a login always sees a message already answered `queued`.
+    Queue {
+        message: NewMessage,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// One page of an account's missed messages, after its read position and after `after`;
+    /// `None` if there is no such account.
+    Missed {
+        account: String,
+        after: i64,
+        limit: u32,
+        reply: oneshot::Sender<Result<Option<Vec<StoredMessage>>, StoreError>>,
+    },
+    /// Move an account's read position forward to `id` (never back).
+    MarkRead { account: String, id: i64 },
     /// Flush, answer, and stop.
     Stop(oneshot::Sender<()>),
 }
@@ -221,6 +244,53 @@ impl StoreHandle {
         }
     }
 
+    /// Asks the writer to store `message` (a direct message for an offline user) for its
+    /// recipient's account, after everything queued so far. The request is on the queue when
+    /// this returns — so its place in the writer's order is fixed by the caller (the
+    /// `ChatServer`, between a failed lookup and any later login) — and the answer comes
+    /// through the returned [`Queueing`].
+    pub fn queue(&self, message: NewMessage) -> Queueing {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .queue
+            .send(Command::Ask(Request::Queue { message, reply }))
+            .is_ok();
+        Queueing(sent.then_some(answer))
+    }
+
+    /// One page (at most `limit`) of the messages queued for `account` above both its read
+    /// position and `after`, oldest first; `None` if there is no such account. Gives up after
+    /// `wait`.
+    pub async fn missed(
+        &self,
+        account: &str,
+        after: i64,
+        limit: u32,
+        wait: Duration,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Ask(Request::Missed {
+            account: account.to_owned(),
+            after,
+            limit,
+            reply,
+        });
+        self.queue.send(command).map_err(|_| StoreError::TimedOut)?;
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
+        }
+    }
+
+    /// Moves `account`'s read position forward to `id`, behind the messages queued so far.
+    /// Never waits; a failure is logged (the messages are then replayed again next time).
+    pub fn mark_read(&self, account: &str, id: i64) {
+        let _ = self.queue.send(Command::Ask(Request::MarkRead {
+            account: account.to_owned(),
+            id,
+        }));
+    }
+
     /// Waits (at most `wait`) until every message queued so far is written or given up.
     pub async fn flush(&self, wait: Duration) -> bool {
         let (done, answer) = oneshot::channel();
@@ -254,6 +324,23 @@ impl StoreHandle {
             batches: c.batches.load(Ordering::Relaxed),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The answer to [`StoreHandle::queue`], to come.
+pub struct Queueing(Option<oneshot::Receiver<Result<bool, StoreError>>>);
+
+impl Queueing {
+    /// Whether the message was stored (committed) for an existing account; an error if the
+    /// store failed or did not answer within `wait` — never a false `true`.
+    pub async fn outcome(self, wait: Duration) -> Result<bool, StoreError> {
+        let Some(answer) = self.0 else {
+            return Err(StoreError::TimedOut);
+        };
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
         }
     }
 }
@@ -328,6 +415,46 @@ impl Writer {
                 }
                 Some(Request::Flush(done)) => {
                     let _ = done.send(());
+                }
+                Some(Request::Queue { message, reply }) => {
+                    let stored = timeout(OPERATION_TIMEOUT, self.store.queue(&message))
+                        .await
+                        .unwrap_or(Err(StoreError::TimedOut));
+                    if let Err(error) = &stored {
+                        if self.may_report() {
+                            warn!("store: cannot keep a message for an offline user: {error}");
+                        }
+                    }
+                    let _ = reply.send(stored);
+                }
+                Some(Request::Missed {
+                    account,
+                    after,
+                    limit,
+                    reply,
+                }) => {
+                    let page = async {
+                        let Some(read) = self.store.read_position(&account).await? else {
+                            return Ok(None);
+                        };
+                        let after = after.max(read);
+                        self.store.missed(&account, after, limit).await.map(Some)
+                    };
+                    let found = timeout(OPERATION_TIMEOUT, page)
+                        .await
+                        .unwrap_or(Err(StoreError::TimedOut));
+                    if let Err(error) = &found {
+                        debug!("missed messages of {account}: {error}");
+                    }
+                    let _ = reply.send(found);
+                }
+                Some(Request::MarkRead { account, id }) => {
+                    let marked = timeout(OPERATION_TIMEOUT, self.store.mark_read(&account, id))
+                        .await
+                        .unwrap_or(Err(StoreError::TimedOut));
+                    if let Err(error) = marked {
+                        warn!("store: cannot record what {account} has read: {error}");
+                    }
                 }
                 Some(Request::Stop(done)) => {
                     // Whatever is still queued is written before the answer.
