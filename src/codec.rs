@@ -794,11 +794,9 @@ impl<'a> Event<'a> {
                 from,
                 text,
             } => put_line(dst, verb, &[&id.to_string(), time, from, text]),
-            Event::EndMissed { count } => put_line(
-                dst,
-                verb,
-                &[EventVerb::Missed.as_str(), &count.to_string()],
-            ),
+            Event::EndMissed { count } => {
+                put_line(dst, verb, &[EventVerb::Missed.as_str(), &count.to_string()])
+            }
         }
     }
 

@@ -384,8 +384,7 @@ impl Outbox {
         let shared = self.shared.clone();
         poll_fn(move |cx| {
             let mut queue = shared.lock();
-            if queue.written >= mark || matches!(queue.state, State::Aborted(_) | State::Finished)
-            {
+            if queue.written >= mark || matches!(queue.state, State::Aborted(_) | State::Finished) {
                 queue.flushed = None;
                 return Poll::Ready(queue.written);
             }

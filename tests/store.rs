@@ -159,7 +159,10 @@ async fn offline_queue(store: Store) {
     add_account(&store, "Alice").await;
     assert_eq!(store.read_position("ALICE").await.expect("read"), Some(0));
     for i in 1..=5 {
-        assert!(store.queue(&to_alice(&format!("m{i}"))).await.expect("queue"));
+        assert!(store
+            .queue(&to_alice(&format!("m{i}")))
+            .await
+            .expect("queue"));
     }
     // A message delivered live is history, not something missed.
     store
@@ -171,7 +174,10 @@ async fn offline_queue(store: Store) {
     assert_eq!(texts, ["m1", "m2", "m3"]);
     assert!(first.windows(2).all(|w| w[0].id < w[1].id));
     assert_eq!(first[0].sender, "bob");
-    let rest = store.missed("alice", first[2].id, 10).await.expect("a page");
+    let rest = store
+        .missed("alice", first[2].id, 10)
+        .await
+        .expect("a page");
     let texts: Vec<&str> = rest.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["m4", "m5"]);
     assert!(store.mark_read("alice", first[1].id).await.expect("mark"));
@@ -185,10 +191,17 @@ async fn offline_queue(store: Store) {
     );
     // Queued messages are also the conversation's history.
     let both = Conversation::direct("alice", "bob");
-    assert_eq!(store.history(&both, 10, None).await.expect("history").len(), 6);
+    assert_eq!(
+        store.history(&both, 10, None).await.expect("history").len(),
+        6
+    );
     // Retention prunes queued messages like any other.
     assert_eq!(store.prune(i64::MAX).await.expect("prune"), 6);
-    assert!(store.missed("alice", 0, 10).await.expect("a page").is_empty());
+    assert!(store
+        .missed("alice", 0, 10)
+        .await
+        .expect("a page")
+        .is_empty());
 }
 
 fn say(room: &str, from: &str, text: &str) -> NewMessage {

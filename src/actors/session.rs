@@ -626,7 +626,10 @@ impl Session {
                 }
                 TalkOutcome::Queued(Ok(true)) => session.reply(&Event::Queued(&to)),
                 TalkOutcome::Queued(Err(error)) => {
-                    debug!("conn {}: message for {to} not queued: {error}", session.conn);
+                    debug!(
+                        "conn {}: message for {to} not queued: {error}",
+                        session.conn
+                    );
                     session.reply(&Event::Error(ErrorKind::StoreUnavailable, &to));
                 }
                 TalkOutcome::Online(_) | TalkOutcome::Queued(Ok(false)) | TalkOutcome::Unknown => {

@@ -294,7 +294,10 @@ impl Chat {
                     self.rooms.push((*room).to_owned());
                 }
                 self.joining = Some((*room).to_owned());
-                let rejoined = self.rejoining.iter().position(|r| r.eq_ignore_ascii_case(room));
+                let rejoined = self
+                    .rejoining
+                    .iter()
+                    .position(|r| r.eq_ignore_ascii_case(room));
                 match rejoined {
                     Some(at) => {
                         self.rejoining.swap_remove(at);

@@ -64,6 +64,10 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("the store did not answer in time")]
     TimedOut,
+    /// The SQLite file was removed, replaced or made read-only under the running server:
+    /// SQLite would go on writing to the file it has open, which is gone or not to be written.
+    #[error("the store's file {0}")]
+    FileChanged(String),
 }
 
 /// Whether a message went to a room or to one person.

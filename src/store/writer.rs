@@ -37,7 +37,7 @@ use tokio::{
 };
 
 use super::{Conversation, NewMessage, Store, StoreError, StoredMessage};
-use crate::config::StoreSettings;
+use crate::config::{StoreSettings, StoreUrl};
 
 /// Most messages written in one transaction.
 const MAX_BATCH: usize = 1000;
@@ -158,6 +158,7 @@ impl StoreHandle {
                             info!("keeping messages in {url}");
                             let _ = opened.send(Ok(()));
                             Writer {
+                                file: SqliteFile::of(&url),
                                 store,
                                 counters: writer_counters,
                                 retention,
@@ -345,7 +346,53 @@ impl Queueing {
     }
 }
 
+/// The SQLite file as it was opened. SQLite keeps writing to the file it has open even when
+/// that file has been removed (its data then vanishes at the next start), replaced, or made
+/// read-only (an open descriptor keeps its rights), and says nothing. Before storing a message
+/// whose sender is told `queued`, the writer looks: a file that is not the one it opened, or
+/// that is read-only, makes the answer `store-unavailable` rather than a promise it cannot keep.
+struct SqliteFile {
+    path: std::path::PathBuf,
+    /// Device and inode when opened.
+    identity: (u64, u64),
+}
+
+impl SqliteFile {
+    fn of(url: &StoreUrl) -> Option<SqliteFile> {
+        use std::os::unix::fs::MetadataExt;
+        let StoreUrl::Sqlite(path) = url else {
+            return None;
+        };
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(SqliteFile {
+            path: path.clone(),
+            identity: (metadata.dev(), metadata.ino()),
+        })
+    }
+
+    /// Whether the file is still the one opened, and writable.
+    fn check(&self) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let shown = self.path.display();
+        let metadata = std::fs::metadata(&self.path)
+            .map_err(|error| StoreError::FileChanged(format!("{shown} is gone: {error}")))?;
+        if (metadata.dev(), metadata.ino()) != self.identity {
+            return Err(StoreError::FileChanged(format!(
+                "{shown} was replaced since it was opened"
+            )));
+        }
+        if metadata.permissions().readonly() {
+            return Err(StoreError::FileChanged(format!(
+                "{shown} was made read-only"
+            )));
+        }
+        Ok(())
+    }
+}
+
 struct Writer {
+    /// The SQLite file, to check before a message is stored for an offline user.
+    file: Option<SqliteFile>,
     store: Store,
     counters: Arc<Counters>,
     retention: Option<Duration>,
@@ -417,9 +464,12 @@ impl Writer {
                     let _ = done.send(());
                 }
                 Some(Request::Queue { message, reply }) => {
-                    let stored = timeout(OPERATION_TIMEOUT, self.store.queue(&message))
-                        .await
-                        .unwrap_or(Err(StoreError::TimedOut));
+                    let stored = match self.file.as_ref().map_or(Ok(()), SqliteFile::check) {
+                        Ok(()) => timeout(OPERATION_TIMEOUT, self.store.queue(&message))
+                            .await
+                            .unwrap_or(Err(StoreError::TimedOut)),
+                        Err(error) => Err(error),
+                    };
                     if let Err(error) = &stored {
                         if self.may_report() {
                             warn!("store: cannot keep a message for an offline user: {error}");

@@ -6,6 +6,7 @@
 
 use std::{net::SocketAddr, rc::Rc, time::Duration};
 
+pub mod accounts;
 pub mod process;
 
 use actor_chat::{

@@ -143,9 +143,9 @@ impl Session {
         let account = replay.account.clone();
         let after = replay.last_queued;
         let page = async move { store.missed(&account, after, PAGE_ROWS, PAGE_TIMEOUT).await };
-        ctx.spawn(wrap_future(page).map(|page, session: &mut Self, ctx| {
-            session.missed_page(page, ctx)
-        }));
+        ctx.spawn(
+            wrap_future(page).map(|page, session: &mut Self, ctx| session.missed_page(page, ctx)),
+        );
     }
 
     fn missed_page(
@@ -194,18 +194,20 @@ impl Session {
             .unconfirmed
             .extend(ends.into_iter().map(|(end, id)| (start + end as u64, id)));
         let written = self.connection.outbox().written_past(mark);
-        ctx.spawn(wrap_future(written).map(move |written, session: &mut Self, ctx| {
-            session.settle_replay(written);
-            if !session.phase.is_open() || written < mark {
-                return; // the connection is going; settled again when it ends
-            }
-            match session.replay.as_ref() {
-                Some(replay) if replay.is_done() => session.replay = None,
-                Some(replay) if !replay.pending.is_empty() => session.send_slice(ctx),
-                Some(_) => session.fetch_missed(ctx),
-                None => {}
-            }
-        }));
+        ctx.spawn(
+            wrap_future(written).map(move |written, session: &mut Self, ctx| {
+                session.settle_replay(written);
+                if !session.phase.is_open() || written < mark {
+                    return; // the connection is going; settled again when it ends
+                }
+                match session.replay.as_ref() {
+                    Some(replay) if replay.is_done() => session.replay = None,
+                    Some(replay) if !replay.pending.is_empty() => session.send_slice(ctx),
+                    Some(_) => session.fetch_missed(ctx),
+                    None => {}
+                }
+            }),
+        );
     }
 
     /// Moves the read position forward to the last line wholly within the first `written`
@@ -259,7 +261,10 @@ mod tests {
         assert!(!first.ends_with(b"end|missed|3\n"));
         let (last, ends) = replay.next_slice();
         assert_eq!(ends.iter().map(|&(_, id)| id).collect::<Vec<_>>(), [4, 5]);
-        assert!(last.ends_with(b"|bob|message 5\nend|missed|5\n"), "{last:?}");
+        assert!(
+            last.ends_with(b"|bob|message 5\nend|missed|5\n"),
+            "{last:?}"
+        );
         assert!(replay.is_done());
     }
 
