@@ -46,6 +46,16 @@ const RETENTION_DAYS: RangeInclusive<usize> = 0..=36_500;
 /// A page of history must fit in a client's outbound queue many times over.
 const HISTORY_PAGE: RangeInclusive<usize> = 1..=10_000;
 const PRESENCE: &[(&str, Presence)] = &[("all", Presence::All), ("none", Presence::None)];
+const AUTH_MODES: &[(&str, AuthMode)] =
+    &[("open", AuthMode::Open), ("accounts", AuthMode::Accounts)];
+const REGISTRATIONS: &[(&str, Registration)] = &[
+    ("open", Registration::Open),
+    ("closed", Registration::Closed),
+];
+const PLAINTEXT_PASSWORDS: &[(bool, PlaintextPasswords)] = &[
+    (false, PlaintextPasswords::Refused),
+    (true, PlaintextPasswords::Allowed),
+];
 
 /// Everything the server can be told, checked and converted (see the module docs).
 #[derive(Debug, Clone)]
@@ -57,6 +67,45 @@ pub struct Settings {
     /// `None` when `tls.bind` is empty (the default): no TLS listener.
     pub(crate) tls: Option<TlsSettings>,
     pub(crate) store: StoreSettings,
+    pub(crate) auth: AuthSettings,
+}
+
+/// `[auth]`: who may use which name, and how passwords may travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    pub registration: Registration,
+    pub plaintext_passwords: PlaintextPasswords,
+}
+
+/// `auth.mode`: whether a name needs an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone may log in under a free name that is not registered; registered names need their
+    /// password.
+    Open,
+    /// Every login needs an account (and so a store).
+    Accounts,
+}
+
+/// `auth.registration`: who makes accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Clients, with `register|NAME|PASSWORD`.
+    Open,
+    /// The operator only (`actor-chat-server account add`); `register` gets
+    /// `error|registration-closed`.
+    Closed,
+}
+
+/// `auth.allow_plaintext_passwords`: whether a password may arrive over plain TCP from
+/// another machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaintextPasswords {
+    /// Only over TLS, or from this machine (loopback): otherwise `error|tls-required|VERB`.
+    Refused,
+    /// From anywhere (a trusted network, or TLS ended by a proxy in front).
+    Allowed,
 }
 
 /// `[server]`
@@ -338,6 +387,11 @@ impl Settings {
         &self.store
     }
 
+    /// The `[auth]` settings.
+    pub fn auth(&self) -> AuthSettings {
+        self.auth
+    }
+
     /// The one conversion from what was read to what the server uses.
     fn from_raw(raw: RawSettings) -> Result<Settings, ConfigError> {
         let RawSettings {
@@ -348,6 +402,7 @@ impl Settings {
             tls,
             base,
             store,
+            auth,
         } = raw;
         let bind = optional_socket_address("server.bind", server.bind)?;
         let workers = whole("server.workers", server.workers, 0..=MAX_WORKERS)?;
@@ -462,6 +517,22 @@ impl Settings {
                 max_history_page,
             }
         };
+        let auth = AuthSettings {
+            mode: choice("auth.mode", auth.mode, AUTH_MODES)?,
+            registration: choice("auth.registration", auth.registration, REGISTRATIONS)?,
+            plaintext_passwords: flag(
+                "auth.allow_plaintext_passwords",
+                auth.allow_plaintext_passwords,
+                PLAINTEXT_PASSWORDS,
+            )?,
+        };
+        if auth.mode == AuthMode::Accounts && store.url.is_none() {
+            return invalid(
+                "auth.mode",
+                "must be \"open\" when store.url is \"\": accounts are kept in the store"
+                    .to_owned(),
+            );
+        }
         Ok(Settings {
             server: ServerSettings {
                 bind,
@@ -490,6 +561,7 @@ impl Settings {
             log: LogSettings { level },
             tls,
             store,
+            auth,
         })
     }
 }
@@ -617,6 +689,20 @@ fn choice<T: Copy>(
         None => String::new(),
     };
     invalid(key, format!("must be {words} (got {value})"))
+}
+
+/// `true` or `false` (in the environment, the words), as one of two `choices`.
+fn flag<T: Copy>(key: &'static str, value: Loose, choices: &[(bool, T)]) -> Result<T, ConfigError> {
+    let chosen = match &value {
+        Loose::Bool(value) => Some(*value),
+        Loose::Text(text) if text == "true" => Some(true),
+        Loose::Text(text) if text == "false" => Some(false),
+        _ => None,
+    };
+    match chosen.and_then(|chosen| choices.iter().find(|(word, _)| *word == chosen)) {
+        Some((_, value)) => Ok(*value),
+        None => invalid(key, format!("must be true or false (got {value})")),
+    }
 }
 
 /// `HOST:PORT`, where HOST is an IPv4 address, an IPv6 address in brackets, or a name that
@@ -751,6 +837,7 @@ struct RawSettings {
     log: RawLog,
     tls: RawTls,
     store: RawStore,
+    auth: RawAuth,
     /// The config file's folder, for relative paths; not a key.
     #[serde(skip)]
     base: Option<PathBuf>,
@@ -882,6 +969,24 @@ impl Default for RawStore {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawAuth {
+    mode: Loose,
+    registration: Loose,
+    allow_plaintext_passwords: Loose,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            mode: "open".into(),
+            registration: "open".into(),
+            allow_plaintext_passwords: Loose::Bool(false),
+        }
+    }
+}
+
 /// `""` (no store), `sqlite://PATH` or `postgres://…` (also `postgresql://…`).
 fn store_url(key: &'static str, value: Loose) -> Result<Option<StoreUrl>, ConfigError> {
     let rule = r#"must be "" (keep nothing), sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"#;
@@ -966,6 +1071,49 @@ mod tests {
         );
         assert_eq!(settings.heartbeat.interval, Duration::from_millis(500));
         assert_eq!(settings.log.level, "debug");
+    }
+
+    #[test]
+    fn auth_keys_become_their_enums_and_accounts_need_a_store() {
+        let settings = Settings::load_from(None, env(&[])).expect("the defaults load");
+        assert_eq!(
+            settings.auth(),
+            AuthSettings {
+                mode: AuthMode::Open,
+                registration: Registration::Open,
+                plaintext_passwords: PlaintextPasswords::Refused,
+            }
+        );
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT__AUTH__MODE", "accounts"),
+                ("CHAT__AUTH__REGISTRATION", "closed"),
+                ("CHAT__AUTH__ALLOW_PLAINTEXT_PASSWORDS", "true"),
+            ]),
+        )
+        .expect("valid auth keys load");
+        assert_eq!(settings.auth().mode, AuthMode::Accounts);
+        assert_eq!(settings.auth().registration, Registration::Closed);
+        assert_eq!(
+            settings.auth().plaintext_passwords,
+            PlaintextPasswords::Allowed
+        );
+        let error = error_of(None, &[("CHAT__AUTH__MODE", "closed")]);
+        assert!(error.starts_with("auth.mode must be"), "{error}");
+        let error = error_of(None, &[("CHAT__AUTH__ALLOW_PLAINTEXT_PASSWORDS", "yes")]);
+        assert!(
+            error.starts_with("auth.allow_plaintext_passwords must be true or false"),
+            "{error}"
+        );
+        let error = error_of(
+            None,
+            &[("CHAT__AUTH__MODE", "accounts"), ("CHAT__STORE__URL", "")],
+        );
+        assert_eq!(
+            error,
+            "auth.mode must be \"open\" when store.url is \"\": accounts are kept in the store"
+        );
     }
 
     #[test]

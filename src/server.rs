@@ -36,11 +36,14 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub use crate::connection::Security;
+
 use crate::{
+    accounts::{hashing::HashPool, throttle::Throttle},
     actors::{chat_server::Stopping, session::PendingLogins, ChatServer, Session, SessionContext},
     codec::{ByeReason, Event},
     config::Settings,
-    connection::Transport,
+    connection::{InMemory, Transport},
     outbox::{self, Budget},
     store::StoreHandle,
     tls::{Certificates, TlsTransport},
@@ -147,6 +150,8 @@ impl Server {
                 settings,
                 shutdown: stop.clone(),
                 store: store.clone(),
+                hashing: Arc::new(HashPool::per_core()),
+                throttle: Arc::new(Throttle::new()),
             }),
             next_conn: AtomicU64::new(0),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
@@ -233,9 +238,27 @@ impl Server {
     /// a pipe wakes its reader directly) and for embedding. `buffer` bytes may be in flight
     /// each way. A full server answers `bye|server-full` on it, as on TCP.
     pub fn connect_in_memory(&self, peer: SocketAddr, buffer: usize) -> DuplexStream {
+        self.connect_in_memory_with(peer, buffer, Security::Plain)
+    }
+
+    /// As [`Server::connect_in_memory`], the pipe standing in for a transport of the given
+    /// `security` (a TLS connection, say, for the rules about passwords).
+    pub fn connect_in_memory_with(
+        &self,
+        peer: SocketAddr,
+        buffer: usize,
+        security: Security,
+    ) -> DuplexStream {
         let (client, server) = tokio::io::duplex(buffer);
         match self.gate.slot(peer) {
-            Ok(slot) => self.gate.admit(server, peer, slot),
+            Ok(slot) => self.gate.admit(
+                InMemory {
+                    stream: server,
+                    security,
+                },
+                peer,
+                slot,
+            ),
             Err(reason) => self.gate.refuse(server, peer, reason),
         }
         client

@@ -31,7 +31,10 @@ use tokio::{
 };
 use tokio_rustls::{server::TlsStream, TlsAcceptor, TlsConnector};
 
-use crate::{config::TlsSettings, connection::Transport};
+use crate::{
+    config::TlsSettings,
+    connection::{Security, Transport},
+};
 
 /// The protocol versions offered and accepted: TLS 1.3, and 1.2 for older clients.
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
@@ -221,6 +224,10 @@ impl Transport for TlsTransport {
                 "TLS handshake not finished within heartbeat.login_timeout_secs",
             )),
         }
+    }
+
+    fn security(&self) -> Security {
+        Security::Encrypted
     }
 }
 

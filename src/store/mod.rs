@@ -11,6 +11,7 @@
 //!   thread of its own, which writes behind in batches. The live path only ever pushes onto
 //!   that queue, so a slow or absent database never delays a message.
 
+mod accounts;
 mod writer;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -22,6 +23,7 @@ use sqlx::{
     PgPool, Row, SqlitePool,
 };
 
+pub use accounts::{Account, AccountSummary};
 pub use writer::{Queueing, StoreHandle, StoreStats};
 
 use crate::{codec::fold_name, config::StoreUrl};

@@ -36,7 +36,7 @@ use tokio::{
     time::{interval, timeout, Instant, MissedTickBehavior},
 };
 
-use super::{Conversation, NewMessage, Store, StoreError, StoredMessage};
+use super::{Account, Conversation, NewMessage, Store, StoreError, StoredMessage};
 use crate::config::{StoreSettings, StoreUrl};
 
 /// Most messages written in one transaction.
@@ -61,6 +61,8 @@ enum Request {
         before: Option<i64>,
         reply: oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>,
     },
+    /// An account operation (see [`AccountRequest`]).
+    Account(AccountRequest),
     /// Write everything queued before this, then answer.
     Flush(oneshot::Sender<()>),
     /// Store a direct message for an offline account, if the account exists (see
@@ -83,6 +85,58 @@ enum Request {
     MarkRead { account: String, id: i64 },
     /// Flush, answer, and stop.
     Stop(oneshot::Sender<()>),
+}
+
+/// What the server asks of the accounts table. Answered in turn with everything else the
+/// writer does, so an account made is visible to the next request.
+enum AccountRequest {
+    Get {
+        name: String,
+        reply: oneshot::Sender<Result<Option<Account>, StoreError>>,
+    },
+    Create {
+        name: String,
+        password_hash: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    SetPassword {
+        name: String,
+        password_hash: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Keys {
+        reply: oneshot::Sender<Result<Vec<String>, StoreError>>,
+    },
+}
+
+impl AccountRequest {
+    async fn answer(self, store: &Store) {
+        macro_rules! run {
+            ($reply:expr, $operation:expr) => {{
+                let result = timeout(OPERATION_TIMEOUT, $operation)
+                    .await
+                    .unwrap_or(Err(StoreError::TimedOut));
+                if let Err(error) = &result {
+                    debug!("account query failed: {error}");
+                }
+                let _ = $reply.send(result);
+            }};
+        }
+        match self {
+            AccountRequest::Get { name, reply } => run!(reply, store.account(&name)),
+            AccountRequest::Create {
+                name,
+                password_hash,
+                reply,
+            } => run!(reply, store.create_account(&name, &password_hash)),
+            AccountRequest::SetPassword {
+                name,
+                password_hash,
+                reply,
+            } => run!(reply, store.set_password(&name, &password_hash)),
+            AccountRequest::Keys { reply } => run!(reply, store.account_keys()),
+        }
+    }
 }
 
 /// What the writer has done, for the log and the benchmarks.
@@ -245,6 +299,72 @@ impl StoreHandle {
         }
     }
 
+    /// Sends an account request made with its reply channel, and waits at most `wait`.
+    async fn account_request<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> AccountRequest,
+        wait: Duration,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Ask(Request::Account(request(reply)));
+        self.queue.send(command).map_err(|_| StoreError::TimedOut)?;
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
+        }
+    }
+
+    /// The account registered as `name` (any spelling), if any.
+    pub async fn account(&self, name: &str, wait: Duration) -> Result<Option<Account>, StoreError> {
+        let name = name.to_owned();
+        self.account_request(|reply| AccountRequest::Get { name, reply }, wait)
+            .await
+    }
+
+    /// Makes the account `name`; `false` if the name is registered already.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        password_hash: String,
+        wait: Duration,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.account_request(
+            |reply| AccountRequest::Create {
+                name,
+                password_hash,
+                reply,
+            },
+            wait,
+        )
+        .await
+    }
+
+    /// Replaces the password hash of `name`'s account; `false` if there is no such account.
+    pub async fn set_password(
+        &self,
+        name: &str,
+        password_hash: String,
+        wait: Duration,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.account_request(
+            |reply| AccountRequest::SetPassword {
+                name,
+                password_hash,
+                reply,
+            },
+            wait,
+        )
+        .await
+    }
+
+    /// The folded names of every account.
+    pub async fn account_keys(&self, wait: Duration) -> Result<Vec<String>, StoreError> {
+        self.account_request(|reply| AccountRequest::Keys { reply }, wait)
+            .await
+    }
+
     /// Asks the writer to store `message` (a direct message for an offline user) for its
     /// recipient's account, after everything queued so far. The request is on the queue when
     /// this returns — so its place in the writer's order is fixed by the caller (the
@@ -382,9 +502,7 @@ impl SqliteFile {
             )));
         }
         if metadata.permissions().readonly() {
-            return Err(StoreError::FileChanged(format!(
-                "{shown} was made read-only"
-            )));
+            return Err(StoreError::FileChanged(format!("{shown} was made read-only")));
         }
         Ok(())
     }
@@ -460,6 +578,7 @@ impl Writer {
                     }
                     let _ = reply.send(found);
                 }
+                Some(Request::Account(request)) => request.answer(&self.store).await,
                 Some(Request::Flush(done)) => {
                     let _ = done.send(());
                 }

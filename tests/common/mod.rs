@@ -12,7 +12,7 @@ pub mod process;
 use actor_chat::{
     codec::{Frame, LineCodec},
     config::{Settings, SettingsBuilder},
-    server::{Placement, Server},
+    server::{Placement, Security, Server},
     store::StoreHandle,
 };
 use futures_util::StreamExt;
@@ -141,6 +141,46 @@ impl TestServer {
         }
     }
 
+    /// A server with the store `store.url` names, on the test's own thread and reached through
+    /// in-memory pipes (so a client can be given any address, and any security), on the real
+    /// clock: the store and the password hashing run on other threads, which a paused clock
+    /// would not wait for.
+    pub async fn start_in_memory_with_store(settings: Settings) -> TestServer {
+        let store = StoreHandle::start(settings.store())
+            .await
+            .expect("the test's store opens")
+            .expect("the test's settings name a store");
+        let server = Rc::new(Server::start_with_store(
+            settings,
+            Placement::CurrentThread,
+            Some(store),
+        ));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = actix_rt::spawn({
+            let server = server.clone();
+            async move {
+                let _ = stopped.await;
+                server.shutdown().await;
+            }
+        });
+        TestServer {
+            server,
+            addr: None,
+            stop: Some(stop),
+            running,
+        }
+    }
+
+    /// Connects an in-memory client that the server takes to be at `peer`, over a transport
+    /// of the given `security`.
+    pub fn connect_with(&self, peer: SocketAddr, security: Security) -> Client {
+        assert!(self.addr.is_none(), "only an in-memory server");
+        Client::over(
+            self.server
+                .connect_in_memory_with(peer, PIPE_BYTES, security),
+        )
+    }
+
     /// The TCP address of a server from [`TestServer::start`].
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -170,7 +210,7 @@ impl TestServer {
     pub fn connect_from(&self, peer: SocketAddr) -> Client {
         assert!(
             self.addr.is_none(),
-            "only a paused server is reached in memory"
+            "only a paused (or in-memory) server is reached in memory"
         );
         Client::over(self.server.connect_in_memory(peer, PIPE_BYTES))
     }
