@@ -3,8 +3,9 @@
 //! `missed` lines, once; the read position follows what the socket took; a store that fails
 //! refuses `queued` (`error|store-unavailable|NAME`) while live chat goes on.
 //!
-//! Accounts are rows made directly in the database ([`common::accounts`]); `login|NAME` logs
-//! in to the account of that name.
+//! Accounts are made with `register|NAME|PASSWORD` and logged in to with
+//! `login|NAME|PASSWORD` (from loopback, where passwords may travel in plain text); a large
+//! backlog is written straight into the database ([`common::accounts::queue_messages`]).
 
 mod common;
 
@@ -16,10 +17,7 @@ use std::{
 
 use actor_chat::store::Store;
 use common::{
-    accounts::{add_account, queue_messages},
-    build, builder,
-    process::ServerProcess,
-    Client, TestServer,
+    accounts::queue_messages, build, builder, process::ServerProcess, Client, TestServer,
 };
 use tokio::net::TcpSocket;
 
@@ -52,13 +50,27 @@ impl Drop for TempDir {
     }
 }
 
-/// Opens the SQLite store at `db`, creates the accounts `names`, and closes it.
-async fn accounts_in(db: &Path, names: &[&str]) -> Store {
-    let store = Store::open_sqlite(db).await.expect("open the store");
-    for name in names {
-        add_account(&store, name).await;
-    }
-    store
+const PASSWORD: &str = "correct horse";
+
+/// Registers `name` (with [`PASSWORD`]) and leaves.
+async fn register(addr: SocketAddr, name: &str) {
+    let mut client = Client::connect(addr).await;
+    client.send(&format!("register|{name}|{PASSWORD}")).await;
+    client.expect(&format!("ok|login|{name}")).await;
+    client.send("exit").await;
+    client.expect_closed().await;
+}
+
+/// Logs in to the account `name`, consuming `ok|login|NAME` (the replay follows).
+async fn log_in(client: &mut Client, name: &str) {
+    client.send(&format!("login|{name}|{PASSWORD}")).await;
+    client.expect(&format!("ok|login|{name}")).await;
+}
+
+async fn account_login(addr: SocketAddr, name: &str) -> Client {
+    let mut client = Client::connect(addr).await;
+    log_in(&mut client, name).await;
+    client
 }
 
 /// One `missed|ID|TIME|FROM|TEXT` line, checked; its id, sender and text.
@@ -98,11 +110,11 @@ async fn read_replay(client: &mut Client) -> Vec<(u64, String, String)> {
 #[actix::test]
 async fn queued_means_stored_even_through_kill_9() {
     let dir = TempDir::new("kill");
-    accounts_in(&dir.db(), &["alice"]).await.close().await;
     let mut command = ServerProcess::with_store("config/default.toml", &dir.url());
     // A thousand lines at once is a flood by the default limits.
     command.env("CHAT__LIMITS__LINES_PER_SEC", "0");
     let mut server = ServerProcess::spawn(command);
+    register(server.addr, "alice").await;
     let bob = Client::login(server.addr, "bob").await;
     let (mut lines, mut writer) = bob.split();
     let sending = actix_rt::spawn(async move {
@@ -120,7 +132,7 @@ async fn queued_means_stored_even_through_kill_9() {
     drop(sending.await.expect("the sender finished"));
 
     let server = ServerProcess::spawn(ServerProcess::with_store("config/default.toml", &dir.url()));
-    let mut alice = Client::login(server.addr, "alice").await;
+    let mut alice = account_login(server.addr, "alice").await;
     let missed = read_replay(&mut alice).await;
     let texts: Vec<String> = missed.iter().map(|(_, _, text)| text.clone()).collect();
     let expected: Vec<String> = (1..=1000).map(|i| format!("note {i}")).collect();
@@ -130,7 +142,7 @@ async fn queued_means_stored_even_through_kill_9() {
     alice.send("exit").await;
     alice.expect_closed().await;
 
-    let mut again = Client::login(server.addr, "alice").await;
+    let mut again = account_login(server.addr, "alice").await;
     again.expect("end|missed|0").await;
 }
 
@@ -149,19 +161,18 @@ async fn narrow_client(addr: SocketAddr) -> Client {
 #[actix::test]
 async fn a_client_that_drops_mid_replay_gets_the_rest_once() {
     let dir = TempDir::new("drop");
-    let store = accounts_in(&dir.db(), &["alice", "carol"]).await;
+    let server = TestServer::start_with_store(build(builder().set("store.url", dir.url()))).await;
+    register(server.addr(), "alice").await;
     // Long lines: 10,000 of them are megabytes, far more than socket buffers hold.
     let padding = "x".repeat(200);
+    let store = Store::open_sqlite(&dir.db()).await.expect("open the store");
     queue_messages(&store, "bob", "alice", 10_000, &padding).await;
     store.close().await;
-    let server = TestServer::start_with_store(build(builder().set("store.url", dir.url()))).await;
     // carol sees alice come and go, so the next login follows the server's goodbye.
     let mut carol = server.login("carol").await;
-    carol.expect("end|missed|0").await;
 
     let mut alice = narrow_client(server.addr()).await;
-    alice.send("login|alice").await;
-    alice.expect("ok|login|alice").await;
+    log_in(&mut alice, "alice").await;
     alice.expect("login|carol").await;
     let mut read = Vec::new();
     for _ in 0..100 {
@@ -171,7 +182,7 @@ async fn a_client_that_drops_mid_replay_gets_the_rest_once() {
     carol.expect("login|alice").await;
     carol.expect("logout|alice").await;
 
-    let mut alice = server.login("alice").await;
+    let mut alice = account_login(server.addr(), "alice").await;
     alice.expect("login|carol").await;
     carol.expect("login|alice").await;
     let rest = read_replay(&mut alice).await;
@@ -194,7 +205,7 @@ async fn a_client_that_drops_mid_replay_gets_the_rest_once() {
     alice.expect_closed().await;
     carol.expect("logout|alice").await;
 
-    let mut again = server.login("alice").await;
+    let mut again = account_login(server.addr(), "alice").await;
     again.expect("login|carol").await;
     again.expect("end|missed|0").await;
     server.shutdown().await;
@@ -203,9 +214,9 @@ async fn a_client_that_drops_mid_replay_gets_the_rest_once() {
 #[actix::test]
 async fn a_removed_sqlite_file_refuses_queued_but_not_live_chat() {
     let dir = TempDir::new("removed");
-    accounts_in(&dir.db(), &["alice"]).await.close().await;
     let mut server =
         ServerProcess::spawn(ServerProcess::with_store("config/default.toml", &dir.url()));
+    register(server.addr, "alice").await;
     let mut bob = Client::login(server.addr, "bob").await;
     let mut carol = Client::login(server.addr, "carol").await;
     carol.expect("login|bob").await;
@@ -355,15 +366,11 @@ async fn postgresql_stopped_and_started_again_refuses_queued_then_recovers() {
     let Some(postgres) = PrivatePostgres::start() else {
         return;
     };
-    let store = Store::open(&actor_chat::config::StoreUrl::Postgres(postgres.url()))
-        .await
-        .expect("open the private PostgreSQL");
-    add_account(&store, "alice").await;
-    store.close().await;
     let mut server = ServerProcess::spawn(ServerProcess::with_store(
         "config/default.toml",
         &postgres.url(),
     ));
+    register(server.addr, "alice").await;
     let mut bob = Client::login(server.addr, "bob").await;
     let mut carol = Client::login(server.addr, "carol").await;
     carol.expect("login|bob").await;
@@ -398,7 +405,7 @@ async fn postgresql_stopped_and_started_again_refuses_queued_then_recovers() {
         recovered,
         "the store recovers without a restart of the chat server"
     );
-    let mut alice = Client::login(server.addr, "alice").await;
+    let mut alice = account_login(server.addr, "alice").await;
     let missed = read_replay(&mut alice).await;
     let texts: Vec<&str> = missed.iter().map(|(_, _, text)| text.as_str()).collect();
     assert_eq!(texts.first(), Some(&"before"));

@@ -502,7 +502,9 @@ impl SqliteFile {
             )));
         }
         if metadata.permissions().readonly() {
-            return Err(StoreError::FileChanged(format!("{shown} was made read-only")));
+            return Err(StoreError::FileChanged(format!(
+                "{shown} was made read-only"
+            )));
         }
         Ok(())
     }

@@ -1,30 +1,7 @@
-//! Accounts made directly in a store's database, for tests of offline delivery. (Until
-//! `register|NAME|PASSWORD` exists, this is how a test has a registered user; `login|NAME`
-//! then logs in to that account.)
+//! What a test of offline delivery writes straight into a store's database: a backlog too
+//! large to send line by line in a test's time.
 
 use actor_chat::store::Store;
-
-/// Creates the account `name` (its hash is never looked at by these tests).
-pub async fn add_account(store: &Store, name: &str) {
-    let key = name.to_ascii_lowercase();
-    let sql = "INSERT INTO accounts (name_key, name, password_hash, created_at_ms) \
-               VALUES ($1, $2, 'not-a-hash', 0)";
-    match store {
-        Store::Sqlite(pool) => sqlx::query(sql)
-            .bind(&key)
-            .bind(name)
-            .execute(pool)
-            .await
-            .map(drop),
-        Store::Postgres(pool) => sqlx::query(sql)
-            .bind(&key)
-            .bind(name)
-            .execute(pool)
-            .await
-            .map(drop),
-    }
-    .expect("create an account");
-}
 
 /// Queues `count` messages from `from` to the account `to` (`text 1` … `text COUNT`), in one
 /// transaction, as a `talk` to an offline user would have: a backlog made in a moment.
