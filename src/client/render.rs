@@ -405,6 +405,39 @@ mod tests {
             "#rust",
             "! the server's store is not answering (nothing kept or read for #rust): try again later",
         ),
+        (
+            ErrorKind::StoreUnavailable,
+            "missed",
+            "! the messages you missed cannot be read now (the server's store is not answering); \
+             they wait for your next login",
+        ),
+        (
+            ErrorKind::WeakPassword,
+            "register",
+            "! that password will not do: it needs 8 to 256 bytes, without \"|\" or control \
+             characters",
+        ),
+        (
+            ErrorKind::RegistrationClosed,
+            "bob",
+            "! the server does not let clients register names; ask its operator for \"bob\"",
+        ),
+        (
+            ErrorKind::BadPassword,
+            "bob",
+            "! wrong password for \"bob\"",
+        ),
+        (
+            ErrorKind::PasswordRequired,
+            "bob",
+            "! the name \"bob\" needs its password",
+        ),
+        (
+            ErrorKind::TlsRequired,
+            "login",
+            "! the server takes passwords only over TLS from another machine, so \"login\" was \
+             not sent on (connect with --tls)",
+        ),
     ];
 
     #[test]
