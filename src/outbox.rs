@@ -28,6 +28,13 @@
 //! it): past it, debtors are cut — first those over their cap, then the rest, largest first in
 //! each — so memory stays bounded whatever the clients do.
 //!
+//! **What has the socket taken?** The queue counts the bytes the socket has accepted since the
+//! connection opened. A caller that must know when its lines are out — the replay of missed
+//! messages, which moves a read position only as far as the client was actually sent — queues
+//! them with [`Outbox::send_line_marked`], which returns the offset just past them, and awaits
+//! [`Outbox::written_past`] (one waiter, woken by the writer when the count passes the mark, or
+//! when the connection ends short of it). Nobody else pays for it: two counters per queue.
+//!
 //! The queue sits behind a `Mutex` held only to append or take chunks — it *is* the channel,
 //! not state shared between actors — which keeps the owed byte count exact and lets an idle
 //! connection hold no buffer at all.
@@ -964,6 +971,31 @@ mod tests {
         for (writing, _peer) in ends {
             writing.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn a_mark_is_passed_only_once_its_line_is_wholly_written() {
+        let (outbox, writer) = outbox_of(1 << 20);
+        let (sink, mut peer) = tokio::io::duplex(8);
+        let writing = tokio::spawn(writer.run(sink));
+        outbox.send_line(b"abc\n").expect("open");
+        let mark = outbox.send_line_marked(b"0123456789\n").expect("open");
+        assert_eq!(mark, 15, "the offset just past the marked line");
+        let mut head = [0u8; 8];
+        peer.read_exact(&mut head).await.expect("8 bytes arrive");
+        // Only part of the marked line is on the socket: the mark is not passed yet.
+        let waiting = outbox.written_past(mark);
+        tokio::pin!(waiting);
+        assert!(futures_util::FutureExt::now_or_never(waiting.as_mut()).is_none());
+        let mut rest = [0u8; 7];
+        peer.read_exact(&mut rest).await.expect("the rest arrives");
+        assert_eq!(waiting.await, 15);
+        // A connection that ends short of a mark reports what it did write.
+        let later = outbox.send_line_marked(&[b'z'; 64]).expect("open");
+        outbox.abort(ByeReason::Shutdown);
+        assert!(outbox.written_past(later).await < later);
+        drop(peer);
+        let _ = writing.await;
     }
 
     #[tokio::test]

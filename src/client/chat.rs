@@ -518,6 +518,119 @@ mod tests {
         });
     }
 
+    #[test]
+    fn missed_messages_come_under_one_heading_with_their_times() {
+        let mut chat = Chat::new("alice");
+        for (id, text) in [(4, "hi"), (9, "are you there?")] {
+            let missed = Event::Missed {
+                id,
+                time: "2026-12-02T12:03:07.123Z",
+                from: "bob",
+                text,
+            };
+            assert!(chat.event(&missed).show.is_empty(), "held for the heading");
+        }
+        let step = chat.event(&Event::EndMissed { count: 2 });
+        let lines = shown(&step);
+        assert_eq!(lines[0], "--- while you were away (2) ---");
+        assert_eq!(lines.len(), 3);
+        for (line, text) in lines[1..].iter().zip(["<bob> hi", "<bob> are you there?"]) {
+            assert!(line.starts_with('[') && line.ends_with(text), "{line}");
+            assert_eq!(&line[3..4], ":", "[HH:MM] {line}");
+        }
+        assert!(
+            step.show.iter().all(|line| !line.incoming),
+            "they carry their own times"
+        );
+        // Nothing missed: nothing said.
+        assert!(chat.event(&Event::EndMissed { count: 0 }).show.is_empty());
+    }
+
+    #[test]
+    fn missed_messages_are_shown_if_the_connection_drops_mid_replay() {
+        let mut chat = Chat::new("alice");
+        chat.event(&Event::Missed {
+            id: 1,
+            time: "2026-12-02T12:03:07.123Z",
+            from: "bob",
+            text: "first",
+        });
+        let step = chat.connection_lost();
+        let lines = shown(&step);
+        assert_eq!(lines[0], "--- while you were away (1) ---");
+        assert!(lines[1].ends_with("<bob> first"), "{lines:?}");
+        assert!(chat.connection_lost().show.is_empty(), "shown once");
+    }
+
+    #[test]
+    fn a_message_to_someone_offline_is_queued() {
+        let mut chat = Chat::new("alice");
+        let step = chat.event(&Event::Queued("carol"));
+        assert_eq!(shown(&step), ["* carol is offline; message queued"]);
+    }
+
+    #[test]
+    fn joining_shows_the_rooms_last_lines_quietly() {
+        let mut chat = Chat::new("alice");
+        let step = chat.event(&Event::Joined("Rust"));
+        assert_eq!(sent(&step), ["history|#Rust|20"]);
+        chat.event(&Event::Members {
+            room: "Rust",
+            names: vec!["alice"],
+        });
+        let hist = chat.event(&Event::Hist {
+            target: "#Rust",
+            id: 3,
+            time: "2026-12-02T12:03:07.123Z",
+            from: "bob",
+            text: "earlier",
+        });
+        assert!(shown(&hist)[0].ends_with("<bob> earlier"));
+        let end = |count| Event::End {
+            verb: Verb::History,
+            target: "#Rust",
+            count,
+        };
+        assert_eq!(
+            shown(&chat.event(&end(1))),
+            ["* 1 line of history with #Rust"]
+        );
+        // An empty room's history says nothing.
+        sent(&chat.event(&Event::Joined("go")));
+        assert!(chat
+            .event(&Event::End {
+                verb: Verb::History,
+                target: "#go",
+                count: 0,
+            })
+            .show
+            .is_empty());
+        // A server without history: silent, and not asked again.
+        sent(&chat.event(&Event::Joined("c")));
+        let none = chat.event(&Event::Error(ErrorKind::NoHistory, "#c"));
+        assert!(none.show.is_empty());
+        assert!(sent(&chat.event(&Event::Joined("d"))).is_empty());
+        // The user's own /history still gets its answer shown.
+        assert_eq!(
+            shown(&chat.event(&Event::Error(ErrorKind::NoHistory, "#d"))),
+            ["! this server keeps no history"]
+        );
+    }
+
+    #[test]
+    fn rooms_rejoined_after_a_reconnect_do_not_repeat_their_history() {
+        let mut chat = Chat::new("alice");
+        sent(&chat.event(&Event::Joined("Rust")));
+        chat.event(&Event::End {
+            verb: Verb::History,
+            target: "#Rust",
+            count: 0,
+        });
+        let rejoin = chat.reconnected("alice");
+        assert!(std::str::from_utf8(&rejoin).is_ok_and(|t| t.contains("join|Rust")));
+        assert!(sent(&chat.event(&Event::Joined("Rust"))).is_empty());
+    }
+
     /// alice, talking to bob.
     fn talking_to_bob() -> Chat {
         let mut chat = Chat::new("alice");
