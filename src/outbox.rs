@@ -33,7 +33,7 @@
 //! messages, which moves a read position only as far as the client was actually sent — queues
 //! them with [`Outbox::send_line_marked`], which returns the offset just past them, and awaits
 //! [`Outbox::written_past`] (one waiter, woken by the writer when the count passes the mark, or
-//! when the connection ends short of it). Nobody else pays for it: two counters per queue.
+//! when the connection ends short of it). Nobody else pays for it: a counter and a waiter slot per queue.
 //!
 //! The queue sits behind a `Mutex` held only to append or take chunks — it *is* the channel,
 //! not state shared between actors — which keeps the owed byte count exact and lets an idle

@@ -253,8 +253,9 @@ async fn a_removed_sqlite_file_refuses_queued_but_not_live_chat() {
     carol.expect("talk|bob|still here").await;
     carol.send("talk|bob|and here").await;
     bob.expect("talk|carol|and here").await;
+    // A name nobody registered is known not to be one without the store.
     bob.send("talk|nobody|hello").await;
-    bob.expect("error|store-unavailable|nobody").await;
+    bob.expect("error|no-such-user|nobody").await;
 }
 
 /// A PostgreSQL server of the test's own, in a temporary folder, on a free port: stopped and

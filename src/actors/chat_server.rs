@@ -533,13 +533,16 @@ impl Handler<Resolve> for ChatServer {
     type Result = Resolved;
 
     fn handle(&mut self, msg: Resolve, _: &mut Context<Self>) -> Self::Result {
-        let online = self
-            .by_name
-            .get(&fold(&msg.name))
-            .and_then(|conn| self.users.get(conn));
+        let key = fold(&msg.name);
+        let online = self.by_name.get(&key).and_then(|conn| self.users.get(conn));
         match (online, &self.store, msg.offline) {
             (Some(user), _, _) => Resolved::Online(user.outbox.clone()),
-            (None, Some(store), Some(message)) => Resolved::Queueing(store.queue(message)),
+            // Only a registered name is worth asking the store about (which still checks, in
+            // the statement that stores the message): a typo costs no round trip, and gets
+            // `no-such-user` even while the store is down.
+            (None, Some(store), Some(message)) if self.reserved(&key) => {
+                Resolved::Queueing(store.queue(message))
+            }
             (None, _, _) => Resolved::Unknown,
         }
     }
