@@ -280,12 +280,19 @@ impl PrivatePostgres {
             });
         let runuser =
             Path::new("/usr/sbin/runuser").is_file() || Path::new("/sbin/runuser").is_file();
-        let Some(bin) = bin.filter(|_| runuser) else {
+        // initdb refuses root, so it runs as `postgres` through runuser, which needs root.
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let Some(bin) = bin.filter(|_| runuser && root) else {
             assert!(
                 !required,
-                "ACTOR_CHAT_REQUIRE_POSTGRES is set but no initdb/pg_ctl under /usr/lib/postgresql"
+                "ACTOR_CHAT_REQUIRE_POSTGRES is set but there is no initdb/pg_ctl under \
+                 /usr/lib/postgresql, no runuser, or the tests do not run as root"
             );
-            println!("skipped: no PostgreSQL binaries (initdb, pg_ctl) or runuser to run a private server");
+            println!(
+                "skipped: a private PostgreSQL needs initdb and pg_ctl under /usr/lib/postgresql, \
+                 runuser, and root"
+            );
             return None;
         };
         let dir = TempDir::new("pg");
