@@ -68,6 +68,8 @@ pub struct Settings {
     pub(crate) tls: Option<TlsSettings>,
     pub(crate) store: StoreSettings,
     pub(crate) auth: AuthSettings,
+    /// `None` when `http.bind` is empty: no HTTP listener (no web client, no WebSocket).
+    pub(crate) http: Option<HttpSettings>,
 }
 
 /// `[auth]`: who may use which name, and how passwords may travel.
@@ -106,6 +108,32 @@ pub enum PlaintextPasswords {
     Refused,
     /// From anywhere (a trusted network, or TLS ended by a proxy in front).
     Allowed,
+}
+
+/// `[http]`, when `http.bind` is set: the web client, `/healthz`, `/readyz` and WebSockets.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Address to listen on; port 0 picks a free port (the log says which).
+    pub(crate) bind: SocketAddr,
+    /// Serve HTTPS with the `[tls]` certificate (and its SIGHUP reloads) instead of HTTP.
+    pub(crate) tls: bool,
+    /// Origins a WebSocket may be opened from, as `scheme://host[:port]` in lower case; empty
+    /// means only the page's own origin.
+    pub(crate) allowed_origins: Vec<String>,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers name the real client.
+    pub(crate) trusted_proxies: Vec<IpNet>,
+}
+
+impl HttpSettings {
+    /// The address to listen on.
+    pub fn bind(&self) -> SocketAddr {
+        self.bind
+    }
+
+    /// Whether the listener speaks HTTPS (with the `[tls]` certificate).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
 }
 
 /// `[server]`
@@ -372,6 +400,11 @@ impl Settings {
         self.tls.as_ref()
     }
 
+    /// The HTTP listener's settings, when `http.bind` is set.
+    pub fn http(&self) -> Option<&HttpSettings> {
+        self.http.as_ref()
+    }
+
     /// Connections served at once.
     pub fn max_connections(&self) -> usize {
         self.server.max_connections
@@ -403,6 +436,7 @@ impl Settings {
             base,
             store,
             auth,
+            http,
         } = raw;
         let bind = optional_socket_address("server.bind", server.bind)?;
         let workers = whole("server.workers", server.workers, 0..=MAX_WORKERS)?;
@@ -493,10 +527,31 @@ impl Settings {
                 key: file_path("tls.key", tls.key, base.as_deref())?,
             }),
         };
-        if bind.is_none() && tls.is_none() {
+        let http = {
+            let bind = optional_socket_address("http.bind", http.bind)?;
+            let https = boolean("http.tls", http.tls)?;
+            let allowed_origins = origins("http.allowed_origins", http.allowed_origins)?;
+            let trusted_proxies = networks("http.trusted_proxies", http.trusted_proxies)?;
+            if https && bind.is_some() && tls.is_none() {
+                return invalid(
+                    "http.tls",
+                    "can be true only with [tls] set up (tls.bind, tls.cert and tls.key): HTTPS \
+                     is served with that certificate"
+                        .to_owned(),
+                );
+            }
+            bind.map(|bind| HttpSettings {
+                bind,
+                tls: https,
+                allowed_origins,
+                trusted_proxies,
+            })
+        };
+        if bind.is_none() && tls.is_none() && http.is_none() {
             return invalid(
                 "server.bind",
-                "must be HOST:PORT when tls.bind is empty: the server needs somewhere to listen"
+                "must be HOST:PORT when tls.bind and http.bind are empty: the server needs \
+                 somewhere to listen"
                     .to_owned(),
             );
         }
@@ -562,6 +617,7 @@ impl Settings {
             tls,
             store,
             auth,
+            http,
         })
     }
 }
@@ -794,6 +850,61 @@ fn networks(key: &'static str, value: Loose) -> Result<Vec<IpNet>, ConfigError> 
         .collect()
 }
 
+/// `true` or `false` (also as the environment's text).
+fn boolean(key: &'static str, value: Loose) -> Result<bool, ConfigError> {
+    match &value {
+        Loose::Bool(value) => Ok(*value),
+        Loose::Text(text) if text.eq_ignore_ascii_case("true") => Ok(true),
+        Loose::Text(text) if text.eq_ignore_ascii_case("false") => Ok(false),
+        _ => invalid(key, format!("must be true or false (got {value})")),
+    }
+}
+
+/// Web origins, `http://HOST[:PORT]` or `https://HOST[:PORT]` (no path), as a TOML array or a
+/// comma-separated string; kept in lower case without a trailing `/`, the form a browser's
+/// `Origin` header is compared in.
+fn origins(key: &'static str, value: Loose) -> Result<Vec<String>, ConfigError> {
+    let items: Vec<Loose> = match &value {
+        Loose::List(items) => items.clone(),
+        Loose::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(Loose::from)
+            .collect(),
+        _ => vec![value.clone()],
+    };
+    items
+        .iter()
+        .map(|item| {
+            let origin = match item {
+                Loose::Text(text) => normal_origin(text),
+                _ => None,
+            };
+            origin.ok_or_else(|| ConfigError::Value {
+                key,
+                reason: format!(
+                    "must be a list of origins such as [\"https://chat.example.org\", \
+                     \"http://localhost:8080\"] (got {item} in {value})"
+                ),
+            })
+        })
+        .collect()
+}
+
+/// `scheme://host[:port]` in lower case, if `text` is an http or https origin.
+pub(crate) fn normal_origin(text: &str) -> Option<String> {
+    let text = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let host = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))?;
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
+    valid.then_some(text)
+}
+
 /// The levels a log filter may name.
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
@@ -838,6 +949,7 @@ struct RawSettings {
     tls: RawTls,
     store: RawStore,
     auth: RawAuth,
+    http: RawHttp,
     /// The config file's folder, for relative paths; not a key.
     #[serde(skip)]
     base: Option<PathBuf>,
@@ -983,6 +1095,26 @@ impl Default for RawAuth {
             mode: "open".into(),
             registration: "open".into(),
             allow_plaintext_passwords: Loose::Bool(false),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHttp {
+    bind: Loose,
+    tls: Loose,
+    allowed_origins: Loose,
+    trusted_proxies: Loose,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            tls: Loose::Bool(false),
+            allowed_origins: Loose::List(Vec::new()),
+            trusted_proxies: Loose::List(vec!["127.0.0.0/8".into(), "::1/128".into()]),
         }
     }
 }
@@ -1391,6 +1523,75 @@ mod tests {
     }
 
     #[test]
+    fn http_keys_are_checked_and_converted() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let default = Settings::load_from(Some(&root.join("config/default.toml")), env(&[]))
+            .expect("config/default.toml loads");
+        let http = default.http().expect("HTTP is on by default");
+        assert_eq!(http.bind(), SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert!(!http.tls());
+        assert!(http.allowed_origins.is_empty());
+        assert_eq!(http.trusted_proxies.len(), 2);
+        let bench = Settings::load_from(Some(&root.join("config/bench.toml")), env(&[]))
+            .expect("config/bench.toml loads");
+        assert!(bench.http().is_none(), "no port 8080 under load tests");
+
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT__HTTP__BIND", "127.0.0.1:0"),
+                (
+                    "CHAT__HTTP__ALLOWED_ORIGINS",
+                    "https://Chat.Example.org/, http://localhost:8080",
+                ),
+                ("CHAT__HTTP__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.1"),
+            ]),
+        )
+        .expect("valid HTTP keys");
+        let http = settings.http().expect("on");
+        assert_eq!(
+            http.allowed_origins,
+            ["https://chat.example.org", "http://localhost:8080"]
+        );
+        assert_eq!(http.trusted_proxies.len(), 2);
+        let off = Settings::load_from(None, env(&[("CHAT__HTTP__BIND", "")])).expect("off");
+        assert!(off.http().is_none());
+
+        let error = error_of(None, &[("CHAT__HTTP__TLS", "yes")]);
+        assert_eq!(error, r#"http.tls must be true or false (got "yes")"#);
+        let error = error_of(None, &[("CHAT__HTTP__TLS", "true")]);
+        assert!(
+            error.starts_with("http.tls can be true only with [tls]"),
+            "{error}"
+        );
+        let error = error_of(None, &[("CHAT__HTTP__ALLOWED_ORIGINS", "chat.example.org")]);
+        assert!(error.starts_with("http.allowed_origins must be"), "{error}");
+        let error = error_of(
+            None,
+            &[(
+                "CHAT__HTTP__ALLOWED_ORIGINS",
+                "https://chat.example.org/path",
+            )],
+        );
+        assert!(error.starts_with("http.allowed_origins must be"), "{error}");
+        let error = error_of(None, &[("CHAT__HTTP__TRUSTED_PROXIES", "proxy")]);
+        assert!(error.starts_with("http.trusted_proxies must be"), "{error}");
+        let error = error_of(None, &[("CHAT__HTTP__BIND", "nowhere")]);
+        assert!(error.starts_with("http.bind must be HOST:PORT"), "{error}");
+        let https = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT__HTTP__TLS", "true"),
+                ("CHAT__TLS__BIND", "127.0.0.1:0"),
+                ("CHAT__TLS__CERT", "c.pem"),
+                ("CHAT__TLS__KEY", "k.pem"),
+            ]),
+        )
+        .expect("HTTPS with [tls]");
+        assert!(https.http().is_some_and(HttpSettings::tls));
+    }
+
+    #[test]
     fn the_plain_port_can_be_turned_off_but_not_both() {
         let settings = Settings::load_from(
             None,
@@ -1403,12 +1604,18 @@ mod tests {
         )
         .expect("TLS only is fine");
         assert_eq!(settings.bind(), None);
+        let web_only = Settings::load_from(None, env(&[("CHAT__SERVER__BIND", "")]))
+            .expect("HTTP only is fine too");
+        assert!(web_only.http().is_some());
         assert!(settings.tls().is_some());
-        let error = error_of(None, &[("CHAT__SERVER__BIND", "")]);
+        let error = error_of(
+            None,
+            &[("CHAT__SERVER__BIND", ""), ("CHAT__HTTP__BIND", "")],
+        );
         assert_eq!(
             error,
-            "server.bind must be HOST:PORT when tls.bind is empty: the server needs somewhere \
-             to listen"
+            "server.bind must be HOST:PORT when tls.bind and http.bind are empty: the server \
+             needs somewhere to listen"
         );
     }
 }

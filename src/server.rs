@@ -47,6 +47,7 @@ use crate::{
     outbox::{self, Budget},
     store::StoreHandle,
     tls::{Certificates, TlsTransport},
+    web::{self, HttpListener},
 };
 
 /// Longest pause between accept attempts while the process is out of file descriptors.
@@ -75,13 +76,16 @@ pub async fn run(
     accepted
 }
 
-/// What a server accepts on: plain TCP, TLS, or both (at least one, for it to be any use).
+/// What a server accepts on: plain TCP, TLS, HTTP (at least one, for it to be any use).
 #[derive(Default)]
 pub struct Listeners {
     /// Plain-text connections (`server.bind`).
     pub plain: Option<TcpListener>,
     /// TLS connections (`tls.bind`), with the certificate they are served with.
     pub tls: Option<(TcpListener, Arc<Certificates>)>,
+    /// HTTP or HTTPS (`http.bind`): the web client, health probes and WebSockets. It serves
+    /// until [`Server::shutdown`] has closed the sessions, so that `/readyz` can say 503.
+    pub http: Option<HttpListener>,
 }
 
 /// A running chat server: the `ChatServer`, the workers and the connection slots, ready to be
@@ -97,6 +101,8 @@ pub struct Server {
     grace: Duration,
     /// Where delivered messages are kept, if anywhere; flushed at shutdown.
     store: Option<StoreHandle>,
+    /// The HTTP listener, while it runs.
+    http: Mutex<Option<web::Running>>,
 }
 
 impl Server {
@@ -163,6 +169,7 @@ impl Server {
             threads,
             grace,
             store,
+            http: Mutex::new(None),
         }
     }
 
@@ -171,7 +178,7 @@ impl Server {
     pub async fn accept(&self, listener: TcpListener, until: impl Future) -> io::Result<()> {
         let listeners = Listeners {
             plain: Some(listener),
-            tls: None,
+            ..Listeners::default()
         };
         self.serve(listeners, until).await
     }
@@ -179,6 +186,9 @@ impl Server {
     /// Accepts on `listeners` (on the first worker) until `until` completes or accepting on
     /// one of them fails, then closes them all. The sessions go on until [`Server::shutdown`].
     pub async fn serve(&self, listeners: Listeners, until: impl Future) -> io::Result<()> {
+        if let Some(http) = listeners.http {
+            self.serve_http(http)?;
+        }
         let stop_accepting = CancellationToken::new();
         let (ended, mut acceptor_ended) = mpsc::unbounded_channel();
         let mut acceptors = 0;
@@ -230,6 +240,33 @@ impl Server {
             }
         }
         result
+    }
+
+    /// Starts the HTTP listener (see [`crate::web`]), on actix-web's own worker threads.
+    fn serve_http(&self, listener: HttpListener) -> io::Result<()> {
+        let context = &self.gate.context;
+        let settings = &context.settings;
+        let Some(http) = settings.http.clone() else {
+            return Err(io::Error::other(
+                "an HTTP listener needs http.bind to be set in the settings",
+            ));
+        };
+        let state = web::Web {
+            gate: self.gate.clone(),
+            secure: listener.tls.is_some(),
+            http,
+            stop: self.stop.clone(),
+            store: self.store.clone(),
+            max_line_bytes: settings.limits.max_line_bytes,
+        };
+        let limits = web::Limits {
+            workers: settings.server.workers.get(),
+            grace: self.grace,
+            unacknowledged: settings.heartbeat.timeout,
+        };
+        let running = web::start(listener, state, limits)?;
+        *self.http.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
+        Ok(())
     }
 
     /// Serves one connection over an in-memory pipe, as if `peer` had connected, and returns
@@ -285,6 +322,15 @@ impl Server {
         // Every session is done: what they delivered is queued; write it before leaving.
         if let Some(store) = &self.store {
             store.stop(self.grace).await;
+        }
+        // Last: until now `/readyz` has been saying 503 and `/ws` refusing.
+        let http = self
+            .http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(http) = http {
+            http.stop().await;
         }
         for thread in &self.threads {
             thread.stop();

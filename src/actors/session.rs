@@ -344,6 +344,7 @@ impl Session {
         let security = transport.security();
         match transport.open().await {
             Ok((reader, writer)) => {
+                debug!("conn {conn} from {peer}: {security:?}");
                 Session::create(move |ctx| {
                     let limits = &context.settings.limits;
                     let connection = Connection::start(

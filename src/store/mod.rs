@@ -486,6 +486,21 @@ impl Store {
         Ok(done)
     }
 
+    /// Asks the database for next to nothing (one row of the messages table, at most): whether
+    /// it answers, and with the table the server writes to.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        const PING: &str = "SELECT 1 FROM messages LIMIT 1";
+        match self {
+            Store::Sqlite(pool) => {
+                sqlx::query(PING).execute(pool).await?;
+            }
+            Store::Postgres(pool) => {
+                sqlx::query(PING).execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections in use.
     pub async fn close(&self) {
         match self {

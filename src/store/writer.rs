@@ -83,6 +83,8 @@ enum Request {
     },
     /// Move an account's read position forward to `id` (never back).
     MarkRead { account: String, id: i64 },
+    /// Ask the database for next to nothing: is it there? (`/readyz`)
+    Ping(oneshot::Sender<Result<(), StoreError>>),
     /// Flush, answer, and stop.
     Stop(oneshot::Sender<()>),
 }
@@ -421,6 +423,19 @@ impl StoreHandle {
         matches!(timeout(wait, answer).await, Ok(Ok(())))
     }
 
+    /// Whether the store answers: the writer asks the database for next to nothing once
+    /// what is queued before is written. Gives up after `wait`; an error after a stop.
+    pub async fn ping(&self, wait: Duration) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::Ask(Request::Ping(reply)))
+            .map_err(|_| StoreError::TimedOut)?;
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
+        }
+    }
+
     /// Writes what is queued (waiting at most `wait`) and stops the writer; later messages are
     /// dropped. Logs what the writer did.
     pub async fn stop(&self, wait: Duration) {
@@ -626,6 +641,12 @@ impl Writer {
                     if let Err(error) = marked {
                         warn!("store: cannot record what {account} has read: {error}");
                     }
+                }
+                Some(Request::Ping(reply)) => {
+                    let answered = timeout(OPERATION_TIMEOUT, self.store.ping())
+                        .await
+                        .unwrap_or(Err(StoreError::TimedOut));
+                    let _ = reply.send(answered);
                 }
                 Some(Request::Stop(done)) => {
                     // Whatever is still queued is written before the answer.

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::{net::SocketAddr, rc::Rc, time::Duration};
+use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
 pub mod accounts;
 pub mod process;
@@ -12,8 +12,10 @@ pub mod process;
 use actor_chat::{
     codec::{Frame, LineCodec},
     config::{Settings, SettingsBuilder},
-    server::{Placement, Security, Server},
+    server::{Listeners, Placement, Security, Server},
     store::StoreHandle,
+    tls::Certificates,
+    web::HttpListener,
 };
 use futures_util::StreamExt;
 use tokio::{
@@ -40,6 +42,7 @@ pub fn builder() -> SettingsBuilder {
         .set("server.bind", "127.0.0.1:0")
         .set("server.workers", 2)
         .set("store.url", "")
+        .set("http.bind", "")
 }
 
 /// Settings from [`builder`] and the keys a test changed.
@@ -67,6 +70,11 @@ pub struct TestServer {
     server: Rc<Server>,
     /// The TCP address it listens on; `None` when it is reached in memory only.
     addr: Option<SocketAddr>,
+    /// The HTTP address, when `http.bind` is set (tests that speak WebSocket set it to
+    /// `127.0.0.1:0`; [`builder`] turns it off).
+    http: Option<SocketAddr>,
+    /// The `[tls]` certificate, when the HTTP listener speaks HTTPS (`http.tls`).
+    certificates: Option<Arc<Certificates>>,
     stop: Option<oneshot::Sender<()>>,
     running: JoinHandle<()>,
 }
@@ -92,6 +100,26 @@ impl TestServer {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
+        let mut listeners = Listeners {
+            plain: Some(listener),
+            ..Listeners::default()
+        };
+        let mut http = None;
+        let mut certificates = None;
+        if let Some(http_settings) = settings.http() {
+            let listener = TcpListener::bind(http_settings.bind())
+                .await
+                .expect("bind the HTTP listener");
+            http = Some(listener.local_addr().expect("bound address"));
+            if http_settings.tls() {
+                let tls = settings.tls().expect("http.tls needs [tls]");
+                certificates = Some(Certificates::load(tls).expect("the test's certificate loads"));
+            }
+            listeners.http = Some(HttpListener {
+                listener,
+                tls: certificates.clone(),
+            });
+        }
         let server = Rc::new(Server::start_with_store(
             settings,
             Placement::Workers,
@@ -102,15 +130,17 @@ impl TestServer {
             let server = server.clone();
             async move {
                 server
-                    .accept(listener, stopped)
+                    .serve(listeners, stopped)
                     .await
-                    .expect("the server takes over its listener");
+                    .expect("the server takes over its listeners");
                 server.shutdown().await;
             }
         });
         TestServer {
             server,
             addr: Some(addr),
+            http,
+            certificates,
             stop: Some(stop),
             running,
         }
@@ -136,6 +166,8 @@ impl TestServer {
         TestServer {
             server,
             addr: None,
+            http: None,
+            certificates: None,
             stop: Some(stop),
             running,
         }
@@ -166,6 +198,8 @@ impl TestServer {
         TestServer {
             server,
             addr: None,
+            http: None,
+            certificates: None,
             stop: Some(stop),
             running,
         }
@@ -187,11 +221,29 @@ impl TestServer {
             .expect("a paused server has no socket: use connect() or login()")
     }
 
-    /// Asks the server to shut down and waits (bounded) until it has.
-    pub async fn shutdown(mut self) {
+    /// The HTTP address of a server started with `http.bind` set.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .expect("this server has no HTTP listener: set http.bind = \"127.0.0.1:0\"")
+    }
+
+    /// The certificate of a server whose HTTP listener speaks HTTPS, to reload it.
+    pub fn certificates(&self) -> &Certificates {
+        self.certificates
+            .as_deref()
+            .expect("this server does not serve HTTPS: set http.tls and [tls]")
+    }
+
+    /// Asks the server to start shutting down, without waiting (see [`TestServer::shutdown`]).
+    pub fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Asks the server to shut down and waits (bounded) until it has.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
         timeout(Duration::from_secs(30), &mut self.running)
             .await
             .expect("server stops within 30 s")
