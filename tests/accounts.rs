@@ -223,6 +223,7 @@ async fn passwords_over_plain_text_from_another_machine_are_refused() {
     let mut secure = server.connect_with(REMOTE, Security::Encrypted);
     secure.send("login|alice|correct horse").await;
     secure.expect("ok|login|alice").await;
+    secure.expect("end|missed|0").await;
     secure.send("passwd|correct horse|battery staple").await;
     secure.expect("ok|passwd").await;
     server.shutdown().await;
