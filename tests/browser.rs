@@ -22,7 +22,6 @@ use std::{
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::Mutex,
     time::Duration,
 };
 
@@ -41,8 +40,10 @@ const TEST_LIMIT: Duration = Duration::from_secs(60);
 const ENTER: &str = "\u{E007}";
 
 /// One browser test at a time: each runs two Chromium instances, and the machine may have only
-/// two cores; run side by side they would be slow enough to make the waits meaningless.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// two cores; run side by side they would be slow enough to make the waits meaningless. (A
+/// tokio mutex: it is held across awaits, each test on a runtime of its own, and a failed test
+/// does not poison it.)
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // -------------------------------------------------------------------------------------------
 // The browser
@@ -388,16 +389,14 @@ impl WebServer {
 
 /// Everything one test needs: the server, a chromedriver, and the guard that keeps the browser
 /// tests one at a time. `None` when the browser is missing (and not required).
-fn setup() -> Option<(
-    std::sync::MutexGuard<'static, ()>,
+async fn setup() -> Option<(
+    tokio::sync::MutexGuard<'static, ()>,
     TempDir,
     WebServer,
     Driver,
 )> {
     let (chromium, chromedriver) = browser_tools()?;
-    let guard = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let guard = ONE_AT_A_TIME.lock().await;
     let dir = TempDir::new("web");
     let server = WebServer::start(&dir, 0);
     let driver = Driver::start(chromium, &chromedriver);
@@ -409,7 +408,7 @@ fn setup() -> Option<(
 
 #[tokio::test]
 async fn two_browsers_and_a_terminal_client_chat_in_a_room_and_directly() {
-    let Some((_guard, _dir, server, driver)) = setup() else {
+    let Some((_guard, _dir, server, driver)) = setup().await else {
         return;
     };
     let alice = driver.open("alice", false).await;
@@ -531,7 +530,7 @@ async fn two_browsers_and_a_terminal_client_chat_in_a_room_and_directly() {
 
 #[tokio::test]
 async fn a_script_in_a_message_shows_as_text() {
-    let Some((_guard, _dir, server, driver)) = setup() else {
+    let Some((_guard, _dir, server, driver)) = setup().await else {
         return;
     };
     let alice = driver.open("alice", false).await;
@@ -597,7 +596,7 @@ async fn a_script_in_a_message_shows_as_text() {
 
 #[tokio::test]
 async fn a_server_restart_shows_reconnecting_and_then_recovers() {
-    let Some((_guard, dir, server, driver)) = setup() else {
+    let Some((_guard, dir, server, driver)) = setup().await else {
         return;
     };
     let alice = driver.open("alice", false).await;

@@ -102,12 +102,12 @@
       case "bad-text": return "that text was not sent: it holds a control character or a line separator";
       case "no-history": return "this server keeps no history";
       case "store-unavailable": return `the history of ${arg} cannot be read now: the server's store is not answering`;
-      // Accounts (issue 11).
-      case "password-required": return `the name "${arg}" is registered: enter its password`;
-      case "bad-password": return `wrong name or password for "${arg}"`;
-      case "weak-password": return "that password is not accepted: use 8 to 256 bytes";
-      case "registration-closed": return "this server does not let anyone register: ask its operator for an account";
-      case "tls-required": return "the server wants an encrypted connection for passwords";
+      // Accounts: the terminal client's words, with the web's way to get TLS.
+      case "weak-password": return 'that password will not do: it needs 8 to 256 bytes, without "|" or control characters';
+      case "registration-closed": return `the server does not let clients register names; ask its operator for "${arg}"`;
+      case "bad-password": return `wrong password for "${arg}"`;
+      case "password-required": return `the name "${arg}" needs its password`;
+      case "tls-required": return `the server takes passwords only over TLS from another machine, so "${arg}" was not sent on (open the page with https://)`;
       default: return arg === "" ? `the server said: ${kind}` : `the server said: ${kind} (${arg})`;
     }
   }
