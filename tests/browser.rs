@@ -653,6 +653,69 @@ async fn a_server_restart_shows_reconnecting_and_then_recovers() {
     drop(driver);
 }
 
+#[tokio::test]
+async fn a_registered_name_asks_for_its_password() {
+    let Some((_guard, _dir, server, driver)) = setup().await else {
+        return;
+    };
+    let alice = driver.open("alice", false).await;
+    let url = server.url();
+    let tcp = server.process.addr;
+    let a = alice.clone();
+    checked("accounts", &[&alice], async move {
+        let alice = a;
+        alice.goto(&url).await;
+        alice.click("#register-toggle").await;
+        alice
+            .wait_css("#login-name")
+            .await
+            .send_keys("alice")
+            .await
+            .expect("type the name");
+        alice
+            .enter("#login-password", "correct horse battery")
+            .await;
+        alice
+            .wait_css("body[data-phase='chat'] #conn-state[data-state='online']")
+            .await;
+        alice.click("#logout").await;
+        alice.wait_css("body[data-phase='login']").await;
+        // The name is reserved now: someone else is refused, in words.
+        let mut mallory = Client::connect(tcp).await;
+        mallory.send("login|alice").await;
+        expect_line(&mut mallory, "error|password-required|alice").await;
+        // The page asks for the password, and says when it is wrong.
+        alice.js("document.getElementById('login-name').value = ''").await;
+        alice.enter("#login-name", "alice").await;
+        alice
+            .wait_xpath("//p[@id='login-error'][.='The name \"alice\" needs its password.']")
+            .await;
+        alice.enter("#login-password", "wrong guess").await;
+        alice
+            .wait_xpath("//p[@id='login-error'][.='Wrong password for \"alice\".']")
+            .await;
+        alice.js("document.getElementById('login-password').value = ''").await;
+        alice
+            .enter("#login-password", "correct horse battery")
+            .await;
+        alice
+            .wait_css("body[data-phase='chat'] #conn-state[data-state='online']")
+            .await;
+        alice.wait_css("#users li[data-name='alice']").await;
+        // The password is nowhere but in the page's memory.
+        let kept = alice
+            .js("return JSON.stringify(localStorage) + document.cookie + location.href + document.getElementById('login-password').value")
+            .await;
+        assert!(
+            !kept.as_str().unwrap_or_default().contains("correct horse"),
+            "{kept}"
+        );
+    })
+    .await;
+    drop(driver);
+    server.stop();
+}
+
 /// Reads lines until `line` comes (skipping presence notices and the like).
 async fn expect_line(client: &mut Client, line: &str) {
     loop {
