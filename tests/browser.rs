@@ -223,10 +223,14 @@ impl Page {
     }
 
     async fn wait(&self, locator: Locator<'_>, what: &str) -> Element {
-        match self.client.wait().at_most(WAIT).for_element(locator).await {
+        self.wait_within(WAIT, locator, what).await
+    }
+
+    async fn wait_within(&self, limit: Duration, locator: Locator<'_>, what: &str) -> Element {
+        match self.client.wait().at_most(limit).for_element(locator).await {
             Ok(element) => element,
             Err(CmdError::WaitTimeout) => {
-                panic!("{}: nothing matched {what} within {WAIT:?}", self.name)
+                panic!("{}: nothing matched {what} within {limit:?}", self.name)
             }
             Err(error) => panic!("{}: waiting for {what}: {error}", self.name),
         }
@@ -628,8 +632,10 @@ async fn a_server_restart_shows_reconnecting_and_then_recovers() {
         let (server, _dir) = tokio::task::spawn_blocking(move || (WebServer::start(&dir, http), dir))
             .await
             .expect("the server starts again");
+        // The next attempt may be a back-off step away (15 s at most, as the page is written).
+        let online = "#conn-state[data-state='online']";
         alice
-            .wait_css("#conn-state[data-state='online']")
+            .wait_within(Duration::from_secs(20), Locator::Css(online), online)
             .await;
         alice.wait_css("#conn-banner[hidden]").await;
         // Logged in again and back in the room: the room's history is read again (the server
