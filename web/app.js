@@ -556,6 +556,8 @@
         message(conv, { ...item, missed: true });
       }
     }
+    // With nothing open yet, what was missed is what to read first.
+    if (!state.active) activate(keyOf("direct", missed[0].from));
   }
 
   function onError(kind, arg) {
@@ -684,6 +686,11 @@
     const anchor = conv.historyAnchor;
     conv.historyLoaded = true;
     if (!anchor || anchor.parentNode !== conv.list) return;
+    // An empty answer replaces nothing: what the tab shows stays.
+    if (items.length === 0) {
+      conv.historyAnchor = dropAnchor(anchor);
+      return;
+    }
     // The stored lines go where the first line they replace was (or at the marker).
     let place = anchor;
     for (const node of [...conv.list.children]) {
