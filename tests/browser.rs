@@ -694,11 +694,11 @@ async fn a_registered_name_asks_for_its_password() {
         alice.js("document.getElementById('login-name').value = ''").await;
         alice.enter("#login-name", "alice").await;
         alice
-            .wait_xpath("//p[@id='login-error'][.='The name \"alice\" needs its password.']")
+            .wait_xpath("//p[@id='login-error'][.='The name \"alice\" is registered: it needs its password.']")
             .await;
         alice.enter("#login-password", "wrong guess").await;
         alice
-            .wait_xpath("//p[@id='login-error'][.='Wrong password for \"alice\".']")
+            .wait_xpath("//p[@id='login-error'][.='Wrong password for \"alice\" (or no such account).']")
             .await;
         alice.js("document.getElementById('login-password').value = ''").await;
         alice

@@ -104,10 +104,10 @@
       case "store-unavailable": return `the history of ${arg} cannot be read now: the server's store is not answering`;
       // Accounts: the terminal client's words, with the web's way to get TLS.
       case "weak-password": return 'that password will not do: it needs 8 to 256 bytes, without "|" or control characters';
-      case "registration-closed": return `the server does not let clients register names; ask its operator for "${arg}"`;
-      case "bad-password": return `wrong password for "${arg}"`;
-      case "password-required": return `the name "${arg}" needs its password`;
-      case "tls-required": return `the server takes passwords only over TLS from another machine, so "${arg}" was not sent on (open the page with https://)`;
+      case "registration-closed": return `the server does not let clients register names: ask its operator for an account "${arg}"`;
+      case "bad-password": return `wrong password for "${arg}" (or no such account)`;
+      case "password-required": return `the name "${arg}" is registered: it needs its password`;
+      case "tls-required": return `the server takes passwords only over TLS from another machine, so "${arg}" was refused: open the page with https:// (and change the password if others may have seen it)`;
       default: return arg === "" ? `the server said: ${kind}` : `the server said: ${kind} (${arg})`;
     }
   }
@@ -384,6 +384,7 @@
     if (what === "login") return onLoggedIn(arg || "");
     if (what === "join") return onJoined(arg || "");
     if (what === "leave") return onLeft(arg || "");
+    if (what === "passwd") { const conv = activeConv(); if (conv) system(conv, "your password is changed"); }
   }
 
   function onLoggedIn(name) {
