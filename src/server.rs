@@ -41,6 +41,7 @@ use crate::{
     codec::{ByeReason, Event},
     config::Settings,
     connection::Transport,
+    metrics::{Departure, Metrics, OpenConnection},
     outbox::{self, Budget},
     store::StoreHandle,
     tls::{Certificates, TlsTransport},
@@ -94,6 +95,8 @@ pub struct Server {
     grace: Duration,
     /// Where delivered messages are kept, if anywhere; flushed at shutdown.
     store: Option<StoreHandle>,
+    /// What `/metrics` shows; this server's own, shared with every piece that counts.
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -119,10 +122,12 @@ impl Server {
             Placement::Workers => threads.iter().map(Arbiter::handle).collect(),
             Placement::CurrentThread => vec![Arbiter::current()],
         };
+        let metrics = Arc::new(Metrics::new(workers.len(), store.as_ref()));
         let chat_settings = settings.clone();
         let chat_store = store.clone();
+        let chat_metrics = metrics.clone();
         let chat = ChatServer::start_in_arbiter(&workers[0], move |_| {
-            ChatServer::new(&chat_settings, chat_store)
+            ChatServer::new(&chat_settings, chat_store, chat_metrics)
         });
         let stop = CancellationToken::new();
         let grace = settings.server.shutdown_grace;
@@ -142,11 +147,13 @@ impl Server {
                     cap: settings.limits.max_outbound_bytes,
                     grace: settings.limits.slow_reader_grace,
                     budget: Budget::new(settings.limits.max_total_outbound_bytes),
+                    metrics: metrics.clone(),
                 }),
                 pending: PendingLogins::new(settings.limits.max_pending_logins),
                 settings,
                 shutdown: stop.clone(),
                 store: store.clone(),
+                metrics: metrics.clone(),
             }),
             next_conn: AtomicU64::new(0),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
@@ -158,7 +165,15 @@ impl Server {
             threads,
             grace,
             store,
+            metrics,
         }
+    }
+
+    /// The server's metrics in the Prometheus text format (version 0.0.4): what `GET /metrics`
+    /// answers, for an embedding program or a test to read without HTTP.
+    /// docs/DEPLOYMENT.md lists every metric.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
     }
 
     /// Accepts plain TCP on `listener` until `until` completes or accepting fails (see
@@ -353,22 +368,27 @@ impl Drop for AddressSlot {
 pub(crate) struct Slot {
     _connection: OwnedSemaphorePermit,
     _address: Option<AddressSlot>,
+    /// Counted among the open connections of its transport once admitted.
+    _open: Option<OpenConnection>,
 }
 
 impl Gate {
     /// A connection slot for a client at `peer`, or why there is none (`server-full`,
     /// `too-many-connections`).
+    /// A refusal counts as a disconnect with that reason.
     pub(crate) fn slot(&self, peer: SocketAddr) -> Result<Slot, ByeReason> {
-        let address = self.per_address.admit(peer.ip())?;
-        let connection = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ByeReason::ServerFull)?;
-        Ok(Slot {
-            _connection: connection,
-            _address: address,
-        })
+        let slot = self.per_address.admit(peer.ip()).and_then(|address| {
+            let connection = self.slots.clone().try_acquire_owned();
+            Ok(Slot {
+                _connection: connection.map_err(|_| ByeReason::ServerFull)?,
+                _address: address,
+                _open: None,
+            })
+        });
+        if let Err(reason) = slot {
+            self.context.metrics.departed(Departure::Bye(reason));
+        }
+        slot
     }
 
     /// Connections being served now.
@@ -377,7 +397,8 @@ impl Gate {
     }
 
     /// Starts a session over `transport` on the next worker; it holds `slot` for its lifetime.
-    pub(crate) fn admit<T: Transport>(&self, transport: T, peer: SocketAddr, slot: Slot) {
+    pub(crate) fn admit<T: Transport>(&self, transport: T, peer: SocketAddr, mut slot: Slot) {
+        slot._open = Some(self.context.metrics.connection_opened(T::KIND));
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let worker = &self.workers[conn as usize % self.workers.len()];
         let context = self.context.clone();
@@ -396,6 +417,7 @@ impl Gate {
     {
         debug!("refusing {peer}: {reason}");
         if let Ok(refusal) = self.refusals.clone().try_acquire_owned() {
+            self.context.metrics.event_sent(&Event::Bye(Some(reason)));
             actix_rt::spawn(async move {
                 refuse(stream, reason).await;
                 drop(refusal);

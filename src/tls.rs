@@ -31,7 +31,7 @@ use tokio::{
 };
 use tokio_rustls::{server::TlsStream, TlsAcceptor, TlsConnector};
 
-use crate::{config::TlsSettings, connection::Transport};
+use crate::{config::TlsSettings, connection::Transport, metrics::TransportKind};
 
 /// The protocol versions offered and accepted: TLS 1.3, and 1.2 for older clients.
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
@@ -205,6 +205,7 @@ pub(crate) struct TlsTransport {
 impl Transport for TlsTransport {
     type Reader = ReadHalf<TlsStream<TcpStream>>;
     type Writer = WriteHalf<TlsStream<TcpStream>>;
+    const KIND: TransportKind = TransportKind::Tls;
 
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         let stream = TcpStream::from_std(self.stream)?;

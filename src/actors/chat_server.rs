@@ -18,11 +18,13 @@ use std::{
 
 use actix::prelude::*;
 use log::info;
+use tokio::time::Instant;
 
 use super::session::CloseCause;
 use crate::{
-    codec::{fold_name, ErrorKind, Event},
+    codec::{fold_name, ErrorKind, Event, EventVerb},
     config::{Presence, Settings},
+    metrics::{Delivered, Metrics},
     outbox::Outbox,
     store::{NewMessage, StoreHandle},
 };
@@ -111,6 +113,8 @@ pub(crate) struct Say {
     pub(crate) conn: ConnId,
     pub(crate) room: String,
     pub(crate) text: String,
+    /// When the session read the line, for the delivery-time metric.
+    pub(crate) read_at: Instant,
 }
 
 /// `history|#ROOM|…`: whether `conn` is in `room` now, since only members may read a room's
@@ -165,10 +169,16 @@ pub(crate) struct ChatServer {
     stopping: bool,
     /// Where each `say` is kept once delivered, if anywhere.
     store: Option<StoreHandle>,
+    /// The server's metrics: logins, users and rooms are counted here, where they change.
+    metrics: Arc<Metrics>,
 }
 
 impl ChatServer {
-    pub(crate) fn new(settings: &Settings, store: Option<StoreHandle>) -> Self {
+    pub(crate) fn new(
+        settings: &Settings,
+        store: Option<StoreHandle>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             presence: settings.server.presence,
             rooms_per_user: settings.limits.rooms_per_user,
@@ -180,6 +190,7 @@ impl ChatServer {
             rooms: BTreeMap::new(),
             stopping: false,
             store,
+            metrics,
         }
     }
 
@@ -189,8 +200,9 @@ impl ChatServer {
     /// failure is not this sender's concern.
     fn fan_out<'o>(event: &Event<'_>, outboxes: impl Iterator<Item = &'o Outbox>) {
         let line = event.to_line().freeze();
+        let verb = event.verb();
         for outbox in outboxes {
-            let _ = outbox.send_shared(&line);
+            let _ = outbox.send_shared(&line, verb);
         }
     }
 
@@ -257,6 +269,7 @@ impl Handler<Login> for ChatServer {
     fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
         let key = fold(&msg.name);
         if self.by_name.contains_key(&key) {
+            self.metrics.login_failed();
             let _ = msg
                 .outbox
                 .send(&Event::Error(ErrorKind::NameTaken, &msg.name));
@@ -264,14 +277,21 @@ impl Handler<Login> for ChatServer {
         }
         let name: Arc<str> = msg.name.into();
         let mut greeting = Event::LoggedIn(&name).to_line();
+        let mut peers = 0;
         if self.presence == Presence::All {
             for conn in self.online.values() {
                 if let Some(peer) = self.users.get(conn) {
                     Event::Online(&peer.name).encode(&mut greeting);
+                    peers += 1;
                 }
             }
             self.broadcast(&Event::Online(&name), msg.conn);
         }
+        // Counted before the greeting is queued: a client that has read `ok|login` finds its
+        // login counted (the user joins the map just below).
+        self.metrics.logged_in(self.users.len() + 1);
+        self.metrics.events_sent(EventVerb::Ok, 1);
+        self.metrics.events_sent(EventVerb::Login, peers);
         // If this fails the session is already closing; its Disconnect follows.
         let _ = msg.outbox.send_line(&greeting);
 
@@ -315,6 +335,8 @@ impl Handler<Disconnect> for ChatServer {
         if self.presence == Presence::All && !self.stopping {
             self.broadcast(&Event::Offline(&user.name), msg.conn);
         }
+        self.metrics.set_users(self.users.len());
+        self.metrics.set_rooms(self.rooms.len());
         info!(
             "{} logged out: {} ({} online)",
             user.name,
@@ -418,6 +440,9 @@ impl Handler<Join> for ChatServer {
             names,
         }
         .encode(&mut reply);
+        self.metrics.set_rooms(self.rooms.len());
+        self.metrics.events_sent(EventVerb::Ok, 1);
+        self.metrics.events_sent(EventVerb::Members, 1);
         let _ = user.outbox.send_line(&reply);
     }
 }
@@ -437,7 +462,9 @@ impl Handler<Leave> for ChatServer {
             return;
         };
         user.rooms.swap_remove(index);
-        if let Some(room) = Self::remove_from_room(&mut self.rooms, &room_key, user, false) {
+        let left = Self::remove_from_room(&mut self.rooms, &room_key, user, false);
+        self.metrics.set_rooms(self.rooms.len());
+        if let Some(room) = left {
             let _ = user.outbox.send(&Event::Left(&room));
         }
     }
@@ -466,6 +493,7 @@ impl Handler<Say> for ChatServer {
             text: &msg.text,
         };
         Self::tell_room(room, &event, &user.key);
+        self.metrics.delivered(Delivered::Say, msg.read_at);
         if let Some(store) = &self.store {
             store.keep(NewMessage::room(&room.name, &user.name, &msg.text));
         }

@@ -41,10 +41,14 @@ use super::chat_server::{
     Who,
 };
 use crate::{
-    codec::{fold_name, is_valid_name, ByeReason, ErrorKind, Event, Frame, Request, Verb},
+    codec::{
+        fold_name, is_valid_name, ByeReason, ErrorKind, Event, EventVerb, Frame, ParseError,
+        Request, Verb,
+    },
     config::Settings,
     connection::{Connection, Input, Transport},
     flood::{FloodControl, Verdict},
+    metrics::{Delivered, Departure, LineKind, Metrics},
     outbox::{self, Outbox, WriterEnd},
     server::Slot,
     store::{Conversation, NewMessage, StoreError, StoreHandle, StoredMessage},
@@ -68,6 +72,8 @@ pub(crate) struct SessionContext {
     pub(crate) shutdown: CancellationToken,
     /// Where delivered direct messages are kept, if anywhere.
     pub(crate) store: Option<StoreHandle>,
+    /// The server's metrics.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// How a `history` request came out, before it is written to the client.
@@ -210,6 +216,16 @@ impl CloseCause {
         }
     }
 
+    /// The `reason` it counts under in the metrics: its `bye` reason, if it has one.
+    fn departure(self) -> Departure {
+        match (self.bye_reason(), self) {
+            (Some(reason), _) => Departure::Bye(reason),
+            (None, CloseCause::Exit) => Departure::Exit,
+            (None, CloseCause::PeerClosed) => Departure::Peer,
+            (None, _) => Departure::Error,
+        }
+    }
+
     /// How a writer that gave up ended the session.
     fn of_writer(end: &WriterEnd) -> CloseCause {
         match end {
@@ -304,7 +320,10 @@ impl Session {
                     }
                 });
             }
-            Err(error) => debug!("{peer}: cannot open the connection: {error}"),
+            Err(error) => {
+                context.metrics.departed(Departure::Error);
+                debug!("{peer}: cannot open the connection: {error}");
+            }
         }
     }
 
@@ -323,6 +342,14 @@ impl Session {
             Frame::TooLong => None,
             Frame::Skipped => return self.meter_skipped(now, ctx),
         };
+        self.context.metrics.line_received(match parsed {
+            Some(Ok(request)) => LineKind::Verb(request.verb()),
+            Some(Err(ParseError::BadArguments(verb) | ParseError::BadText(verb))) => {
+                LineKind::Verb(verb)
+            }
+            Some(Err(ParseError::UnknownCommand(_) | ParseError::BadEncoding)) => LineKind::Unknown,
+            None => LineKind::TooLong,
+        });
         self.liveness = Liveness::Heard(now);
         match self
             .flood
@@ -370,7 +397,10 @@ impl Session {
         let Phase::Active(me) = &self.phase else {
             return match request {
                 Request::Login { name } if is_valid_name(name) => self.login(name, ctx),
-                Request::Login { name } => self.reply(&Event::Error(ErrorKind::BadName, name)),
+                Request::Login { name } => {
+                    self.context.metrics.login_failed();
+                    self.reply(&Event::Error(ErrorKind::BadName, name))
+                }
                 Request::Ping => self.reply(&Event::Pong),
                 Request::Pong => {}
                 Request::Exit => self.close(CloseCause::Exit, ctx),
@@ -413,6 +443,7 @@ impl Session {
                     conn,
                     room: room.to_owned(),
                     text: text.to_owned(),
+                    read_at: self.read_at(),
                 },
                 ctx,
             ),
@@ -499,6 +530,9 @@ impl Session {
                         count: messages.len() as u64,
                     }
                     .encode(&mut lines);
+                    let metrics = &session.context.metrics;
+                    metrics.events_sent(EventVerb::Hist, messages.len());
+                    metrics.events_sent(EventVerb::End, 1);
                     let _ = session.connection.outbox().send_line(&lines);
                 }
                 HistoryOutcome::Found(Err(error)) => {
@@ -559,8 +593,10 @@ impl Session {
     fn talk(&mut self, me: &str, to: &str, text: &str, ctx: &mut Context<Self>) {
         let event = Event::Talk { from: me, text };
         let key = fold_name(to);
+        let read_at = self.read_at();
         if let Some(peer) = self.peers.get(&*key) {
             if peer.send(&event).is_ok() {
+                self.context.metrics.delivered(Delivered::Talk, read_at);
                 return self.keep_direct(me, to, text);
             }
             // That user has gone; someone else may have taken the name since.
@@ -583,6 +619,7 @@ impl Session {
                             })
                             .is_ok() =>
                     {
+                        session.context.metrics.delivered(Delivered::Talk, read_at);
                         session.keep_direct(&me, &to, &text);
                         session.remember(key, peer);
                     }
@@ -591,6 +628,13 @@ impl Session {
                 }
             },
         ));
+    }
+
+    /// When the line being executed was read: [`Session::handle_frame`] marks the client heard
+    /// at that moment, just before it executes the line (the delivery-time metric starts here).
+    fn read_at(&self) -> Instant {
+        let (Liveness::Heard(at) | Liveness::Pinged(at)) = self.liveness;
+        at
     }
 
     fn remember(&mut self, key: String, peer: Outbox) {
@@ -624,6 +668,7 @@ impl Session {
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Draining);
         debug!("conn {} from {} closing: {cause}", self.conn, self.peer);
+        self.context.metrics.departed(cause.departure());
         if !matches!(phase, Phase::Active(_)) {
             self.context.pending.leave(self.conn);
         }
