@@ -140,6 +140,11 @@ impl TestServer {
         }
     }
 
+    /// The server's metrics in the Prometheus text format ([`Server::metrics_text`]).
+    pub fn metrics_text(&self) -> String {
+        self.server.metrics_text()
+    }
+
     /// The TCP address of a server from [`TestServer::start`].
     pub fn addr(&self) -> SocketAddr {
         self.addr
