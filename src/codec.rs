@@ -270,6 +270,10 @@ wire_table! {
         Exit = "exit",
         /// `history|TARGET|N[|BEFORE_ID]`: a conversation's stored messages.
         History = "history",
+        /// `register|NAME|PASSWORD`: create an account and log in to it.
+        Register = "register",
+        /// `passwd|OLD|NEW`: change the password of the account logged in to.
+        Passwd = "passwd",
     }
 }
 
@@ -320,6 +324,18 @@ wire_table! {
         NoHistory = "no-history",
         /// `history` while the store cannot answer in time.
         StoreUnavailable = "store-unavailable",
+        /// A password shorter than 8 or longer than 256 bytes, or holding a `|` or a control
+        /// character (`register`, `passwd`).
+        WeakPassword = "weak-password",
+        /// `register` on a server that does not let clients make accounts.
+        RegistrationClosed = "registration-closed",
+        /// A wrong password, or no such account: one answer for both.
+        BadPassword = "bad-password",
+        /// `login|NAME` without a password, for a registered name (or any name when every login
+        /// needs an account).
+        PasswordRequired = "password-required",
+        /// A password sent over plain TCP from another machine.
+        TlsRequired = "tls-required",
     }
 }
 
@@ -339,14 +355,47 @@ wire_table! {
         TooManyConnections = "too-many-connections",
         /// The server is stopping.
         Shutdown = "shutdown",
+        /// The account this connection was logged in to was removed by the operator.
+        AccountRemoved = "account-removed",
+    }
+}
+
+/// A password as it came off the wire: its `Debug` hides it, so no log line that prints a
+/// request can show one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Password<'a>(pub &'a str);
+
+impl Password<'_> {
+    /// The password itself.
+    pub fn expose(&self) -> &str {
+        self.0
+    }
+}
+
+impl fmt::Debug for Password<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
     }
 }
 
 /// A client's command, borrowed from the line it was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request<'a> {
-    /// `login|NAME`
-    Login { name: &'a str },
+    /// `login|NAME` or `login|NAME|PASSWORD` (the password is the rest of the line).
+    Login {
+        name: &'a str,
+        password: Option<Password<'a>>,
+    },
+    /// `register|NAME|PASSWORD` (the password is the rest of the line).
+    Register {
+        name: &'a str,
+        password: Password<'a>,
+    },
+    /// `passwd|OLD|NEW`: OLD is the field up to the first `|`, NEW the rest.
+    Passwd {
+        old: Password<'a>,
+        new: Password<'a>,
+    },
     /// `talk|NAME|TEXT`
     Talk { to: &'a str, text: &'a str },
     /// `who`
@@ -447,7 +496,25 @@ impl<'a> Request<'a> {
             Some(_) => Err(bad),
         };
         match verb {
-            Verb::Login => one().map(|name| Request::Login { name }),
+            // A password is the rest of the line; a name cannot hold `|`.
+            Verb::Login => match one()?.split_once('|') {
+                None => Ok(Request::Login {
+                    name: one()?,
+                    password: None,
+                }),
+                Some(_) => two().map(|(name, password)| Request::Login {
+                    name,
+                    password: Some(Password(password)),
+                }),
+            },
+            Verb::Register => two().map(|(name, password)| Request::Register {
+                name,
+                password: Password(password),
+            }),
+            Verb::Passwd => two().map(|(old, new)| Request::Passwd {
+                old: Password(old),
+                new: Password(new),
+            }),
             Verb::Talk => with_text().map(|(to, text)| Request::Talk { to, text }),
             Verb::Who => none(Request::Who),
             Verb::Join => one().map(|room| Request::Join { room }),
@@ -488,6 +555,8 @@ impl<'a> Request<'a> {
     pub fn verb(&self) -> Verb {
         match self {
             Request::Login { .. } => Verb::Login,
+            Request::Register { .. } => Verb::Register,
+            Request::Passwd { .. } => Verb::Passwd,
             Request::Talk { .. } => Verb::Talk,
             Request::Who => Verb::Who,
             Request::Join { .. } => Verb::Join,
@@ -505,7 +574,16 @@ impl<'a> Request<'a> {
     /// Appends the request as one line, `\n` included.
     pub fn encode(&self, dst: &mut BytesMut) {
         let fields: &[&str] = match self {
-            Request::Login { name } => &[name],
+            Request::Login {
+                name,
+                password: None,
+            } => &[name],
+            Request::Login {
+                name,
+                password: Some(password),
+            }
+            | Request::Register { name, password } => &[name, password.0],
+            Request::Passwd { old, new } => &[old.0, new.0],
             Request::Talk { to, text } => &[to, text],
             Request::Join { room } | Request::Leave { room } | Request::Names { room } => &[room],
             Request::Say { room, text } => &[room, text],
@@ -545,6 +623,8 @@ pub enum Event<'a> {
     Joined(&'a str),
     /// `ok|leave|ROOM`
     Left(&'a str),
+    /// `ok|passwd`: the password was changed.
+    PasswordChanged,
     /// `login|NAME`: NAME is online.
     Online(&'a str),
     /// `logout|NAME`: NAME went offline.
@@ -601,7 +681,9 @@ impl<'a> Event<'a> {
     /// The line's verb.
     pub fn verb(&self) -> EventVerb {
         match self {
-            Event::LoggedIn(_) | Event::Joined(_) | Event::Left(_) => EventVerb::Ok,
+            Event::LoggedIn(_) | Event::Joined(_) | Event::Left(_) | Event::PasswordChanged => {
+                EventVerb::Ok
+            }
             Event::Online(_) => EventVerb::Login,
             Event::Offline(_) => EventVerb::Logout,
             Event::Talk { .. } => EventVerb::Talk,
@@ -638,6 +720,7 @@ impl<'a> Event<'a> {
             }
         };
         Ok(match EventVerb::from_wire(word).ok_or(BadEvent)? {
+            EventVerb::Ok if args == Some(Verb::Passwd.as_str()) => Event::PasswordChanged,
             EventVerb::Ok => {
                 let (verb, arg) = two()?;
                 match Verb::from_wire(verb) {
@@ -721,6 +804,7 @@ impl<'a> Event<'a> {
             Event::LoggedIn(name) => put_line(dst, verb, &[Verb::Login.as_str(), name]),
             Event::Joined(room) => put_line(dst, verb, &[Verb::Join.as_str(), room]),
             Event::Left(room) => put_line(dst, verb, &[Verb::Leave.as_str(), room]),
+            Event::PasswordChanged => put_line(dst, verb, &[Verb::Passwd.as_str()]),
             Event::Online(name) | Event::Offline(name) => put_line(dst, verb, &[name]),
             Event::Talk { from, text } => put_line(dst, verb, &[from, text]),
             Event::Users(names) | Event::Rooms(names) => put_list_line(dst, verb, &[], names),
@@ -970,8 +1054,42 @@ mod tests {
 
     #[test]
     fn parses_every_request() {
-        let cases: [(&[u8], Request); 13] = [
-            (b"login|alice", Request::Login { name: "alice" }),
+        let cases: [(&[u8], Request); 17] = [
+            (
+                b"login|alice",
+                Request::Login {
+                    name: "alice",
+                    password: None,
+                },
+            ),
+            (
+                b"login|alice|s3cret|with|bars",
+                Request::Login {
+                    name: "alice",
+                    password: Some(Password("s3cret|with|bars")),
+                },
+            ),
+            (
+                b"register|bob|correct horse",
+                Request::Register {
+                    name: "bob",
+                    password: Password("correct horse"),
+                },
+            ),
+            (
+                b"passwd|old pw|new|pw",
+                Request::Passwd {
+                    old: Password("old pw"),
+                    new: Password("new|pw"),
+                },
+            ),
+            (
+                b"login|a|b",
+                Request::Login {
+                    name: "a",
+                    password: Some(Password("b")),
+                },
+            ),
             (
                 b"talk|bob|hi | there",
                 Request::Talk {
@@ -1019,7 +1137,13 @@ mod tests {
     #[test]
     fn rejects_malformed_requests() {
         use ParseError::*;
-        let cases: [(&[u8], ParseError); 20] = [
+        let cases: [(&[u8], ParseError); 26] = [
+            (b"login|bob|", BadArguments(Verb::Login)),
+            (b"login||pw", BadArguments(Verb::Login)),
+            (b"register|bob", BadArguments(Verb::Register)),
+            (b"register|bob|", BadArguments(Verb::Register)),
+            (b"passwd|old", BadArguments(Verb::Passwd)),
+            (b"passwd||new", BadArguments(Verb::Passwd)),
             (b"history|bob", BadArguments(Verb::History)),
             (b"history|bob|x", BadArguments(Verb::History)),
             (b"history|bob|-1", BadArguments(Verb::History)),
@@ -1050,6 +1174,17 @@ mod tests {
     }
 
     #[test]
+    fn a_request_never_shows_its_password_in_debug_output() {
+        let line = b"register|bob|hunter2hunter2";
+        let request = Request::parse(line).expect("a valid request");
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let line = b"passwd|oldsecret|newsecret";
+        let shown = format!("{:?}", Request::parse(line).expect("a valid request"));
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
     fn events_have_the_documented_wire_form() {
         let cases = [
             (Event::LoggedIn("alice"), "ok|login|alice\n"),
@@ -1071,6 +1206,11 @@ mod tests {
                 "say|r|a|x|y\n",
             ),
             (Event::Bye(None), "bye\n"),
+            (Event::PasswordChanged, "ok|passwd\n"),
+            (
+                Event::Bye(Some(ByeReason::AccountRemoved)),
+                "bye|account-removed\n",
+            ),
             (Event::Bye(Some(ByeReason::TooSlow)), "bye|too-slow\n"),
             (
                 Event::Error(ErrorKind::BadEncoding, ""),
@@ -1120,8 +1260,12 @@ mod tests {
             let (a, b, text) = (self.a.as_str(), self.b.as_str(), self.text.as_str());
             let names = || self.names.iter().map(String::as_str).collect();
             match self.verb {
-                EventVerb::Ok => [Event::LoggedIn(a), Event::Joined(a), Event::Left(a)]
-                    [self.pick.index(3)]
+                EventVerb::Ok => [
+                    Event::LoggedIn(a),
+                    Event::Joined(a),
+                    Event::Left(a),
+                    Event::PasswordChanged,
+                ][self.pick.index(4)]
                 .clone(),
                 EventVerb::Login => Event::Online(a),
                 EventVerb::Logout => Event::Offline(a),
@@ -1191,7 +1335,18 @@ mod tests {
     /// One request per verb of the table (the match is exhaustive).
     fn request_for<'a>(verb: Verb, a: &'a str, b: &'a str) -> Request<'a> {
         match verb {
-            Verb::Login => Request::Login { name: a },
+            Verb::Login => Request::Login {
+                name: a,
+                password: b.len().is_multiple_of(2).then_some(Password(b)),
+            },
+            Verb::Register => Request::Register {
+                name: a,
+                password: Password(b),
+            },
+            Verb::Passwd => Request::Passwd {
+                old: Password(a),
+                new: Password(b),
+            },
             Verb::Talk => Request::Talk { to: a, text: b },
             Verb::Who => Request::Who,
             Verb::Join => Request::Join { room: a },
@@ -1290,7 +1445,9 @@ mod tests {
             let requests = [
                 Request::Talk { to: &a, text: &b },
                 Request::Say { room: &a, text: &b },
-                Request::Login { name: &a },
+                Request::Login { name: &a, password: None },
+                Request::Login { name: &a, password: Some(Password(&b)) },
+                Request::Passwd { old: Password(&a), new: Password(&b) },
             ];
             for request in requests {
                 prop_assert!(is_one_line_for_every_reader(&request.to_line()), "{request:?}");

@@ -46,6 +46,16 @@ const RETENTION_DAYS: RangeInclusive<usize> = 0..=36_500;
 /// A page of history must fit in a client's outbound queue many times over.
 const HISTORY_PAGE: RangeInclusive<usize> = 1..=10_000;
 const PRESENCE: &[(&str, Presence)] = &[("all", Presence::All), ("none", Presence::None)];
+const AUTH_MODES: &[(&str, AuthMode)] =
+    &[("open", AuthMode::Open), ("accounts", AuthMode::Accounts)];
+const REGISTRATIONS: &[(&str, Registration)] = &[
+    ("open", Registration::Open),
+    ("closed", Registration::Closed),
+];
+const PLAINTEXT_PASSWORDS: &[(bool, PlaintextPasswords)] = &[
+    (false, PlaintextPasswords::Refused),
+    (true, PlaintextPasswords::Allowed),
+];
 
 /// Everything the server can be told, checked and converted (see the module docs).
 #[derive(Debug, Clone)]
@@ -57,6 +67,94 @@ pub struct Settings {
     /// `None` when `tls.bind` is empty (the default): no TLS listener.
     pub(crate) tls: Option<TlsSettings>,
     pub(crate) store: StoreSettings,
+    pub(crate) auth: AuthSettings,
+    /// `None` when `http.bind` is empty: no HTTP listener (no web client, no WebSocket).
+    pub(crate) http: Option<HttpSettings>,
+}
+
+/// `[auth]`: who may use which name, and how passwords may travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    pub registration: Registration,
+    pub plaintext_passwords: PlaintextPasswords,
+}
+
+/// `auth.mode`: whether a name needs an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone may log in under a free name that is not registered; registered names need their
+    /// password.
+    Open,
+    /// Every login needs an account (and so a store).
+    Accounts,
+}
+
+/// `auth.registration`: who makes accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Clients, with `register|NAME|PASSWORD`.
+    Open,
+    /// The operator only (`actor-chat-server account add`); `register` gets
+    /// `error|registration-closed`.
+    Closed,
+}
+
+/// `auth.allow_plaintext_passwords`: whether a password may arrive over plain TCP from
+/// another machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaintextPasswords {
+    /// Only over TLS, or from this machine (loopback): otherwise `error|tls-required|VERB`.
+    Refused,
+    /// From anywhere (a trusted network, or TLS ended by a proxy in front).
+    Allowed,
+}
+
+/// `http.metrics`: who may read `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Clients on a loopback address only: a scraper on this machine, or an SSH tunnel. The
+    /// address is the client's as `http.trusted_proxies` resolves it, so a proxy on this
+    /// machine does not make every visitor loopback.
+    Loopback,
+    /// Anyone who reaches the listener.
+    All,
+    /// Nobody: `/metrics` is not there (404).
+    Off,
+}
+
+const METRICS_ACCESS: &[(&str, MetricsAccess)] = &[
+    ("loopback", MetricsAccess::Loopback),
+    ("all", MetricsAccess::All),
+    ("off", MetricsAccess::Off),
+];
+
+/// `[http]`, when `http.bind` is set: the web client, `/healthz`, `/readyz` and WebSockets.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Address to listen on; port 0 picks a free port (the log says which).
+    pub(crate) bind: SocketAddr,
+    /// Serve HTTPS with the `[tls]` certificate (and its SIGHUP reloads) instead of HTTP.
+    pub(crate) tls: bool,
+    /// Origins a WebSocket may be opened from, as `scheme://host[:port]` in lower case; empty
+    /// means only the page's own origin.
+    pub(crate) allowed_origins: Vec<String>,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers name the real client.
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    /// Who may read `GET /metrics`.
+    pub(crate) metrics: MetricsAccess,
+}
+
+impl HttpSettings {
+    /// The address to listen on.
+    pub fn bind(&self) -> SocketAddr {
+        self.bind
+    }
+
+    /// Whether the listener speaks HTTPS (with the `[tls]` certificate).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
 }
 
 /// `[server]`
@@ -323,6 +421,11 @@ impl Settings {
         self.tls.as_ref()
     }
 
+    /// The HTTP listener's settings, when `http.bind` is set.
+    pub fn http(&self) -> Option<&HttpSettings> {
+        self.http.as_ref()
+    }
+
     /// Connections served at once.
     pub fn max_connections(&self) -> usize {
         self.server.max_connections
@@ -338,6 +441,11 @@ impl Settings {
         &self.store
     }
 
+    /// The `[auth]` settings.
+    pub fn auth(&self) -> AuthSettings {
+        self.auth
+    }
+
     /// The one conversion from what was read to what the server uses.
     fn from_raw(raw: RawSettings) -> Result<Settings, ConfigError> {
         let RawSettings {
@@ -348,6 +456,8 @@ impl Settings {
             tls,
             base,
             store,
+            auth,
+            http,
         } = raw;
         let bind = optional_socket_address("server.bind", server.bind)?;
         let workers = whole("server.workers", server.workers, 0..=MAX_WORKERS)?;
@@ -438,10 +548,33 @@ impl Settings {
                 key: file_path("tls.key", tls.key, base.as_deref())?,
             }),
         };
-        if bind.is_none() && tls.is_none() {
+        let http = {
+            let bind = optional_socket_address("http.bind", http.bind)?;
+            let https = boolean("http.tls", http.tls)?;
+            let allowed_origins = origins("http.allowed_origins", http.allowed_origins)?;
+            let trusted_proxies = networks("http.trusted_proxies", http.trusted_proxies)?;
+            let metrics = choice("http.metrics", http.metrics, METRICS_ACCESS)?;
+            if https && bind.is_some() && tls.is_none() {
+                return invalid(
+                    "http.tls",
+                    "can be true only with [tls] set up (tls.bind, tls.cert and tls.key): HTTPS \
+                     is served with that certificate"
+                        .to_owned(),
+                );
+            }
+            bind.map(|bind| HttpSettings {
+                bind,
+                tls: https,
+                allowed_origins,
+                trusted_proxies,
+                metrics,
+            })
+        };
+        if bind.is_none() && tls.is_none() && http.is_none() {
             return invalid(
                 "server.bind",
-                "must be HOST:PORT when tls.bind is empty: the server needs somewhere to listen"
+                "must be HOST:PORT when tls.bind and http.bind are empty: the server needs \
+                 somewhere to listen"
                     .to_owned(),
             );
         }
@@ -462,6 +595,22 @@ impl Settings {
                 max_history_page,
             }
         };
+        let auth = AuthSettings {
+            mode: choice("auth.mode", auth.mode, AUTH_MODES)?,
+            registration: choice("auth.registration", auth.registration, REGISTRATIONS)?,
+            plaintext_passwords: flag(
+                "auth.allow_plaintext_passwords",
+                auth.allow_plaintext_passwords,
+                PLAINTEXT_PASSWORDS,
+            )?,
+        };
+        if auth.mode == AuthMode::Accounts && store.url.is_none() {
+            return invalid(
+                "auth.mode",
+                "must be \"open\" when store.url is \"\": accounts are kept in the store"
+                    .to_owned(),
+            );
+        }
         Ok(Settings {
             server: ServerSettings {
                 bind,
@@ -490,6 +639,8 @@ impl Settings {
             log: LogSettings { level },
             tls,
             store,
+            auth,
+            http,
         })
     }
 }
@@ -619,6 +770,20 @@ fn choice<T: Copy>(
     invalid(key, format!("must be {words} (got {value})"))
 }
 
+/// `true` or `false` (in the environment, the words), as one of two `choices`.
+fn flag<T: Copy>(key: &'static str, value: Loose, choices: &[(bool, T)]) -> Result<T, ConfigError> {
+    let chosen = match &value {
+        Loose::Bool(value) => Some(*value),
+        Loose::Text(text) if text == "true" => Some(true),
+        Loose::Text(text) if text == "false" => Some(false),
+        _ => None,
+    };
+    match chosen.and_then(|chosen| choices.iter().find(|(word, _)| *word == chosen)) {
+        Some((_, value)) => Ok(*value),
+        None => invalid(key, format!("must be true or false (got {value})")),
+    }
+}
+
 /// `HOST:PORT`, where HOST is an IPv4 address, an IPv6 address in brackets, or a name that
 /// resolves (the first address it resolves to is used).
 fn socket_address(key: &'static str, value: Loose) -> Result<SocketAddr, ConfigError> {
@@ -708,6 +873,61 @@ fn networks(key: &'static str, value: Loose) -> Result<Vec<IpNet>, ConfigError> 
         .collect()
 }
 
+/// `true` or `false` (also as the environment's text).
+fn boolean(key: &'static str, value: Loose) -> Result<bool, ConfigError> {
+    match &value {
+        Loose::Bool(value) => Ok(*value),
+        Loose::Text(text) if text.eq_ignore_ascii_case("true") => Ok(true),
+        Loose::Text(text) if text.eq_ignore_ascii_case("false") => Ok(false),
+        _ => invalid(key, format!("must be true or false (got {value})")),
+    }
+}
+
+/// Web origins, `http://HOST[:PORT]` or `https://HOST[:PORT]` (no path), as a TOML array or a
+/// comma-separated string; kept in lower case without a trailing `/`, the form a browser's
+/// `Origin` header is compared in.
+fn origins(key: &'static str, value: Loose) -> Result<Vec<String>, ConfigError> {
+    let items: Vec<Loose> = match &value {
+        Loose::List(items) => items.clone(),
+        Loose::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(Loose::from)
+            .collect(),
+        _ => vec![value.clone()],
+    };
+    items
+        .iter()
+        .map(|item| {
+            let origin = match item {
+                Loose::Text(text) => normal_origin(text),
+                _ => None,
+            };
+            origin.ok_or_else(|| ConfigError::Value {
+                key,
+                reason: format!(
+                    "must be a list of origins such as [\"https://chat.example.org\", \
+                     \"http://localhost:8080\"] (got {item} in {value})"
+                ),
+            })
+        })
+        .collect()
+}
+
+/// `scheme://host[:port]` in lower case, if `text` is an http or https origin.
+pub(crate) fn normal_origin(text: &str) -> Option<String> {
+    let text = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let host = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))?;
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
+    valid.then_some(text)
+}
+
 /// The levels a log filter may name.
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
@@ -751,6 +971,8 @@ struct RawSettings {
     log: RawLog,
     tls: RawTls,
     store: RawStore,
+    auth: RawAuth,
+    http: RawHttp,
     /// The config file's folder, for relative paths; not a key.
     #[serde(skip)]
     base: Option<PathBuf>,
@@ -882,6 +1104,46 @@ impl Default for RawStore {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawAuth {
+    mode: Loose,
+    registration: Loose,
+    allow_plaintext_passwords: Loose,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            mode: "open".into(),
+            registration: "open".into(),
+            allow_plaintext_passwords: Loose::Bool(false),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHttp {
+    bind: Loose,
+    tls: Loose,
+    allowed_origins: Loose,
+    trusted_proxies: Loose,
+    metrics: Loose,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            tls: Loose::Bool(false),
+            allowed_origins: Loose::List(Vec::new()),
+            trusted_proxies: Loose::List(vec!["127.0.0.0/8".into(), "::1/128".into()]),
+            metrics: "loopback".into(),
+        }
+    }
+}
+
 /// `""` (no store), `sqlite://PATH` or `postgres://…` (also `postgresql://…`).
 fn store_url(key: &'static str, value: Loose) -> Result<Option<StoreUrl>, ConfigError> {
     let rule = r#"must be "" (keep nothing), sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"#;
@@ -966,6 +1228,49 @@ mod tests {
         );
         assert_eq!(settings.heartbeat.interval, Duration::from_millis(500));
         assert_eq!(settings.log.level, "debug");
+    }
+
+    #[test]
+    fn auth_keys_become_their_enums_and_accounts_need_a_store() {
+        let settings = Settings::load_from(None, env(&[])).expect("the defaults load");
+        assert_eq!(
+            settings.auth(),
+            AuthSettings {
+                mode: AuthMode::Open,
+                registration: Registration::Open,
+                plaintext_passwords: PlaintextPasswords::Refused,
+            }
+        );
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT__AUTH__MODE", "accounts"),
+                ("CHAT__AUTH__REGISTRATION", "closed"),
+                ("CHAT__AUTH__ALLOW_PLAINTEXT_PASSWORDS", "true"),
+            ]),
+        )
+        .expect("valid auth keys load");
+        assert_eq!(settings.auth().mode, AuthMode::Accounts);
+        assert_eq!(settings.auth().registration, Registration::Closed);
+        assert_eq!(
+            settings.auth().plaintext_passwords,
+            PlaintextPasswords::Allowed
+        );
+        let error = error_of(None, &[("CHAT__AUTH__MODE", "closed")]);
+        assert!(error.starts_with("auth.mode must be"), "{error}");
+        let error = error_of(None, &[("CHAT__AUTH__ALLOW_PLAINTEXT_PASSWORDS", "yes")]);
+        assert!(
+            error.starts_with("auth.allow_plaintext_passwords must be true or false"),
+            "{error}"
+        );
+        let error = error_of(
+            None,
+            &[("CHAT__AUTH__MODE", "accounts"), ("CHAT__STORE__URL", "")],
+        );
+        assert_eq!(
+            error,
+            "auth.mode must be \"open\" when store.url is \"\": accounts are kept in the store"
+        );
     }
 
     #[test]
@@ -1059,6 +1364,11 @@ mod tests {
                 "CHAT__SERVER__WORKERS",
                 "-1",
                 "server.workers must be a whole number from 0 to 1024 (got -1)",
+            ),
+            (
+                "CHAT__HTTP__METRICS",
+                "everyone",
+                r#"http.metrics must be "loopback", "all" or "off" (got "everyone")"#,
             ),
             (
                 "CHAT__SERVER__WORKERS",
@@ -1256,11 +1566,14 @@ mod tests {
         .expect("TLS only is fine");
         assert_eq!(settings.bind(), None);
         assert!(settings.tls().is_some());
-        let error = error_of(None, &[("CHAT__SERVER__BIND", "")]);
+        let error = error_of(
+            None,
+            &[("CHAT__SERVER__BIND", ""), ("CHAT__HTTP__BIND", "")],
+        );
         assert_eq!(
             error,
-            "server.bind must be HOST:PORT when tls.bind is empty: the server needs somewhere \
-             to listen"
+            "server.bind must be HOST:PORT when tls.bind and http.bind are empty: the server \
+             needs somewhere to listen"
         );
     }
 }

@@ -55,7 +55,19 @@ pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Read buffer per connection while it has input; none while it is idle (see [`LineStream`]).
 const READ_BUFFER_BYTES: usize = 2048;
 
-/// A byte stream that can carry a session: TCP today; TLS or a WebSocket adapter later.
+/// Whether what crosses a transport can be read on the way: passwords may cross only an
+/// encrypted one, unless they come from this machine or the operator allows it
+/// (`auth.allow_plaintext_passwords`). A transport says which it is: TLS is encrypted, plain TCP
+/// is not, a WebSocket over HTTPS would be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Anyone on the path can read it.
+    Plain,
+    /// Encrypted between the client and this server (or its proxy).
+    Encrypted,
+}
+
+/// A byte stream that can carry a session: TCP, TLS, an in-memory pipe, or a WebSocket adapter.
 pub(crate) trait Transport: Send + 'static {
     /// The half that is read from.
     type Reader: AsyncRead + Unpin + 'static;
@@ -68,6 +80,9 @@ pub(crate) trait Transport: Send + 'static {
     /// thread's reactor, performs any handshake — and splits it (a stream without a native
     /// split can use `tokio::io::split`).
     fn open(self) -> impl Future<Output = io::Result<(Self::Reader, Self::Writer)>>;
+
+    /// Whether what crosses it can be read on the way.
+    fn security(&self) -> Security;
 }
 
 /// A TCP socket handed over from the acceptor's thread; it joins the serving thread's reactor.
@@ -79,16 +94,30 @@ impl Transport for std::net::TcpStream {
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         Ok(tokio::net::TcpStream::from_std(self)?.into_split())
     }
+
+    fn security(&self) -> Security {
+        Security::Plain
+    }
 }
 
-/// An in-memory pipe (see [`crate::server::Server::connect_in_memory`]).
-impl Transport for tokio::io::DuplexStream {
+/// An in-memory pipe (see [`crate::server::Server::connect_in_memory`]), which says whatever
+/// its maker wants it to about its security, so tests can stand in for either kind.
+pub(crate) struct InMemory {
+    pub(crate) stream: tokio::io::DuplexStream,
+    pub(crate) security: Security,
+}
+
+impl Transport for InMemory {
     type Reader = tokio::io::ReadHalf<tokio::io::DuplexStream>;
     type Writer = tokio::io::WriteHalf<tokio::io::DuplexStream>;
     const KIND: TransportKind = TransportKind::Memory;
 
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
-        Ok(tokio::io::split(self))
+        Ok(tokio::io::split(self.stream))
+    }
+
+    fn security(&self) -> Security {
+        self.security
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`server::run`] wires them to a listener. The client ([`client`]) and the server share the
 //! wire format in [`codec`]. docs/ARCHITECTURE.md shows how the parts fit.
 
+pub mod accounts;
 pub(crate) mod actors;
 pub mod bench;
 pub mod client;
@@ -18,3 +19,4 @@ pub mod server;
 pub mod signal;
 pub mod store;
 pub mod tls;
+pub mod web;

@@ -80,6 +80,8 @@ pub(crate) enum TransportKind {
     Tcp,
     /// TLS (`tls.bind`).
     Tls,
+    /// A WebSocket (`GET /ws` on `http.bind`, HTTP or HTTPS).
+    Ws,
     /// An in-memory pipe ([`Server::connect_in_memory`](crate::server::Server::connect_in_memory)):
     /// tests and embedding.
     Memory,
@@ -90,6 +92,7 @@ impl TransportKind {
     const ALL: &'static [TransportKind] = &[
         TransportKind::Tcp,
         TransportKind::Tls,
+        TransportKind::Ws,
         TransportKind::Memory,
     ];
 
@@ -98,6 +101,7 @@ impl TransportKind {
         match self {
             TransportKind::Tcp => "tcp",
             TransportKind::Tls => "tls",
+            TransportKind::Ws => "ws",
             TransportKind::Memory => "memory",
         }
     }
@@ -269,7 +273,8 @@ impl Metrics {
         let logins = counter("logins_total", "Successful logins.");
         let login_failures = counter(
             "login_failures_total",
-            "Logins refused (a name taken or not valid).",
+            "Logins refused: a name taken, not valid or reserved for an account, a wrong \
+             password, a password over plain text from another machine, a throttled account.",
         );
         let users = gauge("users", "Users logged in now.");
         let rooms = gauge(

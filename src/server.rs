@@ -36,15 +36,19 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub use crate::connection::Security;
+
 use crate::{
+    accounts::{hashing::HashPool, throttle::Throttle},
     actors::{chat_server::Stopping, session::PendingLogins, ChatServer, Session, SessionContext},
     codec::{ByeReason, Event},
     config::Settings,
-    connection::Transport,
+    connection::{InMemory, Transport},
     metrics::{Departure, Metrics, OpenConnection},
     outbox::{self, Budget},
     store::StoreHandle,
     tls::{Certificates, TlsTransport},
+    web::{self, HttpListener},
 };
 
 /// Longest pause between accept attempts while the process is out of file descriptors.
@@ -73,13 +77,16 @@ pub async fn run(
     accepted
 }
 
-/// What a server accepts on: plain TCP, TLS, or both (at least one, for it to be any use).
+/// What a server accepts on: plain TCP, TLS, HTTP (at least one, for it to be any use).
 #[derive(Default)]
 pub struct Listeners {
     /// Plain-text connections (`server.bind`).
     pub plain: Option<TcpListener>,
     /// TLS connections (`tls.bind`), with the certificate they are served with.
     pub tls: Option<(TcpListener, Arc<Certificates>)>,
+    /// HTTP or HTTPS (`http.bind`): the web client, health probes and WebSockets. It serves
+    /// until [`Server::shutdown`] has closed the sessions, so that `/readyz` can say 503.
+    pub http: Option<HttpListener>,
 }
 
 /// A running chat server: the `ChatServer`, the workers and the connection slots, ready to be
@@ -97,6 +104,8 @@ pub struct Server {
     store: Option<StoreHandle>,
     /// What `/metrics` shows; this server's own, shared with every piece that counts.
     metrics: Arc<Metrics>,
+    /// The HTTP listener, while it runs.
+    http: Mutex<Option<web::Running>>,
 }
 
 impl Server {
@@ -154,6 +163,8 @@ impl Server {
                 shutdown: stop.clone(),
                 store: store.clone(),
                 metrics: metrics.clone(),
+                hashing: Arc::new(HashPool::per_core()),
+                throttle: Arc::new(Throttle::new()),
             }),
             next_conn: AtomicU64::new(0),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
@@ -166,6 +177,7 @@ impl Server {
             grace,
             store,
             metrics,
+            http: Mutex::new(None),
         }
     }
 
@@ -181,7 +193,7 @@ impl Server {
     pub async fn accept(&self, listener: TcpListener, until: impl Future) -> io::Result<()> {
         let listeners = Listeners {
             plain: Some(listener),
-            tls: None,
+            ..Listeners::default()
         };
         self.serve(listeners, until).await
     }
@@ -189,6 +201,9 @@ impl Server {
     /// Accepts on `listeners` (on the first worker) until `until` completes or accepting on
     /// one of them fails, then closes them all. The sessions go on until [`Server::shutdown`].
     pub async fn serve(&self, listeners: Listeners, until: impl Future) -> io::Result<()> {
+        if let Some(http) = listeners.http {
+            self.serve_http(http)?;
+        }
         let stop_accepting = CancellationToken::new();
         let (ended, mut acceptor_ended) = mpsc::unbounded_channel();
         let mut acceptors = 0;
@@ -242,15 +257,56 @@ impl Server {
         result
     }
 
+    /// Starts the HTTP listener (see [`crate::web`]), on actix-web's own worker threads.
+    fn serve_http(&self, listener: HttpListener) -> io::Result<()> {
+        let context = &self.gate.context;
+        let settings = &context.settings;
+        let Some(http) = settings.http.clone() else {
+            return Err(io::Error::other(
+                "an HTTP listener needs http.bind to be set in the settings",
+            ));
+        };
+        let state = web::Web {
+            gate: self.gate.clone(),
+            secure: listener.tls.is_some(),
+            http,
+            stop: self.stop.clone(),
+            store: self.store.clone(),
+            max_line_bytes: settings.limits.max_line_bytes,
+            metrics: self.metrics.clone(),
+        };
+        let running = web::start(listener, state, settings.server.workers.get(), self.grace)?;
+        *self.http.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
+        Ok(())
+    }
+
     /// Serves one connection over an in-memory pipe, as if `peer` had connected, and returns
     /// the client's end: the whole server without a socket, for tests under paused time
     /// (a socket's readiness comes from the kernel, which a paused clock does not wait for;
     /// a pipe wakes its reader directly) and for embedding. `buffer` bytes may be in flight
     /// each way. A full server answers `bye|server-full` on it, as on TCP.
     pub fn connect_in_memory(&self, peer: SocketAddr, buffer: usize) -> DuplexStream {
+        self.connect_in_memory_with(peer, buffer, Security::Plain)
+    }
+
+    /// As [`Server::connect_in_memory`], the pipe standing in for a transport of the given
+    /// `security` (a TLS connection, say, for the rules about passwords).
+    pub fn connect_in_memory_with(
+        &self,
+        peer: SocketAddr,
+        buffer: usize,
+        security: Security,
+    ) -> DuplexStream {
         let (client, server) = tokio::io::duplex(buffer);
         match self.gate.slot(peer) {
-            Ok(slot) => self.gate.admit(server, peer, slot),
+            Ok(slot) => self.gate.admit(
+                InMemory {
+                    stream: server,
+                    security,
+                },
+                peer,
+                slot,
+            ),
             Err(reason) => self.gate.refuse(server, peer, reason),
         }
         client
@@ -277,6 +333,15 @@ impl Server {
         // Every session is done: what they delivered is queued; write it before leaving.
         if let Some(store) = &self.store {
             store.stop(self.grace).await;
+        }
+        // Last: until now `/readyz` has been saying 503 and `/ws` refusing.
+        let http = self
+            .http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(http) = http {
+            http.stop().await;
         }
         for thread in &self.threads {
             thread.stop();

@@ -22,6 +22,8 @@ use std::{
 use rustls::{
     crypto::CryptoProvider,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
     ClientConfig, RootCertStore, ServerConfig,
 };
 use tokio::{
@@ -31,7 +33,11 @@ use tokio::{
 };
 use tokio_rustls::{server::TlsStream, TlsAcceptor, TlsConnector};
 
-use crate::{config::TlsSettings, connection::Transport, metrics::TransportKind};
+use crate::{
+    config::TlsSettings,
+    connection::{Security, Transport},
+    metrics::TransportKind,
+};
 
 /// The protocol versions offered and accepted: TLS 1.3, and 1.2 for older clients.
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
@@ -183,6 +189,18 @@ impl Certificates {
         &self.cert
     }
 
+    /// A server config for the HTTPS listener (`http.tls`) whose certificate is always the one
+    /// in use now: it asks this `Certificates` on every handshake, so a SIGHUP reload reaches
+    /// HTTPS too, although actix-web keeps the config it was given for its whole life.
+    pub fn http_config(self: &Arc<Self>) -> Result<ServerConfig, TlsError> {
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .map_err(|error| TlsError::Other(error.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Current(self.clone())));
+        Ok(config)
+    }
+
     /// An acceptor with the certificate in use now.
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
         let config = self
@@ -191,6 +209,22 @@ impl Certificates {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         TlsAcceptor::from(config)
+    }
+}
+
+/// Resolves every handshake to the certificate [`Certificates`] holds at that moment.
+#[derive(Debug)]
+struct Current(Arc<Certificates>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let config = self
+            .0
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        config.cert_resolver.resolve(hello)
     }
 }
 
@@ -222,6 +256,10 @@ impl Transport for TlsTransport {
                 "TLS handshake not finished within heartbeat.login_timeout_secs",
             )),
         }
+    }
+
+    fn security(&self) -> Security {
+        Security::Encrypted
     }
 }
 

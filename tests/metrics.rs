@@ -1,16 +1,24 @@
-//! The server's metrics (`Server::metrics_text`, what `GET /metrics` serves), read back with an
-//! independent Prometheus text-format parser (prometheus-parse) and checked to move by exactly
-//! what each action causes. Most tests run under paused time on one thread through in-memory
-//! pipes, where every count a client's read depends on is in place when it reads; the store's
-//! test runs over loopback sockets on two workers. Nothing sleeps to synchronise.
+//! The server's metrics (`Server::metrics_text`, and `GET /metrics` over HTTP), read back with
+//! an independent Prometheus text-format parser (prometheus-parse) and checked to move by
+//! exactly what each action causes. Most tests run under paused time on one thread through
+//! in-memory pipes, where every count a client's read depends on is in place when it reads; the
+//! store's and the HTTP tests run over loopback sockets on two workers. Nothing sleeps to
+//! synchronise; every read has a timeout.
 
 mod common;
 
 use std::{io, net::SocketAddr, time::Duration};
 
 use actor_chat::server::{Placement, Server};
-use common::{build, builder, settings_without_presence, Client, TestServer};
+use common::{build, builder, settings_without_presence, Client, TestServer, READ_TIMEOUT};
+use futures_util::{SinkExt, StreamExt};
 use prometheus_parse::{Sample, Scrape, Value};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+use tokio_tungstenite::{client_async, tungstenite::Message};
 
 /// One scrape, parsed.
 struct Metrics(Scrape);
@@ -395,4 +403,129 @@ async fn a_server_with_a_store_shows_what_it_wrote() {
     assert_eq!(after.get(SENT, &[("verb", "end")]), 1.0);
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One HTTP/1.1 GET of `path` with extra `headers`: the status, the content type and the body.
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut stream = timeout(READ_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    let mut response = Vec::new();
+    timeout(READ_TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .expect("the response in time")
+        .expect("read the response");
+    let response = String::from_utf8(response).expect("a text response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let content_type = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.trim().to_owned())
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+/// Scrapes `/metrics` over HTTP, expecting it to be served.
+async fn scrape(addr: SocketAddr) -> Metrics {
+    let (status, content_type, body) = get(addr, "/metrics", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(content_type, "text/plain; version=0.0.4");
+    Metrics::parse(&body)
+}
+
+fn web(metrics: &str) -> actor_chat::config::Settings {
+    build(
+        builder()
+            .set("server.presence", "none")
+            .set("http.bind", "127.0.0.1:0")
+            .set("http.metrics", metrics),
+    )
+}
+
+#[actix::test]
+async fn get_metrics_moves_with_a_login_and_counts_websockets_as_ws() {
+    let server = TestServer::start(web("loopback")).await;
+    let http = server.http_addr();
+    let before = scrape(http).await;
+    assert_eq!(before.get(LOGINS, &[]), 0.0);
+    assert_eq!(before.get(OPEN, &[("transport", "ws")]), 0.0);
+
+    let _alice = server.login("alice").await;
+    let after = scrape(http).await;
+    assert_eq!(moved(&before, &after, LOGINS, &[]), 1.0);
+    assert_eq!(after.get(OPEN, &[("transport", "tcp")]), 1.0);
+
+    let request = format!("ws://{http}/ws");
+    let tcp = timeout(READ_TIMEOUT, TcpStream::connect(http))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let (mut bob, _) = timeout(READ_TIMEOUT, client_async(request, tcp))
+        .await
+        .expect("the handshake in time")
+        .expect("the upgrade");
+    bob.send(Message::text("login|bob"))
+        .await
+        .expect("send a frame");
+    let answer = timeout(READ_TIMEOUT, bob.next())
+        .await
+        .expect("a frame in time");
+    match answer {
+        Some(Ok(Message::Text(line))) => assert_eq!(line.as_str(), "ok|login|bob"),
+        other => panic!("expected ok|login|bob, got {other:?}"),
+    }
+    let with_ws = scrape(http).await;
+    assert_eq!(moved(&after, &with_ws, LOGINS, &[]), 1.0);
+    assert_eq!(with_ws.get(OPEN, &[("transport", "ws")]), 1.0);
+    assert_eq!(
+        with_ws.get("actor_chat_connections_total", &[("transport", "ws")]),
+        1.0
+    );
+    assert_eq!(with_ws.get(USERS, &[]), 2.0);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn a_client_a_trusted_proxy_names_off_this_machine_is_refused_and_off_is_not_found() {
+    let server = TestServer::start(web("loopback")).await;
+    let http = server.http_addr();
+    // The test connects from 127.0.0.1, a trusted proxy by default: the client is the one it
+    // names, and that one is not on this machine.
+    let forwarded = [("X-Forwarded-For", "203.0.113.9")];
+    let (status, _, body) = get(http, "/metrics", &forwarded).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        "metrics are served to loopback clients only (http.metrics)\n"
+    );
+    let local = [("X-Forwarded-For", "127.0.0.1")];
+    assert_eq!(get(http, "/metrics", &local).await.0, 200);
+    server.shutdown().await;
+
+    let open = TestServer::start(web("all")).await;
+    let (status, _, body) = get(open.http_addr(), "/metrics", &forwarded).await;
+    assert_eq!(status, 200);
+    assert_eq!(Metrics::parse(&body).get(LOGINS, &[]), 0.0);
+    open.shutdown().await;
+
+    let off = TestServer::start(web("off")).await;
+    assert_eq!(get(off.http_addr(), "/metrics", &[]).await.0, 404);
+    off.shutdown().await;
 }

@@ -45,6 +45,7 @@ async fn a_room_flood_cuts_off_no_client_that_reads_and_memory_stays_in_budget()
             .arg("--config")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
             .env("CHAT__SERVER__BIND", "127.0.0.1:0")
+            .env("CHAT__HTTP__BIND", "")
             .env("RUST_LOG", "info");
     }
     // A long grace: a reader that this test's own thread leaves unread for a few seconds on a

@@ -11,19 +11,20 @@
 //! on the hot path.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::SocketAddr,
     sync::Arc,
 };
 
-use actix::prelude::*;
-use log::info;
+use actix::{fut::wrap_future, prelude::*};
+use log::{info, warn};
 use tokio::time::Instant;
 
 use super::session::CloseCause;
 use crate::{
+    accounts::{LoginKind, REFRESH_EVERY, STORE_WAIT},
     codec::{fold_name, ErrorKind, Event, EventVerb},
-    config::{Presence, Settings},
+    config::{AuthMode, Presence, Settings},
     metrics::{Delivered, Metrics},
     outbox::Outbox,
     store::{NewMessage, StoreHandle},
@@ -40,8 +41,9 @@ fn fold(name: &str) -> Key {
 }
 
 /// Logs in the connection `conn` as `name` (already checked to be a valid name). The reply
-/// (`ok|login|…` and the peer list, or `error|name-taken|…`) is written to `outbox`; the result
-/// is the name as logged in.
+/// (`ok|login|…` and the peer list, or `error|name-taken|…`, or `error|password-required|…`
+/// for a guest asking for a registered name) is written to `outbox`; the result is the name as
+/// logged in.
 #[derive(Message)]
 #[rtype(result = "Option<Arc<str>>")]
 pub(crate) struct Login {
@@ -49,7 +51,50 @@ pub(crate) struct Login {
     pub(crate) peer: SocketAddr,
     pub(crate) name: String,
     pub(crate) outbox: Outbox,
+    /// How the session proved its right to the name.
+    pub(crate) kind: Identity,
 }
+
+/// A guest, or the owner of an account, whose password the session has checked.
+pub(crate) enum Identity {
+    Guest,
+    /// Logged in to the account of that name: told if the operator removes it.
+    Account(Recipient<AccountRemoved>),
+}
+
+/// The account a session is logged in to no longer exists: it must log out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AccountRemoved;
+
+/// `register|NAME|…`: holds `name` for a registration under way, if it is neither registered
+/// nor online; `Err(NameTaken)` otherwise. Every `Reserve` that succeeds is followed by one
+/// [`Registered`].
+#[derive(Message)]
+#[rtype(result = "Result<(), ErrorKind>")]
+pub(crate) struct Reserve {
+    pub(crate) name: String,
+}
+
+/// How a reserved registration ended: the name is registered now, or free again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Registered {
+    pub(crate) name: String,
+    pub(crate) created: bool,
+}
+
+/// Read the registered names from the store again (every [`REFRESH_EVERY`], and on SIGHUP):
+/// names the operator registered are reserved from then on, and users logged in to an account
+/// that is gone are logged out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RefreshAccounts;
+
+/// The registered names, as the store listed them (`None`: it did not answer).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AccountKeys(Option<Vec<String>>);
 
 /// The connection `conn` is gone or going: drop it from every room and tell the others.
 /// Harmless for a connection that never logged in.
@@ -140,6 +185,8 @@ struct User {
     since: u64,
     /// Folded names of the rooms this user is in.
     rooms: Vec<Key>,
+    /// How the user logged in; an account's owner is told if it is removed.
+    identity: Identity,
 }
 
 struct Room {
@@ -169,6 +216,16 @@ pub(crate) struct ChatServer {
     stopping: bool,
     /// Where each `say` is kept once delivered, if anywhere.
     store: Option<StoreHandle>,
+    /// `auth.mode`: in `accounts` mode, no guest may log in.
+    mode: AuthMode,
+    /// The registered names (folded), as last read from the store: reserved for their owners.
+    registered: HashSet<Key>,
+    /// Names whose registration is under way: reserved too, and kept through a refresh.
+    registering: HashSet<Key>,
+    /// A refresh of `registered` is under way.
+    refreshing: bool,
+    /// Names registered since the refresh under way began, which its answer may predate.
+    registered_since_refresh: HashSet<Key>,
     /// The server's metrics: logins, users and rooms are counted here, where they change.
     metrics: Arc<Metrics>,
 }
@@ -190,8 +247,39 @@ impl ChatServer {
             rooms: BTreeMap::new(),
             stopping: false,
             store,
+            mode: settings.auth.mode,
+            registered: HashSet::new(),
+            registering: HashSet::new(),
+            refreshing: false,
+            registered_since_refresh: HashSet::new(),
             metrics,
         }
+    }
+
+    /// Whether `key` is registered, or being registered.
+    fn reserved(&self, key: &str) -> bool {
+        self.registered.contains(key) || self.registering.contains(key)
+    }
+
+    /// Asks the store for the registered names; `AccountKeys` brings them back. One at a time.
+    fn refresh(&mut self, ctx: &mut Context<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if std::mem::replace(&mut self.refreshing, true) {
+            return;
+        }
+        self.registered_since_refresh.clear();
+        let me = ctx.address();
+        ctx.spawn(wrap_future(async move {
+            match store.account_keys(STORE_WAIT).await {
+                Ok(keys) => me.do_send(AccountKeys(Some(keys))),
+                Err(error) => {
+                    warn!("cannot read the registered names from the store: {error}");
+                    me.do_send(AccountKeys(None));
+                }
+            }
+        }));
     }
 
     /// Encodes `event` once and queues that one copy on each of `outboxes` (shared, not
@@ -260,6 +348,89 @@ impl Actor for ChatServer {
         // number of connections; the default capacity of 16 would only add parking overhead.
         // (In actix, a capacity of 0 means unbounded.)
         ctx.set_mailbox_capacity(0);
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        // No login is handled before the registered names are known: a registered name must
+        // never be handed to a guest.
+        ctx.wait(
+            wrap_future(async move { store.account_keys(STORE_WAIT).await }).map(
+                |keys, server: &mut ChatServer, _| match keys {
+                    Ok(keys) => {
+                        server.registered = keys.into_iter().map(Key::from).collect();
+                        info!("{} registered names", server.registered.len());
+                    }
+                    Err(error) => warn!(
+                        "cannot read the registered names from the store: {error}; trying \
+                         again in {} s",
+                        REFRESH_EVERY.as_secs()
+                    ),
+                },
+            ),
+        );
+        ctx.run_interval(REFRESH_EVERY, |server, ctx| server.refresh(ctx));
+    }
+}
+
+impl Handler<AccountKeys> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: AccountKeys, _: &mut Context<Self>) {
+        self.refreshing = false;
+        let Some(keys) = msg.0 else {
+            return; // the store did not answer: keep what we had
+        };
+        self.registered = keys.into_iter().map(Key::from).collect();
+        self.registered
+            .extend(self.registered_since_refresh.drain());
+        for user in self.users.values() {
+            if let Identity::Account(session) = &user.identity {
+                if !self.reserved(&user.key) {
+                    info!(
+                        "the account {} no longer exists: logging its user out",
+                        user.name
+                    );
+                    session.do_send(AccountRemoved);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<RefreshAccounts> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, _: RefreshAccounts, ctx: &mut Context<Self>) {
+        self.refresh(ctx);
+    }
+}
+
+impl Handler<Reserve> for ChatServer {
+    type Result = Result<(), ErrorKind>;
+
+    fn handle(&mut self, msg: Reserve, _: &mut Context<Self>) -> Self::Result {
+        let key = fold(&msg.name);
+        if self.by_name.contains_key(&key) || self.reserved(&key) {
+            return Err(ErrorKind::NameTaken);
+        }
+        self.registering.insert(key);
+        Ok(())
+    }
+}
+
+impl Handler<Registered> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Registered, _: &mut Context<Self>) {
+        let key = fold(&msg.name);
+        self.registering.remove(&key);
+        if msg.created {
+            info!("{} registered", msg.name);
+            self.registered.insert(key.clone());
+            if self.refreshing {
+                self.registered_since_refresh.insert(key);
+            }
+        }
     }
 }
 
@@ -275,6 +446,19 @@ impl Handler<Login> for ChatServer {
                 .send(&Event::Error(ErrorKind::NameTaken, &msg.name));
             return None;
         }
+        if matches!(msg.kind, Identity::Guest)
+            && (self.mode == AuthMode::Accounts || self.reserved(&key))
+        {
+            self.metrics.login_failed();
+            let _ = msg
+                .outbox
+                .send(&Event::Error(ErrorKind::PasswordRequired, &msg.name));
+            return None;
+        }
+        let kind = match msg.kind {
+            Identity::Guest => LoginKind::Guest,
+            Identity::Account(_) => LoginKind::Account,
+        };
         let name: Arc<str> = msg.name.into();
         let mut greeting = Event::LoggedIn(&name).to_line();
         let mut peers = 0;
@@ -309,10 +493,15 @@ impl Handler<Login> for ChatServer {
                 outbox: msg.outbox,
                 since,
                 rooms: Vec::new(),
+                identity: msg.kind,
             },
         );
+        let how = match kind {
+            LoginKind::Guest => "",
+            LoginKind::Account => " to the account",
+        };
         info!(
-            "{name} logged in from {} ({} online)",
+            "{name} logged in{how} from {} ({} online)",
             msg.peer,
             self.users.len()
         );

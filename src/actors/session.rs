@@ -37,16 +37,22 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::chat_server::{
-    ChatServer, ConnId, Disconnect, IsMember, Join, Leave, ListRooms, Login, Names, Resolve, Say,
-    Who,
+    AccountRemoved, ChatServer, ConnId, Disconnect, Identity, IsMember, Join, Leave, ListRooms,
+    Login, Names, Registered, Reserve, Resolve, Say, Who,
 };
 use crate::{
+    accounts::{
+        hashing::{self, HashPool, PoolBusy},
+        password_problem,
+        throttle::Throttle,
+        LoginKind, STORE_WAIT,
+    },
     codec::{
         fold_name, is_valid_name, ByeReason, ErrorKind, Event, EventVerb, Frame, ParseError,
-        Request, Verb,
+        Password, Request, Verb,
     },
-    config::Settings,
-    connection::{Connection, Input, Transport},
+    config::{PlaintextPasswords, Registration, Settings},
+    connection::{Connection, Input, Security, Transport},
     flood::{FloodControl, Verdict},
     metrics::{Delivered, Departure, LineKind, Metrics},
     outbox::{self, Outbox, WriterEnd},
@@ -70,10 +76,43 @@ pub(crate) struct SessionContext {
     pub(crate) pending: PendingLogins,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
-    /// Where delivered direct messages are kept, if anywhere.
+    /// Where delivered direct messages are kept, if anywhere; also where accounts live.
     pub(crate) store: Option<StoreHandle>,
+    /// Where passwords are hashed and checked: off the actor threads, one per core.
+    pub(crate) hashing: Arc<HashPool>,
+    /// Wrong passwords, per account and per address.
+    pub(crate) throttle: Arc<Throttle>,
     /// The server's metrics.
     pub(crate) metrics: Arc<Metrics>,
+}
+
+/// How a login to an account, a registration or a password change came out, before the
+/// session acts on it.
+enum AuthOutcome {
+    /// The `ChatServer` logged the session in as this name.
+    LoggedIn(Arc<str>, LoginKind),
+    /// The `ChatServer` refused the login and has told the client why.
+    Refused,
+    /// The password was changed.
+    Changed,
+    /// A wrong password, or no such account.
+    BadPassword,
+    /// Answer `error|KIND|NAME`.
+    Error(ErrorKind),
+    ServerGone,
+}
+
+impl From<PoolBusy> for AuthOutcome {
+    fn from(_: PoolBusy) -> AuthOutcome {
+        AuthOutcome::Error(ErrorKind::RateLimited)
+    }
+}
+
+impl From<StoreError> for AuthOutcome {
+    fn from(error: StoreError) -> AuthOutcome {
+        debug!("account lookup failed: {error}");
+        AuthOutcome::Error(ErrorKind::StoreUnavailable)
+    }
 }
 
 /// How a `history` request came out, before it is written to the client.
@@ -145,8 +184,8 @@ enum Phase {
     AwaitingLogin,
     /// A login is with the `ChatServer`, which may now know this connection.
     LoggingIn,
-    /// Logged in as this name.
-    Active(Arc<str>),
+    /// Logged in as this name, as a guest or to the account of that name.
+    Active { name: Arc<str>, kind: LoginKind },
     /// Closing: what is queued, then the farewell, is being flushed; input is dropped.
     Draining,
     /// Everything is written and our side shut down; input is read and dropped for a moment
@@ -157,14 +196,14 @@ enum Phase {
 impl Phase {
     /// Whether the `ChatServer` may know this connection and must be told when it goes.
     fn known_to_server(&self) -> bool {
-        matches!(self, Phase::LoggingIn | Phase::Active(_))
+        matches!(self, Phase::LoggingIn | Phase::Active { .. })
     }
 
     /// Whether the session still serves the client (it is not closing).
     fn is_open(&self) -> bool {
         matches!(
             self,
-            Phase::AwaitingLogin | Phase::LoggingIn | Phase::Active(_)
+            Phase::AwaitingLogin | Phase::LoggingIn | Phase::Active { .. }
         )
     }
 }
@@ -196,6 +235,8 @@ pub(crate) enum CloseCause {
     WriteFailed,
     /// The session ended without closing (its arbiter stopped, or it panicked).
     Dropped,
+    /// The account it was logged in to was removed.
+    AccountRemoved,
 }
 
 impl CloseCause {
@@ -213,6 +254,7 @@ impl CloseCause {
             }
             CloseCause::Shutdown | CloseCause::ServerGone => Some(ByeReason::Shutdown),
             CloseCause::TooSlow => Some(ByeReason::TooSlow),
+            CloseCause::AccountRemoved => Some(ByeReason::AccountRemoved),
         }
     }
 
@@ -253,6 +295,7 @@ impl fmt::Display for CloseCause {
             CloseCause::FlushTimeout => "did not close in time",
             CloseCause::WriteFailed => "connection lost",
             CloseCause::Dropped => "session ended",
+            CloseCause::AccountRemoved => "account removed",
         })
     }
 }
@@ -268,6 +311,8 @@ enum Liveness {
 pub(crate) struct Session {
     conn: ConnId,
     peer: SocketAddr,
+    /// Whether passwords may cross this connection (see [`Session::passwords_allowed`]).
+    security: Security,
     context: Arc<SessionContext>,
     connection: Connection,
     phase: Phase,
@@ -292,8 +337,10 @@ impl Session {
         context: Arc<SessionContext>,
         slot: Slot,
     ) {
+        let security = transport.security();
         match transport.open().await {
             Ok((reader, writer)) => {
+                debug!("conn {conn} from {peer}: {security:?}");
                 Session::create(move |ctx| {
                     let limits = &context.settings.limits;
                     let connection = Connection::start(
@@ -307,6 +354,7 @@ impl Session {
                     Session {
                         conn,
                         peer,
+                        security,
                         flood: limits
                             .flood
                             .map(|limit| Box::new(FloodControl::new(limit, now))),
@@ -394,22 +442,37 @@ impl Session {
 
     fn execute(&mut self, request: Request<'_>, ctx: &mut Context<Self>) {
         let conn = self.conn;
-        let Phase::Active(me) = &self.phase else {
+        let Phase::Active { name: me, kind } = &self.phase else {
             return match request {
-                Request::Login { name } if is_valid_name(name) => self.login(name, ctx),
-                Request::Login { name } => {
-                    self.context.metrics.login_failed();
+                Request::Login { name, .. } | Request::Register { name, .. }
+                    if !is_valid_name(name) =>
+                {
+                    if matches!(request, Request::Login { .. }) {
+                        self.context.metrics.login_failed();
+                    }
                     self.reply(&Event::Error(ErrorKind::BadName, name))
                 }
+                Request::Login {
+                    name,
+                    password: None,
+                } => self.login(name, ctx),
+                Request::Login {
+                    name,
+                    password: Some(password),
+                } => self.login_to_account(name, password, ctx),
+                Request::Register { name, password } => self.register(name, password, ctx),
                 Request::Ping => self.reply(&Event::Pong),
                 Request::Pong => {}
                 Request::Exit => self.close(CloseCause::Exit, ctx),
                 other => self.reply(&Event::Error(ErrorKind::NotLoggedIn, other.verb().as_str())),
             };
         };
-        let me = me.clone();
+        let (me, kind) = (me.clone(), *kind);
         match request {
-            Request::Login { .. } => self.reply(&Event::Error(ErrorKind::AlreadyLoggedIn, &me)),
+            Request::Login { .. } | Request::Register { .. } => {
+                self.reply(&Event::Error(ErrorKind::AlreadyLoggedIn, &me))
+            }
+            Request::Passwd { old, new } => self.passwd(&me, kind, old, new, ctx),
             Request::Talk { to, text } => self.talk(&me, to, text, ctx),
             Request::Who => self.ask(Who { conn }, ctx),
             Request::Rooms => self.ask(ListRooms { conn }, ctx),
@@ -569,25 +632,274 @@ impl Session {
         ));
     }
 
+    /// `login|NAME`: as a guest, under a name that is free and not registered.
     fn login(&mut self, name: &str, ctx: &mut Context<Self>) {
         self.phase = Phase::LoggingIn;
-        let login = Login {
-            conn: self.conn,
-            peer: self.peer,
-            name: name.to_owned(),
-            outbox: self.connection.outbox().clone(),
-        };
+        let login = self.login_message(name, Identity::Guest);
         ctx.wait(wrap_future(self.context.server.send(login)).map(
             |result, session: &mut Self, ctx| match result {
-                Ok(Some(name)) => {
-                    session.context.pending.leave(session.conn);
-                    session.phase = Phase::Active(name);
-                }
+                Ok(Some(name)) => session.logged_in(name, LoginKind::Guest),
                 // Refused; the server has said why.
                 Ok(None) => session.phase = Phase::AwaitingLogin,
                 Err(_) => session.server_gone(ctx),
             },
         ));
+    }
+
+    fn login_message(&self, name: &str, kind: Identity) -> Login {
+        Login {
+            conn: self.conn,
+            peer: self.peer,
+            name: name.to_owned(),
+            outbox: self.connection.outbox().clone(),
+            kind,
+        }
+    }
+
+    fn logged_in(&mut self, name: Arc<str>, kind: LoginKind) {
+        self.context.pending.leave(self.conn);
+        self.phase = Phase::Active { name, kind };
+    }
+
+    /// Whether a password may be taken over this connection: it is encrypted, or it comes
+    /// from this machine, or the operator allows plain text from anywhere.
+    fn passwords_allowed(&self) -> bool {
+        self.security == Security::Encrypted
+            || self.peer.ip().to_canonical().is_loopback()
+            || self.context.settings.auth.plaintext_passwords == PlaintextPasswords::Allowed
+    }
+
+    /// The password checks every verb that carries one starts with: `tls-required` over plain
+    /// text from another machine, then `rate-limited` while the account or the address is
+    /// throttled. Answers and returns `false` if the request goes no further.
+    fn may_try_password(&self, verb: Verb, name: &str) -> bool {
+        let refused = || {
+            if verb == Verb::Login {
+                self.context.metrics.login_failed();
+            }
+        };
+        if !self.passwords_allowed() {
+            refused();
+            self.reply(&Event::Error(ErrorKind::TlsRequired, verb.as_str()));
+            return false;
+        }
+        let throttled = matches!(verb, Verb::Login | Verb::Passwd)
+            && self
+                .context
+                .throttle
+                .blocked(self.peer.ip(), &fold_name(name))
+                .is_some();
+        if throttled {
+            refused();
+            self.reply(&Event::Error(ErrorKind::RateLimited, verb.as_str()));
+            return false;
+        }
+        true
+    }
+
+    /// `login|NAME|PASSWORD`: checks the password against the account (on the hashing pool),
+    /// then logs in through the `ChatServer`. A wrong password and an unknown account take the
+    /// same time and get the same answer, `bad-password|NAME`.
+    fn login_to_account(&mut self, name: &str, password: Password<'_>, ctx: &mut Context<Self>) {
+        if !self.may_try_password(Verb::Login, name) {
+            return;
+        }
+        self.phase = Phase::LoggingIn;
+        let store = self.context.store.clone();
+        let hashing = self.context.hashing.clone();
+        let server = self.context.server.clone();
+        let login = self.login_message(name, Identity::Account(ctx.address().recipient()));
+        let shown = name.to_owned();
+        let (name, password) = (name.to_owned(), password.expose().to_owned());
+        let attempt = async move {
+            let account = match &store {
+                Some(store) => store.account(&name, STORE_WAIT).await?,
+                None => None,
+            };
+            let matches = hashing
+                .run(move || match account {
+                    Some(account) => hashing::verify_password(&password, &account.password_hash),
+                    None => {
+                        hashing::verify_nothing(&password);
+                        false
+                    }
+                })
+                .await?;
+            if !matches {
+                return Ok(AuthOutcome::BadPassword);
+            }
+            Ok::<_, AuthOutcome>(match server.send(login).await {
+                Ok(Some(name)) => AuthOutcome::LoggedIn(name, LoginKind::Account),
+                Ok(None) => AuthOutcome::Refused,
+                Err(_) => AuthOutcome::ServerGone,
+            })
+        };
+        self.authenticate(Verb::Login, shown, attempt, ctx);
+    }
+
+    /// `register|NAME|PASSWORD`: reserves the name with the `ChatServer`, hashes the password
+    /// (on the hashing pool), makes the account in the store and logs in to it.
+    fn register(&mut self, name: &str, password: Password<'_>, ctx: &mut Context<Self>) {
+        if !self.may_try_password(Verb::Register, name) {
+            return;
+        }
+        let open = self.context.settings.auth.registration == Registration::Open;
+        let Some(store) = self.context.store.clone().filter(|_| open) else {
+            // Without a store there is nowhere to keep an account: closed too.
+            return self.reply(&Event::Error(ErrorKind::RegistrationClosed, name));
+        };
+        if password_problem(password.expose()).is_some() {
+            return self.reply(&Event::Error(ErrorKind::WeakPassword, name));
+        }
+        self.phase = Phase::LoggingIn;
+        let hashing = self.context.hashing.clone();
+        let server = self.context.server.clone();
+        let login = self.login_message(name, Identity::Account(ctx.address().recipient()));
+        let shown = name.to_owned();
+        let (name, password) = (name.to_owned(), password.expose().to_owned());
+        let attempt = async move {
+            match server.send(Reserve { name: name.clone() }).await {
+                Ok(Ok(())) => {}
+                Ok(Err(kind)) => return Err(AuthOutcome::Error(kind)),
+                Err(_) => return Err(AuthOutcome::ServerGone),
+            }
+            let made = async {
+                let hash = hashing
+                    .run(move || hashing::hash_password(&password))
+                    .await?
+                    .map_err(|error| {
+                        debug!("{error}");
+                        AuthOutcome::Error(ErrorKind::StoreUnavailable)
+                    })?;
+                Ok::<_, AuthOutcome>(store.create_account(&name, hash, STORE_WAIT).await?)
+            }
+            .await;
+            let created = matches!(made, Ok(true));
+            server.do_send(Registered {
+                name: name.clone(),
+                created,
+            });
+            match made {
+                Ok(true) => {}
+                // Registered meanwhile, by the operator or another server on the same store.
+                Ok(false) => return Err(AuthOutcome::Error(ErrorKind::NameTaken)),
+                Err(outcome) => return Err(outcome),
+            }
+            Ok(match server.send(login).await {
+                Ok(Some(name)) => AuthOutcome::LoggedIn(name, LoginKind::Account),
+                Ok(None) => AuthOutcome::Refused,
+                Err(_) => AuthOutcome::ServerGone,
+            })
+        };
+        self.authenticate(Verb::Register, shown, attempt, ctx);
+    }
+
+    /// `passwd|OLD|NEW`, logged in to the account `me`: checks OLD like a login (a wrong one
+    /// counts toward the throttle), then stores the hash of NEW.
+    fn passwd(
+        &mut self,
+        me: &str,
+        kind: LoginKind,
+        old: Password<'_>,
+        new: Password<'_>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.may_try_password(Verb::Passwd, me) {
+            return;
+        }
+        if kind == LoginKind::Guest {
+            // A guest has no password to change.
+            let verb = Verb::Passwd.as_str();
+            return self.reply(&Event::Error(ErrorKind::NotLoggedIn, verb));
+        }
+        if password_problem(new.expose()).is_some() {
+            return self.reply(&Event::Error(ErrorKind::WeakPassword, me));
+        }
+        let Some(store) = self.context.store.clone() else {
+            return self.reply(&Event::Error(ErrorKind::StoreUnavailable, me));
+        };
+        let hashing = self.context.hashing.clone();
+        let name = me.to_owned();
+        let shown = me.to_owned();
+        let (old, new) = (old.expose().to_owned(), new.expose().to_owned());
+        let attempt = async move {
+            let account = store.account(&name, STORE_WAIT).await?;
+            let hash = hashing
+                .run(move || match account {
+                    Some(account) if hashing::verify_password(&old, &account.password_hash) => {
+                        hashing::hash_password(&new).ok()
+                    }
+                    Some(_) => None,
+                    None => {
+                        hashing::verify_nothing(&old);
+                        None
+                    }
+                })
+                .await?;
+            let Some(hash) = hash else {
+                return Ok(AuthOutcome::BadPassword);
+            };
+            Ok::<_, AuthOutcome>(match store.set_password(&name, hash, STORE_WAIT).await? {
+                true => AuthOutcome::Changed,
+                false => AuthOutcome::BadPassword,
+            })
+        };
+        self.authenticate(Verb::Passwd, shown, attempt, ctx);
+    }
+
+    /// Runs a password request with input paused (as for any command), then answers it.
+    /// `name` is the name the answers carry: the one the client asked for, or, for `passwd`,
+    /// the one logged in as. No answer ever holds a password.
+    fn authenticate(
+        &mut self,
+        verb: Verb,
+        name: String,
+        attempt: impl std::future::Future<Output = Result<AuthOutcome, AuthOutcome>> + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.wait(
+            wrap_future(attempt).map(move |outcome, session: &mut Self, ctx| {
+                let outcome = outcome.unwrap_or_else(|outcome| outcome);
+                session.settle(verb, &name, outcome, ctx);
+            }),
+        );
+    }
+
+    /// Acts on how a password request came out.
+    fn settle(&mut self, verb: Verb, name: &str, outcome: AuthOutcome, ctx: &mut Context<Self>) {
+        let throttle = &self.context.throttle;
+        // A refusal by the `ChatServer` (`Refused`) is counted there.
+        if verb == Verb::Login
+            && matches!(outcome, AuthOutcome::BadPassword | AuthOutcome::Error(_))
+        {
+            self.context.metrics.login_failed();
+        }
+        match outcome {
+            AuthOutcome::LoggedIn(name, kind) => {
+                throttle.succeeded(&fold_name(&name));
+                return self.logged_in(name, kind);
+            }
+            AuthOutcome::Refused => {}
+            AuthOutcome::Changed => {
+                throttle.succeeded(&fold_name(name));
+                self.reply(&Event::PasswordChanged);
+            }
+            AuthOutcome::BadPassword => {
+                throttle.failed(self.peer.ip(), &fold_name(name), name);
+                self.reply(&Event::Error(ErrorKind::BadPassword, name));
+            }
+            AuthOutcome::Error(kind) => {
+                let arg = match kind {
+                    ErrorKind::RateLimited => verb.as_str(),
+                    _ => name,
+                };
+                self.reply(&Event::Error(kind, arg));
+            }
+            AuthOutcome::ServerGone => return self.server_gone(ctx),
+        }
+        if let Phase::LoggingIn = self.phase {
+            self.phase = Phase::AwaitingLogin;
+        }
     }
 
     fn talk(&mut self, me: &str, to: &str, text: &str, ctx: &mut Context<Self>) {
@@ -669,7 +981,7 @@ impl Session {
         let phase = std::mem::replace(&mut self.phase, Phase::Draining);
         debug!("conn {} from {} closing: {cause}", self.conn, self.peer);
         self.context.metrics.departed(cause.departure());
-        if !matches!(phase, Phase::Active(_)) {
+        if !matches!(phase, Phase::Active { .. }) {
             self.context.pending.leave(self.conn);
         }
         if phase.known_to_server() {
@@ -712,7 +1024,7 @@ impl Session {
         let heartbeat = &self.context.settings.heartbeat;
         let now = Instant::now();
         let login_deadline = match self.phase {
-            Phase::Active(_) => None,
+            Phase::Active { .. } => None,
             _ => Some(self.started_at + heartbeat.login_timeout),
         };
         if login_deadline.is_some_and(|deadline| now >= deadline) {
@@ -772,6 +1084,20 @@ impl StreamHandler<Input> for Session {
     /// Input has ended and the writer has finished: nothing is left to do.
     fn finished(&mut self, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<AccountRemoved> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: AccountRemoved, ctx: &mut Self::Context) {
+        if let Phase::Active {
+            kind: LoginKind::Account,
+            ..
+        } = self.phase
+        {
+            self.close(CloseCause::AccountRemoved, ctx);
+        }
     }
 }
 

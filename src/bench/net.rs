@@ -237,7 +237,11 @@ pub(crate) async fn handshake(
 /// round trip.
 fn login_requests(name: &str, room: Option<&str>) -> BytesMut {
     let mut out = BytesMut::with_capacity(128);
-    Request::Login { name }.encode(&mut out);
+    Request::Login {
+        name,
+        password: None,
+    }
+    .encode(&mut out);
     if let Some(room) = room {
         Request::Join { room }.encode(&mut out);
     }

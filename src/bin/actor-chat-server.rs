@@ -16,6 +16,7 @@ use actor_chat::{
     signal,
     store::{StoreError, StoreHandle},
     tls::{self, Certificates},
+    web::HttpListener,
 };
 use clap::{Parser, Subcommand};
 use log::{info, warn};
@@ -104,7 +105,7 @@ fn defaults() -> (String, usize) {
 const EXIT_STATUS: &str = "\
 Exit status:
   0    stopped cleanly: SIGINT or SIGTERM, every client told bye|shutdown
-  1    cannot listen on server.bind or tls.bind (in use, not this machine's, or a port below
+  1    cannot listen on server.bind, tls.bind or http.bind (in use, not this machine's, or a port below
        1024), or cannot open the store (store.url); for gen-cert, cannot write the files
   2    bad configuration: the message names the key (tls.cert and tls.key included), or the
        --config file is missing; or the store's database was made by a newer actor-chat
@@ -158,6 +159,7 @@ fn main() -> ExitCode {
 
     let bind = settings.bind();
     let tls_bind = settings.tls().map(|tls| tls.bind);
+    let http = settings.http().map(|http| (http.bind(), http.tls()));
     actix_rt::System::new().block_on(async move {
         // Before listening: a server that cannot keep what it promised to keep should not
         // start taking messages.
@@ -185,6 +187,15 @@ fn main() -> ExitCode {
                 None => return ExitCode::FAILURE,
             }
         }
+        if let Some((bind, https)) = http {
+            match listen(bind).await {
+                Some(listener) => {
+                    let tls = if https { certificates.clone() } else { None };
+                    listeners.http = Some(HttpListener { listener, tls })
+                }
+                None => return ExitCode::FAILURE,
+            }
+        }
         let shutdown = match signal::shutdown_requested(certificates) {
             Ok(shutdown) => shutdown,
             Err(error) => {
@@ -203,6 +214,13 @@ fn main() -> ExitCode {
             match listener.local_addr() {
                 Ok(addr) => info!("listening on {addr} (tls)"),
                 Err(error) => warn!("listening for TLS, but the bound address is unknown: {error}"),
+            }
+        }
+        if let Some(http) = &listeners.http {
+            let scheme = if http.tls.is_some() { " (https)" } else { "" };
+            match http.listener.local_addr() {
+                Ok(addr) => info!("http listening on {addr}{scheme}"),
+                Err(error) => warn!("http listening, but the bound address is unknown: {error}"),
             }
         }
         if let Err(error) = server::run(settings, store, listeners, shutdown).await {

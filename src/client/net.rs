@@ -160,7 +160,10 @@ async fn login(
     name: &str,
 ) -> Result<String, ClientError> {
     writer
-        .write_all(&encode(Request::Login { name }))
+        .write_all(&encode(Request::Login {
+            name,
+            password: None,
+        }))
         .await
         .map_err(ClientError::Lost)?;
     writer.flush().await.map_err(ClientError::Lost)?;

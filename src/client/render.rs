@@ -12,6 +12,7 @@ pub(crate) fn render_event(event: &Event<'_>) -> Option<String> {
         Event::LoggedIn(name) => format!("* logged in as {name}"),
         Event::Joined(_) | Event::Ping | Event::Pong => return None,
         Event::Left(room) => format!("* you left #{room}"),
+        Event::PasswordChanged => "* your password is changed".to_owned(),
         Event::Online(name) => format!("* {name} is online"),
         Event::Offline(name) => format!("* {name} left"),
         Event::Talk { from, text } => format!("<{from}> {text}"),
@@ -109,6 +110,20 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
             "that text was not sent: it holds a control character or a line separator".to_owned()
         }
         ErrorKind::NoHistory => "this server keeps no history".to_owned(),
+        ErrorKind::WeakPassword => "that password will not do: it needs 8 to 256 bytes, \
+                                    without \"|\" or control characters"
+            .to_owned(),
+        ErrorKind::RegistrationClosed => {
+            format!(
+                "the server does not let clients register names; ask its operator for \"{arg}\""
+            )
+        }
+        ErrorKind::BadPassword => format!("wrong password for \"{arg}\""),
+        ErrorKind::PasswordRequired => format!("the name \"{arg}\" needs its password"),
+        ErrorKind::TlsRequired => format!(
+            "the server takes passwords only over TLS from another machine, so \"{arg}\" was \
+             not sent on (connect with --tls)"
+        ),
         ErrorKind::StoreUnavailable => {
             format!("the history of {arg} cannot be read now: the server's store is not answering")
         }

@@ -11,6 +11,7 @@
 //!   thread of its own, which writes behind in batches. The live path only ever pushes onto
 //!   that queue, so a slow or absent database never delays a message.
 
+mod accounts;
 mod writer;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -22,6 +23,7 @@ use sqlx::{
     PgPool, Row, SqlitePool,
 };
 
+pub use accounts::{Account, AccountSummary};
 pub use writer::{StoreHandle, StoreStats};
 
 use crate::{codec::fold_name, config::StoreUrl};
@@ -349,6 +351,21 @@ impl Store {
                 .rows_affected(),
         };
         Ok(done)
+    }
+
+    /// Asks the database for next to nothing (one row of the messages table, at most): whether
+    /// it answers, and with the table the server writes to.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        const PING: &str = "SELECT 1 FROM messages LIMIT 1";
+        match self {
+            Store::Sqlite(pool) => {
+                sqlx::query(PING).execute(pool).await?;
+            }
+            Store::Postgres(pool) => {
+                sqlx::query(PING).execute(pool).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Closes the pool, waiting for connections in use.

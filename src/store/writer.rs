@@ -31,7 +31,7 @@ use tokio::{
     time::{interval, timeout, Instant, MissedTickBehavior},
 };
 
-use super::{Conversation, NewMessage, Store, StoreError, StoredMessage};
+use super::{Account, Conversation, NewMessage, Store, StoreError, StoredMessage};
 use crate::config::StoreSettings;
 
 /// Most messages written in one transaction.
@@ -56,10 +56,66 @@ enum Request {
         before: Option<i64>,
         reply: oneshot::Sender<Result<Vec<StoredMessage>, StoreError>>,
     },
+    /// An account operation (see [`AccountRequest`]).
+    Account(AccountRequest),
     /// Write everything queued before this, then answer.
     Flush(oneshot::Sender<()>),
+    /// Ask the database for next to nothing: is it there? (`/readyz`)
+    Ping(oneshot::Sender<Result<(), StoreError>>),
     /// Flush, answer, and stop.
     Stop(oneshot::Sender<()>),
+}
+
+/// What the server asks of the accounts table. Answered in turn with everything else the
+/// writer does, so an account made is visible to the next request.
+enum AccountRequest {
+    Get {
+        name: String,
+        reply: oneshot::Sender<Result<Option<Account>, StoreError>>,
+    },
+    Create {
+        name: String,
+        password_hash: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    SetPassword {
+        name: String,
+        password_hash: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Keys {
+        reply: oneshot::Sender<Result<Vec<String>, StoreError>>,
+    },
+}
+
+impl AccountRequest {
+    async fn answer(self, store: &Store) {
+        macro_rules! run {
+            ($reply:expr, $operation:expr) => {{
+                let result = timeout(OPERATION_TIMEOUT, $operation)
+                    .await
+                    .unwrap_or(Err(StoreError::TimedOut));
+                if let Err(error) = &result {
+                    debug!("account query failed: {error}");
+                }
+                let _ = $reply.send(result);
+            }};
+        }
+        match self {
+            AccountRequest::Get { name, reply } => run!(reply, store.account(&name)),
+            AccountRequest::Create {
+                name,
+                password_hash,
+                reply,
+            } => run!(reply, store.create_account(&name, &password_hash)),
+            AccountRequest::SetPassword {
+                name,
+                password_hash,
+                reply,
+            } => run!(reply, store.set_password(&name, &password_hash)),
+            AccountRequest::Keys { reply } => run!(reply, store.account_keys()),
+        }
+    }
 }
 
 /// What the writer has done, for the log and the benchmarks.
@@ -221,6 +277,72 @@ impl StoreHandle {
         }
     }
 
+    /// Sends an account request made with its reply channel, and waits at most `wait`.
+    async fn account_request<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> AccountRequest,
+        wait: Duration,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Ask(Request::Account(request(reply)));
+        self.queue.send(command).map_err(|_| StoreError::TimedOut)?;
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
+        }
+    }
+
+    /// The account registered as `name` (any spelling), if any.
+    pub async fn account(&self, name: &str, wait: Duration) -> Result<Option<Account>, StoreError> {
+        let name = name.to_owned();
+        self.account_request(|reply| AccountRequest::Get { name, reply }, wait)
+            .await
+    }
+
+    /// Makes the account `name`; `false` if the name is registered already.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        password_hash: String,
+        wait: Duration,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.account_request(
+            |reply| AccountRequest::Create {
+                name,
+                password_hash,
+                reply,
+            },
+            wait,
+        )
+        .await
+    }
+
+    /// Replaces the password hash of `name`'s account; `false` if there is no such account.
+    pub async fn set_password(
+        &self,
+        name: &str,
+        password_hash: String,
+        wait: Duration,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.account_request(
+            |reply| AccountRequest::SetPassword {
+                name,
+                password_hash,
+                reply,
+            },
+            wait,
+        )
+        .await
+    }
+
+    /// The folded names of every account.
+    pub async fn account_keys(&self, wait: Duration) -> Result<Vec<String>, StoreError> {
+        self.account_request(|reply| AccountRequest::Keys { reply }, wait)
+            .await
+    }
+
     /// Waits (at most `wait`) until every message queued so far is written or given up.
     pub async fn flush(&self, wait: Duration) -> bool {
         let (done, answer) = oneshot::channel();
@@ -228,6 +350,19 @@ impl StoreHandle {
             return false;
         }
         matches!(timeout(wait, answer).await, Ok(Ok(())))
+    }
+
+    /// Whether the store answers: the writer asks the database for next to nothing once
+    /// what is queued before is written. Gives up after `wait`; an error after a stop.
+    pub async fn ping(&self, wait: Duration) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::Ask(Request::Ping(reply)))
+            .map_err(|_| StoreError::TimedOut)?;
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
+        }
     }
 
     /// Writes what is queued (waiting at most `wait`) and stops the writer; later messages are
@@ -331,8 +466,15 @@ impl Writer {
                     }
                     let _ = reply.send(found);
                 }
+                Some(Request::Account(request)) => request.answer(&self.store).await,
                 Some(Request::Flush(done)) => {
                     let _ = done.send(());
+                }
+                Some(Request::Ping(reply)) => {
+                    let answered = timeout(OPERATION_TIMEOUT, self.store.ping())
+                        .await
+                        .unwrap_or(Err(StoreError::TimedOut));
+                    let _ = reply.send(answered);
                 }
                 Some(Request::Stop(done)) => {
                     // Whatever is still queued is written before the answer.

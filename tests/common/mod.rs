@@ -11,8 +11,9 @@ pub mod process;
 use actor_chat::{
     codec::{Frame, LineCodec},
     config::{Settings, SettingsBuilder},
-    server::{Placement, Server},
+    server::{Listeners, Placement, Security, Server},
     store::StoreHandle,
+    web::HttpListener,
 };
 use futures_util::StreamExt;
 use tokio::{
@@ -39,6 +40,7 @@ pub fn builder() -> SettingsBuilder {
         .set("server.bind", "127.0.0.1:0")
         .set("server.workers", 2)
         .set("store.url", "")
+        .set("http.bind", "")
 }
 
 /// Settings from [`builder`] and the keys a test changed.
@@ -66,6 +68,9 @@ pub struct TestServer {
     server: Rc<Server>,
     /// The TCP address it listens on; `None` when it is reached in memory only.
     addr: Option<SocketAddr>,
+    /// The HTTP address, when `http.bind` is set (tests that speak WebSocket set it to
+    /// `127.0.0.1:0`; [`builder`] turns it off).
+    http: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     running: JoinHandle<()>,
 }
@@ -91,6 +96,21 @@ impl TestServer {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("bound address");
+        let mut listeners = Listeners {
+            plain: Some(listener),
+            ..Listeners::default()
+        };
+        let mut http = None;
+        if let Some(settings) = settings.http() {
+            let listener = TcpListener::bind(settings.bind())
+                .await
+                .expect("bind the HTTP listener");
+            http = Some(listener.local_addr().expect("bound address"));
+            listeners.http = Some(HttpListener {
+                listener,
+                tls: None,
+            });
+        }
         let server = Rc::new(Server::start_with_store(
             settings,
             Placement::Workers,
@@ -101,15 +121,16 @@ impl TestServer {
             let server = server.clone();
             async move {
                 server
-                    .accept(listener, stopped)
+                    .serve(listeners, stopped)
                     .await
-                    .expect("the server takes over its listener");
+                    .expect("the server takes over its listeners");
                 server.shutdown().await;
             }
         });
         TestServer {
             server,
             addr: Some(addr),
+            http,
             stop: Some(stop),
             running,
         }
@@ -135,6 +156,7 @@ impl TestServer {
         TestServer {
             server,
             addr: None,
+            http: None,
             stop: Some(stop),
             running,
         }
@@ -145,17 +167,69 @@ impl TestServer {
         self.server.metrics_text()
     }
 
+    /// A server with the store `store.url` names, on the test's own thread and reached through
+    /// in-memory pipes (so a client can be given any address, and any security), on the real
+    /// clock: the store and the password hashing run on other threads, which a paused clock
+    /// would not wait for.
+    pub async fn start_in_memory_with_store(settings: Settings) -> TestServer {
+        let store = StoreHandle::start(settings.store())
+            .await
+            .expect("the test's store opens")
+            .expect("the test's settings name a store");
+        let server = Rc::new(Server::start_with_store(
+            settings,
+            Placement::CurrentThread,
+            Some(store),
+        ));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = actix_rt::spawn({
+            let server = server.clone();
+            async move {
+                let _ = stopped.await;
+                server.shutdown().await;
+            }
+        });
+        TestServer {
+            server,
+            addr: None,
+            http: None,
+            stop: Some(stop),
+            running,
+        }
+    }
+
+    /// Connects an in-memory client that the server takes to be at `peer`, over a transport
+    /// of the given `security`.
+    pub fn connect_with(&self, peer: SocketAddr, security: Security) -> Client {
+        assert!(self.addr.is_none(), "only an in-memory server");
+        Client::over(
+            self.server
+                .connect_in_memory_with(peer, PIPE_BYTES, security),
+        )
+    }
+
     /// The TCP address of a server from [`TestServer::start`].
     pub fn addr(&self) -> SocketAddr {
         self.addr
             .expect("a paused server has no socket: use connect() or login()")
     }
 
-    /// Asks the server to shut down and waits (bounded) until it has.
-    pub async fn shutdown(mut self) {
+    /// The HTTP address of a server started with `http.bind` set.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .expect("this server has no HTTP listener: set http.bind = \"127.0.0.1:0\"")
+    }
+
+    /// Asks the server to start shutting down, without waiting (see [`TestServer::shutdown`]).
+    pub fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Asks the server to shut down and waits (bounded) until it has.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
         timeout(Duration::from_secs(30), &mut self.running)
             .await
             .expect("server stops within 30 s")
@@ -174,7 +248,7 @@ impl TestServer {
     pub fn connect_from(&self, peer: SocketAddr) -> Client {
         assert!(
             self.addr.is_none(),
-            "only a paused server is reached in memory"
+            "only a paused (or in-memory) server is reached in memory"
         );
         Client::over(self.server.connect_in_memory(peer, PIPE_BYTES))
     }

@@ -33,6 +33,7 @@ impl ServerProcess {
             .arg(format!("{}/{config}", env!("CARGO_MANIFEST_DIR")))
             .env("CHAT__SERVER__BIND", "127.0.0.1:0")
             .env("CHAT__STORE__URL", "")
+            .env("CHAT__HTTP__BIND", "")
             .env("RUST_LOG", "info");
         command
     }
