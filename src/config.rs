@@ -1553,6 +1553,75 @@ mod tests {
     }
 
     #[test]
+    fn http_keys_are_checked_and_converted() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let default = Settings::load_from(Some(&root.join("config/default.toml")), env(&[]))
+            .expect("config/default.toml loads");
+        let http = default.http().expect("HTTP is on by default");
+        assert_eq!(http.bind(), SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert!(!http.tls());
+        assert!(http.allowed_origins.is_empty());
+        assert_eq!(http.trusted_proxies.len(), 2);
+        let bench = Settings::load_from(Some(&root.join("config/bench.toml")), env(&[]))
+            .expect("config/bench.toml loads");
+        assert!(bench.http().is_none(), "no port 8080 under load tests");
+
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT__HTTP__BIND", "127.0.0.1:0"),
+                (
+                    "CHAT__HTTP__ALLOWED_ORIGINS",
+                    "https://Chat.Example.org/, http://localhost:8080",
+                ),
+                ("CHAT__HTTP__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.1"),
+            ]),
+        )
+        .expect("valid HTTP keys");
+        let http = settings.http().expect("on");
+        assert_eq!(
+            http.allowed_origins,
+            ["https://chat.example.org", "http://localhost:8080"]
+        );
+        assert_eq!(http.trusted_proxies.len(), 2);
+        let off = Settings::load_from(None, env(&[("CHAT__HTTP__BIND", "")])).expect("off");
+        assert!(off.http().is_none());
+
+        let error = error_of(None, &[("CHAT__HTTP__TLS", "yes")]);
+        assert_eq!(error, r#"http.tls must be true or false (got "yes")"#);
+        let error = error_of(None, &[("CHAT__HTTP__TLS", "true")]);
+        assert!(
+            error.starts_with("http.tls can be true only with [tls]"),
+            "{error}"
+        );
+        let error = error_of(None, &[("CHAT__HTTP__ALLOWED_ORIGINS", "chat.example.org")]);
+        assert!(error.starts_with("http.allowed_origins must be"), "{error}");
+        let error = error_of(
+            None,
+            &[(
+                "CHAT__HTTP__ALLOWED_ORIGINS",
+                "https://chat.example.org/path",
+            )],
+        );
+        assert!(error.starts_with("http.allowed_origins must be"), "{error}");
+        let error = error_of(None, &[("CHAT__HTTP__TRUSTED_PROXIES", "proxy")]);
+        assert!(error.starts_with("http.trusted_proxies must be"), "{error}");
+        let error = error_of(None, &[("CHAT__HTTP__BIND", "nowhere")]);
+        assert!(error.starts_with("http.bind must be HOST:PORT"), "{error}");
+        let https = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT__HTTP__TLS", "true"),
+                ("CHAT__TLS__BIND", "127.0.0.1:0"),
+                ("CHAT__TLS__CERT", "c.pem"),
+                ("CHAT__TLS__KEY", "k.pem"),
+            ]),
+        )
+        .expect("HTTPS with [tls]");
+        assert!(https.http().is_some_and(HttpSettings::tls));
+    }
+
+    #[test]
     fn the_plain_port_can_be_turned_off_but_not_both() {
         let settings = Settings::load_from(
             None,
@@ -1565,6 +1634,9 @@ mod tests {
         )
         .expect("TLS only is fine");
         assert_eq!(settings.bind(), None);
+        let web_only = Settings::load_from(None, env(&[("CHAT__SERVER__BIND", "")]))
+            .expect("HTTP only is fine too");
+        assert!(web_only.http().is_some());
         assert!(settings.tls().is_some());
         let error = error_of(
             None,

@@ -275,7 +275,12 @@ impl Server {
             max_line_bytes: settings.limits.max_line_bytes,
             metrics: self.metrics.clone(),
         };
-        let running = web::start(listener, state, settings.server.workers.get(), self.grace)?;
+        let limits = web::Limits {
+            workers: settings.server.workers.get(),
+            grace: self.grace,
+            unacknowledged: settings.heartbeat.timeout,
+        };
+        let running = web::start(listener, state, limits)?;
         *self.http.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
         Ok(())
     }

@@ -605,13 +605,12 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
     server.shutdown().await;
 }
 
-/// The page is reachable at its own address only while the test runs; nothing waits on time.
 #[actix::test]
 async fn a_websocket_ping_is_answered_and_a_pong_is_a_sign_of_life() {
     let settings = build(
         web()
-            .set("heartbeat.interval_secs", 0.4)
-            .set("heartbeat.timeout_secs", 1.2),
+            .set("heartbeat.interval_secs", 0.5)
+            .set("heartbeat.timeout_secs", 2),
     );
     let server = TestServer::start(settings).await;
     let mut alice = Ws::login(server.http_addr(), "alice").await;
@@ -628,7 +627,8 @@ async fn a_websocket_ping_is_answered_and_a_pong_is_a_sign_of_life() {
     // The protocol's ping comes with a WebSocket ping; the library's automatic pong (sent as it
     // reads) keeps the session alive through several timeouts without a `pong` line.
     let mut pings = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    // Longer than the heartbeat timeout: without the pongs counting, the session would end.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(3.5);
     while tokio::time::Instant::now() < deadline {
         match timeout(Duration::from_secs(2), alice.stream.next()).await {
             Ok(Some(Ok(Message::Text(text)))) if text.as_str() == "ping" => pings += 1,
@@ -644,5 +644,215 @@ async fn a_websocket_ping_is_answered_and_a_pong_is_a_sign_of_life() {
     }
     assert!(pings >= 2, "{pings} pings");
     alice.expect_nothing_pending().await;
+    server.shutdown().await;
+}
+
+/// A self-signed certificate for `localhost` written to `dir`; the paths of the pair.
+fn write_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).expect("a temporary folder");
+    let (cert, key) =
+        actor_chat::tls::self_signed(&["localhost".to_owned()]).expect("a certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert).expect("write the certificate");
+    std::fs::write(&key_path, key).expect("write the key");
+    (cert_path, key_path)
+}
+
+/// A `wss://` connection to `addr` trusting only the certificate in `ca`; the handshake's
+/// error (TLS or WebSocket) if it fails.
+async fn wss_connect(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    origin: &str,
+) -> Result<WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>, String> {
+    let config = actor_chat::tls::client_config(Some(ca)).map_err(|e| e.to_string())?;
+    let connector = actor_chat::tls::connector(config);
+    let tcp = timeout(READ_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let name = actor_chat::tls::server_name("localhost").expect("a name");
+    let tls = timeout(READ_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .expect("the TLS handshake in time")
+        .map_err(|error| error.to_string())?;
+    let mut request = format!("wss://localhost:{}/ws", addr.port())
+        .into_client_request()
+        .expect("a valid request");
+    request
+        .headers_mut()
+        .insert(http_name("origin"), origin.parse().expect("a header value"));
+    let (stream, _) = timeout(READ_TIMEOUT, client_async(request, tls))
+        .await
+        .expect("the upgrade in time")
+        .map_err(|error| error.to_string())?;
+    Ok(stream)
+}
+
+#[actix::test]
+async fn https_serves_wss_with_the_tls_certificate_and_its_reloads() {
+    let dir = std::env::temp_dir().join(format!("actor-chat-web-https-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (cert, key) = write_certificate(&dir);
+    let settings = build(
+        web()
+            .set("http.tls", true)
+            .set("tls.bind", "127.0.0.1:0")
+            .set("tls.cert", cert.display())
+            .set("tls.key", key.display()),
+    );
+    let server = TestServer::start(settings).await;
+    let http = server.http_addr();
+    // The page's own origin is now https://.
+    let own = format!("https://localhost:{}", http.port());
+    let mut alice = wss_connect(http, &cert, &own).await.expect("wss works");
+    alice
+        .send(Message::text("login|alice"))
+        .await
+        .expect("send");
+    let reply = timeout(READ_TIMEOUT, alice.next())
+        .await
+        .expect("a reply in time");
+    assert!(
+        matches!(&reply, Some(Ok(Message::Text(text))) if text.as_str() == "ok|login|alice"),
+        "{reply:?}"
+    );
+    let insecure = format!("http://localhost:{}", http.port());
+    let refused = wss_connect(http, &cert, &insecure)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(refused.contains("403"), "{refused}");
+
+    // A new certificate in the same files, reloaded (as on SIGHUP): new connections get it.
+    let old = dir.join("old.pem");
+    std::fs::rename(&cert, &old).expect("keep the old certificate");
+    write_certificate(&dir);
+    server.certificates().reload().expect("the new pair loads");
+    let stale = wss_connect(http, &old, &own)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(!stale.is_empty(), "the old certificate is no longer served");
+    let mut bob = wss_connect(http, &cert, &own)
+        .await
+        .expect("the new one is");
+    bob.send(Message::text("ping")).await.expect("send");
+    let reply = timeout(READ_TIMEOUT, bob.next())
+        .await
+        .expect("a reply in time");
+    assert!(
+        matches!(&reply, Some(Ok(Message::Text(text))) if text.as_str() == "pong"),
+        "{reply:?}"
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The server binary as an operator runs it: `http listening on ADDR` in the log, the probes,
+/// a WebSocket user and a TCP user, and SIGTERM ending the WebSocket with `bye|shutdown` and a
+/// close frame.
+#[actix::test]
+async fn the_server_binary_serves_http_and_says_where() {
+    use common::process::ServerProcess;
+    let mut command = ServerProcess::command("config/default.toml");
+    command.env("CHAT__HTTP__BIND", "127.0.0.1:0");
+    let mut server = ServerProcess::spawn(command);
+    let line = server
+        .wait_for_log("http listening on ")
+        .expect("the server logs its HTTP address");
+    let http: SocketAddr = line
+        .rsplit("listening on ")
+        .next()
+        .and_then(|addr| addr.trim().parse().ok())
+        .expect("an address after 'http listening on'");
+    assert_eq!(get(http, "/healthz").await.2, "ok\n");
+    assert_eq!(get(http, "/readyz").await.0, 200);
+    let mut web_user = Ws::login(http, "wendy").await;
+    let mut tcp_user = Client::login(server.addr, "tom").await;
+    tcp_user.expect("login|wendy").await;
+    web_user.expect("login|tom").await;
+    web_user.send("talk|tom|hello from the page").await;
+    tcp_user.expect("talk|wendy|hello from the page").await;
+    server.signal(libc::SIGTERM);
+    let ended = web_user.expect_closed().await;
+    assert_eq!(ended.lines, ["bye|shutdown"]);
+    assert_eq!(ended.close, Some(CloseCode::Normal));
+    assert_eq!(tcp_user.expect_closed().await, ["bye|shutdown"]);
+    let status = server.wait_exit().expect("the server exits in time");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[actix::test]
+async fn fragmented_messages_are_one_line_and_an_oversized_frame_closes() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let fragment = |data: &str, opcode: Data, last: bool| {
+        Message::Frame(Frame::message(
+            data.as_bytes().to_vec(),
+            OpCode::Data(opcode),
+            last,
+        ))
+    };
+    let server = TestServer::start(build(web())).await;
+    let http = server.http_addr();
+    let mut alice = Ws::login(http, "alice").await;
+    let mut bob = Ws::login(http, "bob").await;
+    bob.expect("login|alice").await;
+    alice.expect("login|bob").await;
+    // A text message in three fragments is one line.
+    alice
+        .send_message(fragment("talk|bob|in ", Data::Text, false))
+        .await;
+    alice
+        .send_message(fragment("three ", Data::Continue, false))
+        .await;
+    alice
+        .send_message(fragment("parts", Data::Continue, true))
+        .await;
+    bob.expect("talk|alice|in three parts").await;
+    // A fragmented binary message is one binary message.
+    alice
+        .send_message(fragment("who", Data::Binary, false))
+        .await;
+    alice
+        .send_message(fragment("who", Data::Continue, true))
+        .await;
+    alice.expect("error|bad-encoding|").await;
+    alice.expect_nothing_pending().await;
+    // Past 64 KiB (4 × 4096 is less), a frame closes the connection: too big (1009).
+    alice.send(&"x".repeat(70_000)).await;
+    let ended = alice.expect_closed().await;
+    assert_eq!(ended.close, Some(CloseCode::Size), "{ended:?}");
+    bob.expect("logout|alice").await;
+    server.shutdown().await;
+}
+
+/// Behind a proxy that ends TLS, the connection is encrypted as far as the network goes: a
+/// trusted proxy's `X-Forwarded-Proto: https` lets passwords through where plain HTTP from
+/// another machine gets `tls-required`.
+#[actix::test]
+async fn a_trusted_proxy_saying_https_makes_the_websocket_encrypted() {
+    let server = TestServer::start(build(web())).await;
+    let http = server.http_addr();
+    let mut plain = Ws::try_connect(http, &[("x-forwarded-for", "198.51.100.9")])
+        .await
+        .expect("upgrade");
+    plain.send("login|alice|correct horse").await;
+    plain.expect("error|tls-required|login").await;
+    let mut proxied = Ws::try_connect(
+        http,
+        &[
+            ("x-forwarded-for", "198.51.100.9"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await
+    .expect("upgrade");
+    proxied.send("login|alice|correct horse").await;
+    let answer = proxied.recv().await;
+    assert_ne!(answer, "error|tls-required|login");
     server.shutdown().await;
 }

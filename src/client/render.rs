@@ -110,8 +110,8 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
             "that text was not sent: it holds a control character or a line separator".to_owned()
         }
         ErrorKind::NoHistory => "this server keeps no history".to_owned(),
-        ErrorKind::WeakPassword => "that password will not do: it needs 8 to 256 bytes, \
-                                    without \"|\" or control characters"
+        ErrorKind::WeakPassword => "that password will not do: it needs 8 to 256 bytes, without \
+                                    \"|\" or control characters"
             .to_owned(),
         ErrorKind::RegistrationClosed => {
             format!(

@@ -17,7 +17,9 @@ pub(crate) async fn healthz() -> HttpResponse {
 }
 
 /// Ready for users: accepting connections (not shutting down) and, when a store is
-/// configured, the store answering. Otherwise 503 with the reason.
+/// configured, the store answering within [`STORE_PING_TIMEOUT`] (the question waits behind
+/// the messages queued for writing, so a writer that far behind counts as unreachable).
+/// Otherwise 503 with the reason.
 pub(crate) async fn readyz(web: Data<Web>) -> HttpResponse {
     if web.stop.is_cancelled() {
         return plain(HttpResponse::ServiceUnavailable(), "shutting down");

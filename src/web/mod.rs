@@ -21,6 +21,7 @@ use std::{io, net::SocketAddr, os::fd::AsRawFd, sync::Arc, time::Duration};
 
 use actix_web::{
     dev::{Server as HttpServer, ServerHandle},
+    rt::net::TcpStream,
     web::{self, Data},
     App,
 };
@@ -44,7 +45,7 @@ pub(crate) struct Web {
     pub(crate) gate: Arc<Gate>,
     pub(crate) http: HttpSettings,
     /// Whether the listener speaks HTTPS: the scheme of the page's own origin, and what a
-    /// WebSocket session reports as [`crate::connection::Transport::secure`].
+    /// WebSocket session reports as [`crate::connection::Transport::security`].
     pub(crate) secure: bool,
     /// Cancelled when the server starts shutting down.
     pub(crate) stop: CancellationToken,
@@ -68,14 +69,19 @@ impl Running {
     }
 }
 
-/// Starts serving `listener` with `workers` threads of actix-web's own (arbiters of the current
-/// actix system); the returned handle stops it. Must be called inside an actix `System`.
-pub(crate) fn start(
-    listener: HttpListener,
-    web: Web,
-    workers: usize,
-    grace: Duration,
-) -> io::Result<Running> {
+/// How the HTTP listener runs: actix-web's threads, and the time limits of its connections.
+pub(crate) struct Limits {
+    /// Worker threads of actix-web's own (`server.workers`).
+    pub(crate) workers: usize,
+    /// `server.shutdown_grace_secs`: the last flush when the listener stops.
+    pub(crate) grace: Duration,
+    /// `heartbeat.timeout_secs`: how long a connection's bytes may go unacknowledged.
+    pub(crate) unacknowledged: Duration,
+}
+
+/// Starts serving `listener` on actix-web's own worker threads (arbiters of the current actix
+/// system); the returned handle stops it. Must be called inside an actix `System`.
+pub(crate) fn start(listener: HttpListener, web: Web, limits: Limits) -> io::Result<Running> {
     let web = Data::new(web);
     let std_listener = listener.listener.into_std()?;
     let factory = {
@@ -90,12 +96,13 @@ pub(crate) fn start(
                 .configure(static_files::routes)
         }
     };
+    let unacknowledged = limits.unacknowledged;
     let server = actix_web::HttpServer::new(factory)
-        .workers(workers)
+        .workers(limits.workers)
         .disable_signals()
         // Our shutdown closes the sessions first; this only bounds the last flush.
-        .shutdown_timeout(grace.as_secs().max(1))
-        .on_connect(on_connect);
+        .shutdown_timeout(limits.grace.as_secs().max(1))
+        .on_connect(move |connection, _| on_connect(connection, unacknowledged));
     let server = match listener.tls {
         None => server.listen(std_listener)?,
         Some(certificates) => {
@@ -111,15 +118,34 @@ pub(crate) fn start(
     Ok(Running { handle })
 }
 
-/// Every new HTTP connection: small WebSocket frames must not wait for Nagle's algorithm.
-fn on_connect(connection: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
-    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        if let Err(error) = stream.set_nodelay(true) {
-            debug!(
-                "http: cannot set TCP_NODELAY on fd {}: {error}",
-                stream.as_raw_fd()
-            );
-        }
+/// Every new HTTP connection, plain or TLS, before its first request:
+///
+/// * `TCP_NODELAY`: small WebSocket frames must not wait for Nagle's algorithm;
+/// * `TCP_USER_TIMEOUT` of `heartbeat.timeout_secs`: a peer that acknowledges none of our bytes
+///   for that long is dropped by the kernel. actix-http has no write timeout of its own, so
+///   without it a WebSocket client cut off as too slow that simply never reads again would keep
+///   its HTTP connection (a descriptor and actix's write buffer) for ever, out of reach of
+///   `server.max_connections`, which counts sessions.
+fn on_connect(connection: &dyn std::any::Any, unacknowledged: Duration) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<TcpStream>;
+    let stream = match connection.downcast_ref::<TcpStream>() {
+        Some(stream) => stream,
+        None => match connection.downcast_ref::<Tls>() {
+            Some(tls) => (**tls).get_ref().0,
+            None => return,
+        },
+    };
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(
+            "http: cannot set TCP_NODELAY on fd {}: {error}",
+            stream.as_raw_fd()
+        );
+    }
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(unacknowledged)) {
+        debug!(
+            "http: cannot set TCP_USER_TIMEOUT on fd {}: {error}",
+            stream.as_raw_fd()
+        );
     }
 }
 

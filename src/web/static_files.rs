@@ -6,7 +6,7 @@
 //! framing; with `X-Content-Type-Options: nosniff` so that a file is only ever what its type
 //! says. The client inserts every server string as text; the policy is the second wall.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{guard, web, HttpResponse};
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -17,13 +17,18 @@ pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src
      style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// `/` (and `/index.html`), `/app.js`, `/style.css`.
+/// `/` (and `/index.html`), `/app.js`, `/style.css`; `GET` or `HEAD` (actix-web leaves the
+/// body out of an answer to `HEAD`).
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
     config
-        .route("/", web::get().to(index))
-        .route("/index.html", web::get().to(index))
-        .route("/app.js", web::get().to(app_js))
-        .route("/style.css", web::get().to(style_css));
+        .route("/", get_or_head().to(index))
+        .route("/index.html", get_or_head().to(index))
+        .route("/app.js", get_or_head().to(app_js))
+        .route("/style.css", get_or_head().to(style_css));
+}
+
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 async fn index() -> HttpResponse {

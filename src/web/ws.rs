@@ -9,7 +9,8 @@
 //!   its text and a `\n`; a binary frame becomes a line that is not UTF-8, so the session
 //!   answers `error|bad-encoding|` exactly as it does on TCP (and counts it against flood
 //!   control); a pong becomes the line `pong`, a sign of life for the session's heartbeat; a
-//!   ping is answered with a pong; a close ends the session's input.
+//!   ping is answered with a pong and passed on as an empty line (flood control counts it); a
+//!   close ends the session's input.
 //! * **out** ([`Outbound`]): the response body reads the session's lines from the pipe and
 //!   frames each as one text frame; after the protocol's `ping` it adds a WebSocket ping (which
 //!   a browser answers by itself); at the end of the session's output (after its `bye`) comes a
@@ -69,7 +70,7 @@ const MAX_CHUNK: usize = 64 * 1024;
 /// A WebSocket's end of the pipe, as the session sees it: a byte stream like any other.
 pub(crate) struct WsTransport {
     pipe: DuplexStream,
-    /// Whether the page came over HTTPS (`http.tls`).
+    /// Whether the page came over HTTPS: `http.tls`, or a trusted proxy that says so.
     secure: bool,
 }
 
@@ -118,7 +119,7 @@ pub(crate) async fn upgrade(req: HttpRequest, payload: Payload, web: Data<Web>) 
     actix_rt::spawn(inbound(payload, to_session, control, max_frame));
     let transport = WsTransport {
         pipe: theirs,
-        secure: web.secure,
+        secure: web.secure || proxied_over_https(&web, &req),
     };
     match web.gate.slot(peer) {
         Ok(slot) => web.gate.admit(transport, peer, slot),
@@ -170,6 +171,16 @@ fn origin_allowed(web: &Web, req: &HttpRequest) -> bool {
         return false;
     };
     without_default_port(&format!("{scheme}://{host}")) == origin
+}
+
+/// Whether a trusted proxy says the browser reached it over HTTPS (`X-Forwarded-Proto: https`,
+/// `Forwarded: proto=https`): then the connection is encrypted as far as the network goes, the
+/// proxy being this server's own front.
+fn proxied_over_https(web: &Web, req: &HttpRequest) -> bool {
+    req.peer_addr().is_some_and(|peer| {
+        let (proto, _) = forwarded::proto_and_host(peer, req.headers(), &web.http.trusted_proxies);
+        proto.as_deref() == Some("https")
+    })
 }
 
 /// `https://host:443` → `https://host`, `http://host:80` → `http://host`: how a browser writes
@@ -258,9 +269,11 @@ async fn inbound(
                         Message::Binary | Message::None => session.write_all(NOT_TEXT).await,
                     },
                 },
+                // Answered here, and passed on as an empty line: no reply, no sign of life, but
+                // a flood of pings costs flood-control tokens like a flood of empty lines.
                 Frame::Ping(bytes) => {
                     let _ = control.try_send(Control::Pong(bytes));
-                    Ok(())
+                    session.write_all(b"\n").await
                 }
                 // The browser's answer to our ping: alive, whatever its page's script is doing.
                 Frame::Pong(_) => session.write_all(b"pong\n").await,

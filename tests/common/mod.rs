@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::{net::SocketAddr, rc::Rc, time::Duration};
+use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
 pub mod process;
 
@@ -13,6 +13,7 @@ use actor_chat::{
     config::{Settings, SettingsBuilder},
     server::{Listeners, Placement, Security, Server},
     store::StoreHandle,
+    tls::Certificates,
     web::HttpListener,
 };
 use futures_util::StreamExt;
@@ -71,6 +72,8 @@ pub struct TestServer {
     /// The HTTP address, when `http.bind` is set (tests that speak WebSocket set it to
     /// `127.0.0.1:0`; [`builder`] turns it off).
     http: Option<SocketAddr>,
+    /// The `[tls]` certificate, when the HTTP listener speaks HTTPS (`http.tls`).
+    certificates: Option<Arc<Certificates>>,
     stop: Option<oneshot::Sender<()>>,
     running: JoinHandle<()>,
 }
@@ -101,14 +104,19 @@ impl TestServer {
             ..Listeners::default()
         };
         let mut http = None;
-        if let Some(settings) = settings.http() {
-            let listener = TcpListener::bind(settings.bind())
+        let mut certificates = None;
+        if let Some(http_settings) = settings.http() {
+            let listener = TcpListener::bind(http_settings.bind())
                 .await
                 .expect("bind the HTTP listener");
             http = Some(listener.local_addr().expect("bound address"));
+            if http_settings.tls() {
+                let tls = settings.tls().expect("http.tls needs [tls]");
+                certificates = Some(Certificates::load(tls).expect("the test's certificate loads"));
+            }
             listeners.http = Some(HttpListener {
                 listener,
-                tls: None,
+                tls: certificates.clone(),
             });
         }
         let server = Rc::new(Server::start_with_store(
@@ -131,6 +139,7 @@ impl TestServer {
             server,
             addr: Some(addr),
             http,
+            certificates,
             stop: Some(stop),
             running,
         }
@@ -157,6 +166,7 @@ impl TestServer {
             server,
             addr: None,
             http: None,
+            certificates: None,
             stop: Some(stop),
             running,
         }
@@ -193,6 +203,7 @@ impl TestServer {
             server,
             addr: None,
             http: None,
+            certificates: None,
             stop: Some(stop),
             running,
         }
@@ -218,6 +229,13 @@ impl TestServer {
     pub fn http_addr(&self) -> SocketAddr {
         self.http
             .expect("this server has no HTTP listener: set http.bind = \"127.0.0.1:0\"")
+    }
+
+    /// The certificate of a server whose HTTP listener speaks HTTPS, to reload it.
+    pub fn certificates(&self) -> &Certificates {
+        self.certificates
+            .as_deref()
+            .expect("this server does not serve HTTPS: set http.tls and [tls]")
     }
 
     /// Asks the server to start shutting down, without waiting (see [`TestServer::shutdown`]).
