@@ -7,14 +7,16 @@
 //! delivery), every outbox (events and bytes sent) and, at scrape time, the store's counters.
 //!
 //! **Why the hot path stays cheap.** What happens per message — a line read, an event queued, a
-//! read or write on a socket, a delivery timed — is counted in [`Shard`]s of plain atomics, one
-//! per thread (modulo the shard count), each on cache lines of its own: an increment is one
-//! uncontended relaxed `fetch_add` on memory the thread already owns, with no lock, no
-//! allocation and no label lookup, since every label is an index into an array declared from
-//! the wire tables ([`Verb`], [`EventVerb`], [`ErrorKind`]). A counter shared by all threads
-//! would bounce its cache line between cores on every message, which is what the outbound
-//! budget avoids too (docs/PERFORMANCE.md). Scraping sums the shards ([`Traffic`], a
-//! [`Collector`]) and hands the totals to the `prometheus` crate, which encodes them.
+//! read or write on a socket, a delivery timed — is counted in [`Shard`]s, one per thread, each
+//! on cache lines of its own. The first [`OWNED_SHARDS`] threads of the process to count each
+//! own a shard that no other thread writes, so an increment there is a plain load and store
+//! (no locked instruction, no cache line shared with another core); threads numbered past them
+//! share one more shard with atomic adds. No lock, no allocation and no label lookup: every
+//! label is an index into an array declared from the wire tables ([`Verb`], [`EventVerb`],
+//! [`ErrorKind`]). A counter shared by all threads would bounce its cache line between cores
+//! on every message, which is what the outbound budget avoids too (docs/PERFORMANCE.md).
+//! Scraping sums the shards ([`Traffic`], a [`Collector`]) and hands the totals to the
+//! `prometheus` crate, which encodes them.
 //!
 //! What changes once per connection or login (connections open, departures, logins, users,
 //! rooms) uses the crate's own counters and gauges, each label's child resolved once at start.
@@ -41,6 +43,10 @@ use crate::{
 
 /// Every metric's name starts with `actor_chat_`.
 const NAMESPACE: &str = "actor_chat";
+
+/// Threads (numbered process-wide as they first count) that have a shard of their own in each
+/// server's metrics: the workers, actix-web's workers, the main thread. Later threads share one.
+const OWNED_SHARDS: usize = 64;
 
 /// Upper bounds of the delivery-time histogram's buckets, in nanoseconds: 10 µs to 1 s in
 /// 1–2.5–5 steps. A direct message to a cached recipient takes a few microseconds; one that waits
@@ -202,16 +208,15 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics for a server running `threads` threads that count (its workers), reading the
-    /// store's counters at scrape time if it has one.
-    pub(crate) fn new(threads: usize, store: Option<&StoreHandle>) -> Metrics {
+    /// Metrics for one server, reading the store's counters at scrape time if it has one.
+    pub(crate) fn new(store: Option<&StoreHandle>) -> Metrics {
         // The names and labels below are constants: registering them cannot fail unless this
         // file is wrong, which the unit tests would show.
         const VALID: &str = "the metric definitions are valid";
         let registry = Registry::new_custom(Some(NAMESPACE.to_owned()), None).expect(VALID);
         let register = |collector: Box<dyn Collector>| registry.register(collector).expect(VALID);
 
-        let traffic = Arc::new(Traffic::new(threads));
+        let traffic = Arc::new(Traffic::new());
         register(Box::new(Scrape(traffic.clone())));
         if let Some(store) = store {
             register(Box::new(StoreMetrics::new(store.clone())));
@@ -343,55 +348,68 @@ impl Metrics {
     /// A line arrived from a client.
     #[inline]
     pub(crate) fn line_received(&self, kind: LineKind) {
-        bump(&self.traffic.shard().received[kind.index()], 1);
+        let (shard, alone) = self.traffic.shard();
+        bump(&shard.received[kind.index()], 1, alone);
     }
 
     /// `event` was queued for one client; an error also counts as a refusal of its kind.
     #[inline]
     pub(crate) fn event_sent(&self, event: &Event<'_>) {
-        let shard = self.traffic.shard();
-        bump(&shard.sent[event.verb() as usize], 1);
+        let (shard, alone) = self.traffic.shard();
+        bump(&shard.sent[event.verb() as usize], 1, alone);
         if let Event::Error(kind, _) = event {
-            bump(&shard.refused[*kind as usize], 1);
+            bump(&shard.refused[*kind as usize], 1, alone);
         }
     }
 
     /// `count` events of `verb` were queued (one line fanned out, a list of lines).
     #[inline]
     pub(crate) fn events_sent(&self, verb: EventVerb, count: usize) {
-        bump(&self.traffic.shard().sent[verb as usize], count as u64);
+        let (shard, alone) = self.traffic.shard();
+        bump(&shard.sent[verb as usize], count as u64, alone);
     }
 
     /// `bytes` were read from a client's socket.
     #[inline]
     pub(crate) fn bytes_received(&self, bytes: usize) {
-        bump(&self.traffic.shard().bytes_in, bytes as u64);
+        let (shard, alone) = self.traffic.shard();
+        bump(&shard.bytes_in, bytes as u64, alone);
     }
 
     /// `bytes` were written to a client's socket.
     #[inline]
     pub(crate) fn bytes_sent(&self, bytes: usize) {
-        bump(&self.traffic.shard().bytes_out, bytes as u64);
+        let (shard, alone) = self.traffic.shard();
+        bump(&shard.bytes_out, bytes as u64, alone);
     }
 
     /// A `talk` or `say` read at `read_at` has had its last line queued, just now.
     #[inline]
     pub(crate) fn delivered(&self, what: Delivered, read_at: Instant) {
         let nanos = u64::try_from(read_at.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let histogram = &self.traffic.shard().delivery[what as usize];
+        let (shard, alone) = self.traffic.shard();
+        let histogram = &shard.delivery[what as usize];
         // Most deliveries fall in the first few buckets, so a scan from the bottom is short.
         let bucket = DELIVERY_BOUNDS_NS
             .iter()
             .position(|&bound| nanos <= bound)
             .unwrap_or(DELIVERY_BOUNDS_NS.len());
-        bump(&histogram.buckets[bucket], 1);
-        bump(&histogram.sum_ns, nanos);
+        bump(&histogram.buckets[bucket], 1, alone);
+        bump(&histogram.sum_ns, nanos, alone);
     }
 }
 
+/// Adds `by` to `counter`: with a plain load and store when the calling thread is its only
+/// writer (`alone`), which a scrape may read at any time but nobody else changes; otherwise
+/// with an atomic add.
 #[inline]
-fn bump(counter: &AtomicU64, by: u64) {
-    counter.fetch_add(by, Ordering::Relaxed);
+fn bump(counter: &AtomicU64, by: u64, alone: bool) {
+    if alone {
+        let value = counter.load(Ordering::Relaxed).wrapping_add(by);
+        counter.store(value, Ordering::Relaxed);
+    } else {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
 }
 
 /// An open connection, counted in `connections_open` until dropped.
@@ -405,9 +423,10 @@ impl Drop for OpenConnection {
 
 /// The per-message counters, one [`Shard`] per thread (see the module docs).
 struct Traffic {
-    shards: Box<[Shard]>,
-    /// Shard count − 1 (a power of two).
-    mask: usize,
+    /// One per thread numbered below [`OWNED_SHARDS`], written by that thread only.
+    owned: Box<[Shard]>,
+    /// The threads numbered past them, with atomic adds.
+    shared: Shard,
     descs: Vec<Desc>,
 }
 
@@ -477,18 +496,15 @@ const DELIVERY: (&str, &str) = (
 );
 
 impl Traffic {
-    fn new(threads: usize) -> Traffic {
-        // A shard for each worker, and for the threads that count now and then (the main
-        // thread of an embedding program, a test's).
-        let count = (threads + 2).next_power_of_two();
+    fn new() -> Traffic {
         let desc = |(name, help): (&str, &str), label: Option<&str>| {
             let labels = label.map(str::to_owned).into_iter().collect();
             Desc::new(name.to_owned(), help.to_owned(), labels, HashMap::new())
                 .expect("the metric definitions are valid")
         };
         Traffic {
-            shards: (0..count).map(|_| Shard::new()).collect(),
-            mask: count - 1,
+            owned: (0..OWNED_SHARDS).map(|_| Shard::new()).collect(),
+            shared: Shard::new(),
             descs: vec![
                 desc(LINES_RECEIVED, Some("verb")),
                 desc(EVENTS_SENT, Some("verb")),
@@ -500,9 +516,9 @@ impl Traffic {
         }
     }
 
-    /// The calling thread's shard.
+    /// The calling thread's shard, and whether the thread is its only writer.
     #[inline]
-    fn shard(&self) -> &Shard {
+    fn shard(&self) -> (&Shard, bool) {
         let thread = THREAD.with(|thread| match thread.get() {
             usize::MAX => {
                 let number = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
@@ -511,13 +527,17 @@ impl Traffic {
             }
             number => number,
         });
-        &self.shards[thread & self.mask]
+        match self.owned.get(thread) {
+            Some(shard) => (shard, true),
+            None => (&self.shared, false),
+        }
     }
 
     /// The total of one counter over every shard.
     fn sum(&self, counter: impl Fn(&Shard) -> &AtomicU64) -> u64 {
-        self.shards
+        self.owned
             .iter()
+            .chain([&self.shared])
             .map(|shard| counter(shard).load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
     }
@@ -755,7 +775,7 @@ mod tests {
 
     #[test]
     fn every_series_exists_from_the_start_and_counts_from_every_thread() {
-        let metrics = Arc::new(Metrics::new(2, None));
+        let metrics = Arc::new(Metrics::new(None));
         let text = metrics.render();
         for series in [
             r#"actor_chat_lines_received_total{verb="history"}"#,
@@ -775,12 +795,12 @@ mod tests {
             "no store, no store metrics"
         );
 
-        // More threads than shards: every count still lands.
-        let threads: Vec<_> = (0..9)
+        // More threads than own a shard: every count still lands, in theirs or the shared one.
+        let threads: Vec<_> = (0..OWNED_SHARDS + 8)
             .map(|_| {
                 let metrics = metrics.clone();
                 std::thread::spawn(move || {
-                    for _ in 0..1000 {
+                    for _ in 0..100 {
                         metrics.line_received(LineKind::Verb(Verb::Talk));
                         metrics.event_sent(&Event::Error(ErrorKind::NoSuchUser, "bob"));
                         metrics.bytes_sent(3);
@@ -792,18 +812,22 @@ mod tests {
             thread.join().expect("no panic");
         }
         let text = metrics.render();
+        let total = ((OWNED_SHARDS + 8) * 100) as f64;
         let talk = r#"actor_chat_lines_received_total{verb="talk"}"#;
-        assert_eq!(value(&text, talk), Some(9000.0));
+        assert_eq!(value(&text, talk), Some(total));
         let errors = r#"actor_chat_events_sent_total{verb="error"}"#;
-        assert_eq!(value(&text, errors), Some(9000.0));
+        assert_eq!(value(&text, errors), Some(total));
         let kind = r#"actor_chat_refusals_total{kind="no-such-user"}"#;
-        assert_eq!(value(&text, kind), Some(9000.0));
-        assert_eq!(value(&text, "actor_chat_sent_bytes_total"), Some(27000.0));
+        assert_eq!(value(&text, kind), Some(total));
+        assert_eq!(
+            value(&text, "actor_chat_sent_bytes_total"),
+            Some(3.0 * total)
+        );
     }
 
     #[test]
     fn open_connections_go_back_down_when_their_guard_drops() {
-        let metrics = Metrics::new(1, None);
+        let metrics = Metrics::new(None);
         let open = r#"actor_chat_connections_open{transport="tcp"}"#;
         let total = r#"actor_chat_connections_total{transport="tcp"}"#;
         let first = metrics.connection_opened(TransportKind::Tcp);
@@ -818,7 +842,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn deliveries_land_in_the_bucket_of_their_time() {
-        let metrics = Metrics::new(1, None);
+        let metrics = Metrics::new(None);
         let read_at = Instant::now();
         metrics.delivered(Delivered::Talk, read_at);
         tokio::time::advance(std::time::Duration::from_millis(2)).await;

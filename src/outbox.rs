@@ -731,7 +731,7 @@ mod tests {
             cap,
             grace: GRACE,
             budget: Budget::new(budget),
-            metrics: Arc::new(Metrics::new(1, None)),
+            metrics: Arc::new(Metrics::new(None)),
         })
     }
 

@@ -131,7 +131,7 @@ impl Server {
             Placement::Workers => threads.iter().map(Arbiter::handle).collect(),
             Placement::CurrentThread => vec![Arbiter::current()],
         };
-        let metrics = Arc::new(Metrics::new(workers.len(), store.as_ref()));
+        let metrics = Arc::new(Metrics::new(store.as_ref()));
         let chat_settings = settings.clone();
         let chat_store = store.clone();
         let chat_metrics = metrics.clone();
