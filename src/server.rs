@@ -31,7 +31,7 @@ use log::{debug, info, warn};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream},
     net::{TcpListener, TcpStream},
-    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
+    sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore},
     time::{sleep, timeout},
 };
 use tokio_util::sync::CancellationToken;
@@ -39,8 +39,15 @@ use tokio_util::sync::CancellationToken;
 pub use crate::connection::Security;
 
 use crate::{
-    accounts::{hashing::HashPool, throttle::Throttle},
-    actors::{chat_server::Stopping, session::PendingLogins, ChatServer, Session, SessionContext},
+    accounts::{
+        hashing::{self, HashPool},
+        throttle::Throttle,
+    },
+    actors::{
+        chat_server::{RefreshAccounts, Stopping},
+        session::PendingLogins,
+        ChatServer, Session, SessionContext,
+    },
     codec::{ByeReason, Event},
     config::Settings,
     connection::{InMemory, Transport},
@@ -70,8 +77,16 @@ pub async fn run(
     store: Option<StoreHandle>,
     listeners: Listeners,
     shutdown: impl Future,
+    hangup: Arc<Notify>,
 ) -> io::Result<()> {
     let server = Server::start_with_store(settings, Placement::Workers, store);
+    let chat = server.chat.clone();
+    actix_rt::spawn(async move {
+        loop {
+            hangup.notified().await;
+            chat.do_send(RefreshAccounts);
+        }
+    });
     let accepted = server.serve(listeners, shutdown).await;
     server.shutdown().await;
     accepted
@@ -131,6 +146,11 @@ impl Server {
             Placement::Workers => threads.iter().map(Arbiter::handle).collect(),
             Placement::CurrentThread => vec![Arbiter::current()],
         };
+        // Detached: it only fills a cache (see `hashing::warm_up`). Without a store there are
+        // no accounts, and nothing for the time of an answer to tell.
+        if store.is_some() {
+            drop(tokio::task::spawn_blocking(hashing::warm_up));
+        }
         let metrics = Arc::new(Metrics::new(store.as_ref()));
         let chat_settings = settings.clone();
         let chat_store = store.clone();
@@ -315,6 +335,12 @@ impl Server {
             Err(reason) => self.gate.refuse(server, peer, reason),
         }
         client
+    }
+
+    /// Reads the registered names from the store again now rather than at the next periodic
+    /// refresh (SIGHUP does this): users logged in to an account that is gone are logged out.
+    pub fn refresh_accounts(&self) {
+        self.chat.do_send(RefreshAccounts);
     }
 
     /// Says `bye|shutdown` to every client and waits up to `server.shutdown_grace_secs` for

@@ -1,10 +1,13 @@
-//! Shutdown on SIGINT or SIGTERM; SIGHUP reloads the TLS certificate (or, without TLS, is
-//! logged) and never kills the server.
+//! Shutdown on SIGINT or SIGTERM; SIGHUP reloads the TLS certificate and the registered names,
+//! and never kills the server.
 
 use std::{future::Future, io, sync::Arc};
 
 use log::{info, warn};
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, Signal, SignalKind},
+    sync::Notify,
+};
 
 use crate::tls::Certificates;
 
@@ -20,15 +23,21 @@ const FORCED_EXIT_CODE: i32 = 130;
 /// operator asking for a reload out of habit), reloads `tls` — the certificate and key, so that
 /// a renewed certificate (certbot's deploy hook, say) serves new connections without a restart;
 /// a file that does not load is a warning and the old certificate stays. Without TLS there is
-/// nothing to reload, and the signal is only logged. Must be called inside an actix system.
-pub fn shutdown_requested(tls: Option<Arc<Certificates>>) -> io::Result<impl Future<Output = ()>> {
+/// nothing to reload, and the signal is only logged. Each SIGHUP also notifies `hangup`, which
+/// the server takes as the word to read the registered names again (an account the operator
+/// removed logs its user out at once). Must be called inside an actix system.
+pub fn shutdown_requested(
+    tls: Option<Arc<Certificates>>,
+    hangup: Arc<Notify>,
+) -> io::Result<impl Future<Output = ()>> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+    let mut signalled = signal(SignalKind::hangup())?;
     actix_rt::spawn(async move {
-        while hangup.recv().await.is_some() {
+        while signalled.recv().await.is_some() {
+            hangup.notify_one();
             match &tls {
-                None => info!("SIGHUP received: nothing to reload (settings are read at start; restart to change them)"),
+                None => info!("SIGHUP received: reading the registered names again (other settings are read at start; restart to change them)"),
                 Some(certificates) => match certificates.reload() {
                     Ok(()) => info!(
                         "SIGHUP received: reloaded the TLS certificate from {}",

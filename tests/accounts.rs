@@ -279,3 +279,141 @@ async fn accounts_outlive_the_server_and_only_a_hash_is_kept() {
     store.close().await;
     assert!(dir.path().exists());
 }
+
+#[actix::test]
+async fn wrong_passwords_are_throttled_per_account_and_per_address() {
+    let dir = TempDir::new("throttle");
+    let server = server(&dir).await;
+    registered(&server, "alice", "correct horse").await;
+    let mut guesser = local(&server);
+    for _ in 0..5 {
+        guesser.send("login|alice|wrong guess").await;
+        guesser.expect("error|bad-password|alice").await;
+    }
+    // Refused before the password is even looked at: the right one too, from anywhere.
+    guesser.send("login|alice|correct horse").await;
+    guesser.expect("error|rate-limited|login").await;
+    let mut elsewhere = server.connect_with(REMOTE, Security::Encrypted);
+    elsewhere.send("login|alice|correct horse").await;
+    elsewhere.expect("error|rate-limited|login").await;
+    // Other accounts, from other addresses, go on.
+    registered(&server, "bob", "battery staple")
+        .await
+        .send("exit")
+        .await;
+    let mut bob = server.connect_with(REMOTE, Security::Encrypted);
+    bob.send("login|bob|battery staple").await;
+    bob.expect("ok|login|bob").await;
+
+    // One address trying many names is throttled as well.
+    let spray: SocketAddr = "198.51.100.9:4000".parse().expect("an address");
+    let mut sprayer = server.connect_with(spray, Security::Encrypted);
+    for name in ["n1", "n2", "n3", "n4", "n5"] {
+        sprayer.send(&format!("login|{name}|password1")).await;
+        sprayer.expect(&format!("error|bad-password|{name}")).await;
+    }
+    sprayer.send("login|bob|battery staple").await;
+    sprayer.expect("error|rate-limited|login").await;
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn a_removed_account_logs_its_user_out_and_frees_the_name() {
+    let dir = TempDir::new("removed");
+    let server = server(&dir).await;
+    let mut alice = registered(&server, "alice", "correct horse").await;
+    let mut guest = local(&server);
+    guest.send("login|carol").await;
+    guest.expect("ok|login|carol").await;
+
+    // The operator's command, as `actor-chat-server account remove` runs it: on the store.
+    let store = Store::open(&StoreUrl::Sqlite(dir.db()))
+        .await
+        .expect("the store opens");
+    actor_chat::accounts::admin::remove(&store, "ALICE")
+        .await
+        .expect("alice's account is removed");
+    store.close().await;
+    server.refresh_accounts();
+    assert_eq!(alice.expect_closed().await, ["bye|account-removed"]);
+    // Guests are not touched.
+    guest.expect_nothing_pending().await;
+
+    let mut again = local(&server);
+    again.send("login|alice|correct horse").await;
+    again.expect("error|bad-password|alice").await;
+    again.send("login|alice").await;
+    again.expect("ok|login|alice").await;
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn a_guest_may_register_the_name_it_uses_and_no_other() {
+    let dir = TempDir::new("upgrade");
+    let server = server(&dir).await;
+    let mut erin = local(&server);
+    erin.send("login|erin").await;
+    erin.expect("ok|login|erin").await;
+    erin.send("register|frank|correct horse").await;
+    erin.expect("error|already-logged-in|erin").await;
+    erin.send("passwd|correct horse|battery staple").await;
+    erin.expect("error|not-logged-in|passwd").await;
+    erin.send("register|ERIN|correct horse").await;
+    erin.expect("ok|login|erin").await;
+    // Logged in to the account now: it can change its password, and is logged out if the
+    // account goes.
+    erin.send("passwd|correct horse|battery staple").await;
+    erin.expect("ok|passwd").await;
+    let store = Store::open(&StoreUrl::Sqlite(dir.db()))
+        .await
+        .expect("the store opens");
+    actor_chat::accounts::admin::remove(&store, "erin")
+        .await
+        .expect("erin's account is removed");
+    store.close().await;
+    server.refresh_accounts();
+    assert_eq!(erin.expect_closed().await, ["bye|account-removed"]);
+    server.shutdown().await;
+}
+
+/// The back-off end to end, under paused time: the clock jumps ahead whenever nothing is left to
+/// do (the hashing runs on blocking threads, which hold the clock while they work). No store:
+/// every name is unknown, and an unknown account is throttled exactly as a real one, so the
+/// throttle tells nothing about which names exist.
+#[actix::test]
+async fn the_back_off_doubles_with_each_further_wrong_password() {
+    use std::time::Duration;
+    use tokio::time::{sleep, Instant};
+
+    let server = TestServer::start_paused(common::settings_without_presence()).await;
+    let mut guesser = server.connect().await;
+    for _ in 0..5 {
+        guesser.send("login|ghost|guess one").await;
+        guesser.expect("error|bad-password|ghost").await;
+    }
+    let started = Instant::now();
+    guesser.send("login|ghost|guess two").await;
+    guesser.expect("error|rate-limited|login").await;
+    sleep(Duration::from_millis(1000) - started.elapsed()).await;
+    // One second on: one more guess, and a back-off of two.
+    guesser.send("login|ghost|guess three").await;
+    guesser.expect("error|bad-password|ghost").await;
+    let started = Instant::now();
+    sleep(Duration::from_millis(1500)).await;
+    guesser.send("login|ghost|guess four").await;
+    guesser.expect("error|rate-limited|login").await;
+    sleep(Duration::from_millis(2000) - started.elapsed()).await;
+    guesser.send("login|ghost|guess five").await;
+    guesser.expect("error|bad-password|ghost").await;
+    let started = Instant::now();
+    sleep(Duration::from_millis(3900)).await;
+    guesser.send("login|ghost|guess six").await;
+    guesser.expect("error|rate-limited|login").await;
+    sleep(Duration::from_millis(4000) - started.elapsed()).await;
+    guesser.send("login|ghost|guess seven").await;
+    guesser.expect("error|bad-password|ghost").await;
+    // A name without a password is not a guess: it is not held up.
+    guesser.send("login|someone").await;
+    guesser.expect("ok|login|someone").await;
+    server.shutdown().await;
+}

@@ -120,6 +120,50 @@ both_backends! {
     conversations_are_kept_apart => separation;
     pruning_deletes_only_old_messages => pruning;
     opening_twice_applies_migrations_once => reopening;
+    accounts_are_made_found_changed_listed_and_removed => accounts;
+}
+
+async fn accounts(store: Store) {
+    assert!(store
+        .create_account("Alice", "$argon2id$first")
+        .await
+        .expect("insert"));
+    assert!(!store
+        .create_account("ALICE", "$argon2id$other")
+        .await
+        .expect("insert"));
+    assert!(store
+        .create_account("bob", "$argon2id$bob")
+        .await
+        .expect("insert"));
+    let alice = store.account("alice").await.expect("query").expect("found");
+    assert_eq!(alice.name, "Alice");
+    assert_eq!(alice.password_hash, "$argon2id$first");
+    assert_eq!(store.account("carol").await.expect("query"), None);
+    assert!(store
+        .set_password("aLiCe", "$argon2id$second")
+        .await
+        .expect("update"));
+    assert!(!store
+        .set_password("carol", "$argon2id$x")
+        .await
+        .expect("update"));
+    let alice = store.account("Alice").await.expect("query").expect("found");
+    assert_eq!(alice.password_hash, "$argon2id$second");
+    let names: Vec<String> = store
+        .accounts()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|account| account.name)
+        .collect();
+    assert_eq!(names, ["Alice", "bob"]);
+    let mut keys = store.account_keys().await.expect("keys");
+    keys.sort();
+    assert_eq!(keys, ["alice", "bob"]);
+    assert!(store.remove_account("ALICE").await.expect("delete"));
+    assert!(!store.remove_account("alice").await.expect("delete"));
+    assert_eq!(store.account_keys().await.expect("keys"), ["bob"]);
 }
 
 fn say(room: &str, from: &str, text: &str) -> NewMessage {
@@ -233,7 +277,7 @@ async fn a_newer_sqlite_database_is_refused() {
     match Store::open(&url).await {
         Err(StoreError::Newer { found, known, .. }) => {
             assert_eq!(found, 99990101000000);
-            assert_eq!(known, 1);
+            assert_eq!(known, 2, "the migrations this binary has");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

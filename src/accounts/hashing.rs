@@ -65,9 +65,19 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 /// Spends what checking a password against a real account would, for a name that has no
 /// account, so that the time of the answer does not tell the two apart.
 pub(crate) fn verify_nothing(password: &str) {
+    let _ = verify_password(password, dummy_hash());
+}
+
+/// The hash an unknown name is checked against, made once.
+fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    let dummy = DUMMY.get_or_init(|| hash_password("no account has this").unwrap_or_default());
-    let _ = verify_password(password, dummy);
+    DUMMY.get_or_init(|| hash_password("no account has this").unwrap_or_default())
+}
+
+/// Makes the dummy hash now (at start, on a blocking thread), so that not even the first
+/// unknown name takes longer to refuse than a wrong password.
+pub(crate) fn warm_up() {
+    let _ = dummy_hash();
 }
 
 /// Too many hashing requests are waiting: the answer is `rate-limited`.

@@ -222,6 +222,7 @@ mod tests {
 
     const ONE: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
     const TWO: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
+    const THREE: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 3));
 
     #[test]
     fn five_wrong_passwords_start_a_backoff_that_doubles_up_to_five_minutes() {
@@ -265,8 +266,18 @@ mod tests {
                 throttle.failed(TWO, "carol", "carol");
             }
             throttle.succeeded("carol");
-            throttle.failed(TWO, "carol", "carol");
-            assert_eq!(throttle.blocked(TWO, "carol"), None, "counting starts over");
+            // (From a third address: TWO has four strikes of its own.)
+            throttle.failed(THREE, "carol", "carol");
+            assert_eq!(
+                throttle.blocked(THREE, "carol"),
+                None,
+                "counting starts over"
+            );
+            throttle.failed(TWO, "dave", "dave");
+            assert!(
+                throttle.blocked(TWO, "erin").is_some(),
+                "the address still counts"
+            );
         });
     }
 

@@ -74,6 +74,17 @@ pub(crate) struct AccountRemoved;
 #[rtype(result = "Result<(), ErrorKind>")]
 pub(crate) struct Reserve {
     pub(crate) name: String,
+    /// A guest registering the name it is using: online under it, and that is no obstacle.
+    pub(crate) guest: Option<ConnId>,
+}
+
+/// The guest `conn` has registered the name it uses: it is logged in to that account now
+/// (`ok|login|NAME` again, with no peer list and no notice to anyone).
+#[derive(Message)]
+#[rtype(result = "Option<Arc<str>>")]
+pub(crate) struct Upgrade {
+    pub(crate) conn: ConnId,
+    pub(crate) session: Recipient<AccountRemoved>,
 }
 
 /// How a reserved registration ended: the name is registered now, or free again.
@@ -91,10 +102,10 @@ pub(crate) struct Registered {
 #[rtype(result = "()")]
 pub(crate) struct RefreshAccounts;
 
-/// The registered names, as the store listed them (`None`: it did not answer).
+/// The registered names, as the store listed them, or why it did not.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct AccountKeys(Option<Vec<String>>);
+struct AccountKeys(Result<Vec<String>, String>);
 
 /// The connection `conn` is gone or going: drop it from every room and tell the others.
 /// Harmless for a connection that never logged in.
@@ -224,6 +235,8 @@ pub(crate) struct ChatServer {
     registering: HashSet<Key>,
     /// A refresh of `registered` is under way.
     refreshing: bool,
+    /// The last refresh failed (and said so).
+    refresh_failing: bool,
     /// Names registered since the refresh under way began, which its answer may predate.
     registered_since_refresh: HashSet<Key>,
     /// The server's metrics: logins, users and rooms are counted here, where they change.
@@ -251,6 +264,7 @@ impl ChatServer {
             registered: HashSet::new(),
             registering: HashSet::new(),
             refreshing: false,
+            refresh_failing: false,
             registered_since_refresh: HashSet::new(),
             metrics,
         }
@@ -272,13 +286,8 @@ impl ChatServer {
         self.registered_since_refresh.clear();
         let me = ctx.address();
         ctx.spawn(wrap_future(async move {
-            match store.account_keys(STORE_WAIT).await {
-                Ok(keys) => me.do_send(AccountKeys(Some(keys))),
-                Err(error) => {
-                    warn!("cannot read the registered names from the store: {error}");
-                    me.do_send(AccountKeys(None));
-                }
-            }
+            let keys = store.account_keys(STORE_WAIT).await;
+            me.do_send(AccountKeys(keys.map_err(|error| error.to_string())));
         }));
     }
 
@@ -360,11 +369,14 @@ impl Actor for ChatServer {
                         server.registered = keys.into_iter().map(Key::from).collect();
                         info!("{} registered names", server.registered.len());
                     }
-                    Err(error) => warn!(
-                        "cannot read the registered names from the store: {error}; trying \
-                         again in {} s",
-                        REFRESH_EVERY.as_secs()
-                    ),
+                    Err(error) => {
+                        server.refresh_failing = true;
+                        warn!(
+                            "cannot read the registered names from the store: {error}; trying \
+                             again in {} s",
+                            REFRESH_EVERY.as_secs()
+                        );
+                    }
                 },
             ),
         );
@@ -377,8 +389,20 @@ impl Handler<AccountKeys> for ChatServer {
 
     fn handle(&mut self, msg: AccountKeys, _: &mut Context<Self>) {
         self.refreshing = false;
-        let Some(keys) = msg.0 else {
-            return; // the store did not answer: keep what we had
+        let keys = match msg.0 {
+            Ok(keys) => {
+                if std::mem::take(&mut self.refresh_failing) {
+                    info!("the registered names can be read from the store again");
+                }
+                keys
+            }
+            Err(error) => {
+                // Said once per outage, not every few seconds; what we had is kept.
+                if !std::mem::replace(&mut self.refresh_failing, true) {
+                    warn!("cannot read the registered names from the store: {error}");
+                }
+                return;
+            }
         };
         self.registered = keys.into_iter().map(Key::from).collect();
         self.registered
@@ -410,11 +434,24 @@ impl Handler<Reserve> for ChatServer {
 
     fn handle(&mut self, msg: Reserve, _: &mut Context<Self>) -> Self::Result {
         let key = fold(&msg.name);
-        if self.by_name.contains_key(&key) || self.reserved(&key) {
+        let online = self.by_name.get(&key);
+        if (online.is_some() && online != msg.guest.as_ref()) || self.reserved(&key) {
             return Err(ErrorKind::NameTaken);
         }
         self.registering.insert(key);
         Ok(())
+    }
+}
+
+impl Handler<Upgrade> for ChatServer {
+    type Result = Option<Arc<str>>;
+
+    fn handle(&mut self, msg: Upgrade, _: &mut Context<Self>) -> Self::Result {
+        let user = self.users.get_mut(&msg.conn)?;
+        user.identity = Identity::Account(msg.session);
+        let _ = user.outbox.send(&Event::LoggedIn(&user.name));
+        info!("{} is logged in to the account now", user.name);
+        Some(user.name.clone())
     }
 }
 

@@ -16,6 +16,11 @@
 //! connection, so it can never deliver to a different user who later takes the same name; when
 //! its user is gone, sending fails and the session asks the server again.
 //!
+//! Passwords (`login|NAME|PASSWORD`, `register`, `passwd`) are checked here, with input paused
+//! as for any command: the plaintext refusal, the throttle, the account's lookup in the store
+//! and the hash on the shared [`HashPool`], off the actor threads (see `crate::accounts`). The
+//! active phase says whether the login is to an account ([`LoginKind`]).
+//!
 //! A new command: its verb in the codec's table and a [`Request`] variant, then one arm in
 //! [`Session::execute`] (and a `ChatServer` message if it touches who is online or the rooms).
 //!
@@ -38,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chat_server::{
     AccountRemoved, ChatServer, ConnId, Disconnect, Identity, IsMember, Join, Leave, ListRooms,
-    Login, Names, Registered, Reserve, Resolve, Say, Who,
+    Login, Names, Registered, Reserve, Resolve, Say, Upgrade, Who,
 };
 use crate::{
     accounts::{
@@ -97,8 +102,9 @@ enum AuthOutcome {
     Changed,
     /// A wrong password, or no such account.
     BadPassword,
-    /// Answer `error|KIND|NAME`.
+    /// Answer `error|KIND|NAME` (`error|rate-limited|VERB`).
     Error(ErrorKind),
+    /// The `ChatServer` is gone: the session closes.
     ServerGone,
 }
 
@@ -182,7 +188,8 @@ impl Handler<Evicted> for Session {
 enum Phase {
     /// Connected; must log in before the login deadline.
     AwaitingLogin,
-    /// A login is with the `ChatServer`, which may now know this connection.
+    /// A login is under way: a password being checked or an account being made (input
+    /// paused), then the login with the `ChatServer`, which may now know this connection.
     LoggingIn,
     /// Logged in as this name, as a guest or to the account of that name.
     Active { name: Arc<str>, kind: LoginKind },
@@ -460,7 +467,7 @@ impl Session {
                     name,
                     password: Some(password),
                 } => self.login_to_account(name, password, ctx),
-                Request::Register { name, password } => self.register(name, password, ctx),
+                Request::Register { name, password } => self.register(name, password, None, ctx),
                 Request::Ping => self.reply(&Event::Pong),
                 Request::Pong => {}
                 Request::Exit => self.close(CloseCause::Exit, ctx),
@@ -469,6 +476,12 @@ impl Session {
         };
         let (me, kind) = (me.clone(), *kind);
         match request {
+            // A guest may register the name it is using (the client's `/register`).
+            Request::Register { name, password }
+                if kind == LoginKind::Guest && fold_name(name) == fold_name(&me) =>
+            {
+                self.register(name, password, Some(conn), ctx)
+            }
             Request::Login { .. } | Request::Register { .. } => {
                 self.reply(&Event::Error(ErrorKind::AlreadyLoggedIn, &me))
             }
@@ -738,8 +751,16 @@ impl Session {
     }
 
     /// `register|NAME|PASSWORD`: reserves the name with the `ChatServer`, hashes the password
-    /// (on the hashing pool), makes the account in the store and logs in to it.
-    fn register(&mut self, name: &str, password: Password<'_>, ctx: &mut Context<Self>) {
+    /// (on the hashing pool), makes the account in the store and logs in to it. `guest` is this
+    /// connection when a guest registers the name it is using: it then stays logged in, to the
+    /// account now.
+    fn register(
+        &mut self,
+        name: &str,
+        password: Password<'_>,
+        guest: Option<ConnId>,
+        ctx: &mut Context<Self>,
+    ) {
         if !self.may_try_password(Verb::Register, name) {
             return;
         }
@@ -751,14 +772,24 @@ impl Session {
         if password_problem(password.expose()).is_some() {
             return self.reply(&Event::Error(ErrorKind::WeakPassword, name));
         }
-        self.phase = Phase::LoggingIn;
+        if guest.is_none() {
+            self.phase = Phase::LoggingIn;
+        }
         let hashing = self.context.hashing.clone();
         let server = self.context.server.clone();
         let login = self.login_message(name, Identity::Account(ctx.address().recipient()));
+        let upgrade = guest.map(|conn| Upgrade {
+            conn,
+            session: ctx.address().recipient(),
+        });
         let shown = name.to_owned();
         let (name, password) = (name.to_owned(), password.expose().to_owned());
         let attempt = async move {
-            match server.send(Reserve { name: name.clone() }).await {
+            let reserve = Reserve {
+                name: name.clone(),
+                guest,
+            };
+            match server.send(reserve).await {
                 Ok(Ok(())) => {}
                 Ok(Err(kind)) => return Err(AuthOutcome::Error(kind)),
                 Err(_) => return Err(AuthOutcome::ServerGone),
@@ -784,6 +815,13 @@ impl Session {
                 // Registered meanwhile, by the operator or another server on the same store.
                 Ok(false) => return Err(AuthOutcome::Error(ErrorKind::NameTaken)),
                 Err(outcome) => return Err(outcome),
+            }
+            if let Some(upgrade) = upgrade {
+                return Ok(match server.send(upgrade).await {
+                    Ok(Some(name)) => AuthOutcome::LoggedIn(name, LoginKind::Account),
+                    Ok(None) => AuthOutcome::Refused,
+                    Err(_) => AuthOutcome::ServerGone,
+                });
             }
             Ok(match server.send(login).await {
                 Ok(Some(name)) => AuthOutcome::LoggedIn(name, LoginKind::Account),

@@ -4,9 +4,9 @@
 //! Only argument parsing lives here; everything else is in `actor_chat::client`, where it can
 //! be tested.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io, path::PathBuf, process::ExitCode};
 
-use actor_chat::client::{self, Options, TlsOptions, DEFAULT_SERVER};
+use actor_chat::client::{self, Options, Secret, TlsOptions, DEFAULT_SERVER};
 use clap::Parser;
 
 /// actor-chat-client: the terminal client of the actor-chat server.
@@ -22,8 +22,8 @@ use clap::Parser;
         then `exit`, and waits for the server to confirm.",
     after_help = format!(
         "Defaults: --server {DEFAULT_SERVER} (or $CHAT_SERVER).\n\
-         Exit status: 0 after a confirmed exit; 1 when the login is refused, the server \
-         cannot be reached, or the connection ends otherwise."
+         Exit status: 0 after a confirmed exit; 1 when the login is refused (a wrong password \
+         included), the server cannot be reached, or the connection ends otherwise."
     )
 )]
 struct Args {
@@ -43,13 +43,40 @@ struct Args {
     /// cert.pem of `actor-chat-server gen-cert`) instead of the system's trust store.
     #[arg(long, value_name = "FILE", requires = "tls")]
     ca: Option<PathBuf>,
+
+    /// Read the password of the account NAME from the first line of stdin (the rest of stdin
+    /// is chat, as usual). Without it, the password of a registered name is asked for on the
+    /// terminal, without echo.
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        // std's stdin is buffered once for the whole process: the lines after this one are
+        // still there for the session.
+        match io::stdin().read_line(&mut line) {
+            Ok(_) if !line.trim_end_matches(['\n', '\r']).is_empty() => {
+                Some(Secret(line.trim_end_matches(['\n', '\r']).to_owned()))
+            }
+            Ok(_) => {
+                eprintln!("--password-stdin: no password on the first line of stdin");
+                return ExitCode::FAILURE;
+            }
+            Err(error) => {
+                eprintln!("--password-stdin: cannot read stdin: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     client::run(&Options {
         name: args.name,
         server: args.server,
         tls: args.tls.then_some(TlsOptions { ca: args.ca }),
+        password,
     })
 }

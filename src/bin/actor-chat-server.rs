@@ -1,20 +1,25 @@
 //! `actor-chat-server [--config PATH]`: runs the chat server until SIGINT or SIGTERM.
 //! `actor-chat-server gen-cert --out DIR`: writes a self-signed certificate for trying TLS.
+//! `actor-chat-server --config PATH account add|passwd|remove|list`: the accounts in the store,
+//! with no server running.
 
 use std::{
     fs,
-    io::{self, Write},
+    io::{self, BufRead, IsTerminal, Write},
     net::SocketAddr,
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
 };
 
 use actor_chat::{
+    accounts::{admin, REFRESH_EVERY},
+    client::prompt_password,
     config::Settings,
     server::{self, Listeners},
     signal,
-    store::{StoreError, StoreHandle},
+    store::{Store, StoreError, StoreHandle},
     tls::{self, Certificates},
     web::HttpListener,
 };
@@ -59,6 +64,26 @@ enum Command {
         #[arg(long = "name", value_name = "HOST")]
         names: Vec<String>,
     },
+    /// Manages the accounts in the store that --config names (store.url), with or without a
+    /// server running; a running server sees the change within a few seconds, or at once on
+    /// SIGHUP, and logs out the user of an account that was removed.
+    Account {
+        #[command(subcommand)]
+        action: AccountAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountAction {
+    /// Registers NAME. The password is read from the terminal without echo (twice), or from
+    /// stdin (one line) when it is piped.
+    Add { name: String },
+    /// Gives NAME's account a new password, read as for `add`.
+    Passwd { name: String },
+    /// Deletes NAME's account: the name is free again, and its user, if online, is logged out.
+    Remove { name: String },
+    /// Lists every account, with the time it was made (UTC).
+    List,
 }
 
 /// What `-h` says first: what the binary is, and where it listens unless told otherwise.
@@ -105,10 +130,13 @@ fn defaults() -> (String, usize) {
 const EXIT_STATUS: &str = "\
 Exit status:
   0    stopped cleanly: SIGINT or SIGTERM, every client told bye|shutdown
-  1    cannot listen on server.bind, tls.bind or http.bind (in use, not this machine's, or a port below
-       1024), or cannot open the store (store.url); for gen-cert, cannot write the files
+  1    cannot listen on server.bind, tls.bind or http.bind (in use, not this machine's, or a
+       port below 1024), or cannot open the store (store.url); for gen-cert, cannot write the
+       files; for account, the command failed (no such account, the name is taken, a weak
+       password)
   2    bad configuration: the message names the key (tls.cert and tls.key included), or the
-       --config file is missing; or the store's database was made by a newer actor-chat
+       --config file is missing (for account: no store.url); or the store's database was
+       made by a newer actor-chat
   130  a second SIGINT or SIGTERM cut the graceful shutdown short";
 
 /// The start-up warning for a descriptor limit too low for `max_connections`: what it means
@@ -126,8 +154,12 @@ fn descriptor_advice(limit: u64, max_connections: usize) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::GenCert { out, names }) = args.command {
-        return gen_cert(args.config.as_deref(), &out, names);
+    match args.command {
+        Some(Command::GenCert { out, names }) => {
+            return gen_cert(args.config.as_deref(), &out, names)
+        }
+        Some(Command::Account { action }) => return account(args.config.as_deref(), action),
+        None => {}
     }
     let settings = match Settings::load(args.config.as_deref()) {
         Ok(settings) => settings,
@@ -196,7 +228,8 @@ fn main() -> ExitCode {
                 None => return ExitCode::FAILURE,
             }
         }
-        let shutdown = match signal::shutdown_requested(certificates) {
+        let hangup = Arc::new(tokio::sync::Notify::new());
+        let shutdown = match signal::shutdown_requested(certificates, hangup.clone()) {
             Ok(shutdown) => shutdown,
             Err(error) => {
                 eprintln!("actor-chat-server: cannot handle signals: {error}");
@@ -223,13 +256,135 @@ fn main() -> ExitCode {
                 Err(error) => warn!("http listening, but the bound address is unknown: {error}"),
             }
         }
-        if let Err(error) = server::run(settings, store, listeners, shutdown).await {
+        if let Err(error) = server::run(settings, store, listeners, shutdown, hangup).await {
             eprintln!("actor-chat-server: cannot serve: {error}");
             return ExitCode::FAILURE;
         }
         info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// `account …`: opens the store the config names and runs one account command on it. Exit
+/// status 2 for a configuration without a store (or one the binary cannot use), 1 when the
+/// command fails.
+fn account(config: Option<&Path>, action: AccountAction) -> ExitCode {
+    let settings = match Settings::load(config) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("actor-chat-server: {error}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    let Some(url) = settings.store().url().cloned() else {
+        eprintln!(
+            "actor-chat-server: accounts are kept in the store, and store.url is \"\": name \
+             one in the config (--config FILE) or in CHAT__STORE__URL"
+        );
+        return ExitCode::from(BAD_CONFIG);
+    };
+    // Read before the store is opened, so a prompt is not held up by the database.
+    let password = match &action {
+        AccountAction::Add { name } | AccountAction::Passwd { name } => {
+            match read_new_password(name) {
+                Ok(password) => Some(password),
+                Err(error) => {
+                    eprintln!("actor-chat-server: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        AccountAction::Remove { .. } | AccountAction::List => None,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("actor-chat-server: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let store = match Store::open(&url).await {
+            Ok(store) => store,
+            Err(error @ StoreError::Newer { .. }) => {
+                eprintln!("actor-chat-server: {error}");
+                return ExitCode::from(BAD_CONFIG);
+            }
+            Err(error) => {
+                eprintln!("actor-chat-server: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let password = password.unwrap_or_default();
+        let done = match &action {
+            AccountAction::Add { name } => admin::add(&store, name, &password)
+                .await
+                .map(|()| format!("registered {name}")),
+            AccountAction::Passwd { name } => admin::passwd(&store, name, &password)
+                .await
+                .map(|()| format!("changed the password of {name}")),
+            AccountAction::Remove { name } => admin::remove(&store, name).await.map(|()| {
+                format!(
+                    "removed the account {name}; a running server logs its user out within {} s \
+                     (at once on SIGHUP)",
+                    REFRESH_EVERY.as_secs()
+                )
+            }),
+            AccountAction::List => admin::list(&store).await.map(|accounts| {
+                accounts
+                    .iter()
+                    .map(|account| {
+                        let made = jiff::Timestamp::from_millisecond(account.created_at_ms)
+                            .map(|time| format!("{time:.0}"))
+                            .unwrap_or_default();
+                        format!("{}\t{made}", account.name)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+        };
+        store.close().await;
+        match done {
+            Ok(report) => {
+                if !report.is_empty() {
+                    println!("{report}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("actor-chat-server: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// A new password for `name`: typed twice without echo on a terminal, or one line of piped
+/// stdin (its line ending dropped).
+fn read_new_password(name: &str) -> Result<String, String> {
+    if io::stdin().is_terminal() {
+        let first = prompt_password(&format!("New password for {name}: "))
+            .map_err(|error| format!("cannot read the password: {error}"))?;
+        let second = prompt_password("The same again: ")
+            .map_err(|error| format!("cannot read the password: {error}"))?;
+        if first != second {
+            return Err("the two passwords differ; nothing was changed".to_owned());
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|error| format!("cannot read the password from stdin: {error}"))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err("no password on stdin; nothing was changed".to_owned());
+    }
+    Ok(password)
 }
 
 /// A listener on `bind`, or `None` after saying why there is none.

@@ -26,11 +26,15 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
+use super::Secret;
 use super::{
     input::{parse_input, Action, Target, HELP},
     render::{render_event, render_joined, sanitize},
 };
-use crate::codec::{is_valid_name, ErrorKind, Event, Request};
+use crate::{
+    accounts::password_problem,
+    codec::{is_valid_name, ErrorKind, Event, Password, Request},
+};
 
 /// Shown whenever the target is cleared.
 const NO_TARGET: &str = "* plain lines go to no one now: choose with /to NAME or /to #ROOM";
@@ -164,6 +168,16 @@ impl Chat {
     /// What the user typed (one line, or several from a paste), with the prompt it was typed
     /// at (`None` when there is no prompt, as in piped mode).
     pub(crate) fn input(&mut self, typed: &str, prompt: Option<&str>) -> Step {
+        self.input_with(typed, prompt, &[])
+    }
+
+    /// [`Chat::input`], with the passwords that `/register` or `/passwd` asked for.
+    pub(crate) fn input_with(
+        &mut self,
+        typed: &str,
+        prompt: Option<&str>,
+        secrets: &[Secret],
+    ) -> Step {
         let mut step = Step::default();
         match parse_input(typed) {
             Action::Nothing => {}
@@ -197,6 +211,28 @@ impl Chat {
                 self.quitting = true;
             }
             Action::Hint(hint) => step.note(hint),
+            Action::Register => match secrets {
+                [password, again] => {
+                    if let Some(password) = new_password(password, again, &mut step) {
+                        step.send(Request::Register {
+                            name: &self.name,
+                            password: Password(password),
+                        });
+                    }
+                }
+                _ => step.note("! no password was given: nothing was sent"),
+            },
+            Action::Passwd => match secrets {
+                [old, new, again] => {
+                    if let Some(new) = new_password(new, again, &mut step) {
+                        step.send(Request::Passwd {
+                            old: Password(&old.0),
+                            new: Password(new),
+                        });
+                    }
+                }
+                _ => step.note("! no password was given: nothing was sent"),
+            },
         }
         step
     }
@@ -386,6 +422,20 @@ impl Chat {
     fn rooms(&self) -> &[String] {
         &self.rooms
     }
+}
+
+/// A new password typed twice: the password, if the two agree and it will do; otherwise why
+/// not, noted in `step`.
+fn new_password<'a>(password: &'a Secret, again: &Secret, step: &mut Step) -> Option<&'a str> {
+    if password != again {
+        step.note("! the two passwords differ: nothing was sent");
+        return None;
+    }
+    if let Some(problem) = password_problem(&password.0) {
+        step.note(format!("! {problem}: nothing was sent"));
+        return None;
+    }
+    Some(&password.0)
 }
 
 /// `name` as the list spells it, if it is there (names match ignoring ASCII case) and valid.

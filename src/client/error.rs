@@ -31,6 +31,22 @@ pub(crate) enum ClientError {
     NameRefused(String),
     #[error("the server refused the login: {0}")]
     LoginRefused(String),
+    #[error(
+        "the name \"{0}\" is registered and needs its password: give it with --password-stdin, \
+         or run the client on a terminal to be asked for it"
+    )]
+    PasswordRequired(String),
+    #[error("wrong password for \"{0}\"")]
+    BadPassword(String),
+    #[error(
+        "too many wrong passwords for this name or from this address: wait a little and try again"
+    )]
+    Throttled,
+    #[error(
+        "the server takes passwords only over TLS from another machine: connect with --tls (and \
+         change the password if others may have seen it)"
+    )]
+    TlsRequired,
     #[error("{}", refusal(*.0))]
     Refused(Option<ByeReason>),
     #[error("the server closed the connection before the login completed")]

@@ -30,6 +30,8 @@ pub(crate) const HELP: &[&str] = &[
     "* /names ROOM       list the members of ROOM",
     "* /rooms            list the rooms that have members",
     "* /history NAME [N] the last N (20) messages with NAME, or in #ROOM",
+    "* /register         register your name with a password (asked without echo)",
+    "* /passwd           change your account's password (asked without echo)",
     "* /quit             leave (so do `exit`, Ctrl-D, and Ctrl-C on an empty line)",
     "* Ctrl-C            clear the line being typed",
 ];
@@ -85,6 +87,10 @@ pub(crate) enum Action<'a> {
     Help,
     /// Leave: send `exit` and wait for `bye`.
     Quit,
+    /// `/register`: register the name in use, with the password asked for (see [`secrets_for`]).
+    Register,
+    /// `/passwd`: change the account's password, the old and new ones asked for.
+    Passwd,
     /// A line that cannot be sent as typed; show this one-line explanation and send nothing.
     Hint(String),
 }
@@ -218,8 +224,23 @@ fn parse_line<'a>(line: &'a str, more: &[&'a str]) -> Action<'a> {
                 Err(hint) => hint,
             }
         }
+        "register" if args.is_empty() => Action::Register,
+        "register" => usage("/register (the password is asked for, never typed on the line)"),
+        "passwd" if args.is_empty() => Action::Passwd,
+        "passwd" => usage("/passwd (the passwords are asked for, never typed on the line)"),
         "help" => Action::Help,
         _ => Action::Hint(format!("! unknown command /{verb}: try /help")),
+    }
+}
+
+/// The passwords a typed line needs, as the prompts that ask for them (on a terminal, without
+/// echo) or the number of further lines that hold them (piped): `/register` needs the password
+/// twice, `/passwd` the old one and the new one twice. Empty for any other line.
+pub(crate) fn secrets_for(line: &str) -> &'static [&'static str] {
+    match parse_input(line) {
+        Action::Register => &["Password: ", "The same again: "],
+        Action::Passwd => &["Current password: ", "New password: ", "The same again: "],
+        _ => &[],
     }
 }
 
@@ -331,9 +352,12 @@ mod tests {
     /// Every field a request would put on the wire.
     fn fields<'a>(request: &Request<'a>) -> Vec<&'a str> {
         match *request {
-            // Passwords are never typed on a line; only the name is the user's text here.
-            Request::Login { name, .. } | Request::Register { name, .. } => vec![name],
-            Request::Passwd { .. } => vec![],
+            Request::Login { name, password } => vec![name]
+                .into_iter()
+                .chain(password.map(|p| p.0))
+                .collect(),
+            Request::Register { name, password } => vec![name, password.0],
+            Request::Passwd { old, new } => vec![old.0, new.0],
             Request::Talk { to, text } => vec![to, text],
             Request::Join { room } | Request::Leave { room } | Request::Names { room } => {
                 vec![room]

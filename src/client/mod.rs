@@ -26,6 +26,7 @@ mod input;
 mod net;
 mod piped;
 mod render;
+mod secret;
 mod terminal;
 
 use std::{
@@ -43,6 +44,8 @@ use self::{
 };
 use crate::codec::{is_valid_name, ByeReason, Event};
 
+pub use self::secret::prompt_password;
+
 /// Where the client connects when neither `--server` nor `CHAT_SERVER` says otherwise.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:9999";
 
@@ -58,6 +61,19 @@ pub struct Options {
     pub server: String,
     /// Connect over TLS, when set.
     pub tls: Option<TlsOptions>,
+    /// The password of the account NAME (`--password-stdin`); without it, a registered name's
+    /// password is asked for on the terminal.
+    pub password: Option<Secret>,
+}
+
+/// A password in the client's hands: its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// How the client speaks TLS.
@@ -74,6 +90,8 @@ pub(crate) struct Typed {
     pub(crate) line: String,
     /// The prompt it was typed at, which shows where plain lines go; `None` without one.
     pub(crate) prompt: Option<String>,
+    /// The passwords `/register` or `/passwd` asked for (see `input::secrets_for`).
+    pub(crate) secrets: Vec<Secret>,
 }
 
 /// How a session that got past the login ended.
@@ -110,12 +128,17 @@ fn run_client(options: &Options) -> Result<Ending, ClientError> {
         .build()
         .map_err(ClientError::Runtime)?;
     // Log in before touching the terminal, so a refusal is a plain message, not a torn prompt.
-    let mut connection = runtime.block_on(net::connect_and_login(options))?;
+    let interactive = io::stdin().is_terminal() && io::stdout().is_terminal();
+    let mut password = options.password.clone();
+    let mut connection = runtime.block_on(net::connect_and_login(
+        options,
+        &mut password,
+        io::stdin().is_terminal(),
+    ))?;
     let mut chat = Chat::new(&connection.name);
     let greeting = net::take_greeting(&mut connection, &mut chat);
 
     let (lines, mut inputs) = mpsc::channel(INPUT_QUEUE);
-    let interactive = io::stdin().is_terminal() && io::stdout().is_terminal();
     let mut output = if interactive {
         terminal::start(lines, &chat.prompt()).map_err(ClientError::Terminal)?
     } else {
@@ -144,7 +167,9 @@ fn run_client(options: &Options) -> Result<Ending, ClientError> {
                 Err(err) => output.line(&format!("! {err}")),
                 Ok(_) => {}
             }
-            match net::reconnect(options, &mut inputs, &mut output, &mut chat).await? {
+            match net::reconnect(options, &mut password, &mut inputs, &mut output, &mut chat)
+                .await?
+            {
                 Some(next) => connection = next,
                 None => return Ok(Ending::GaveUp),
             }
@@ -162,11 +187,13 @@ fn run_client(options: &Options) -> Result<Ending, ClientError> {
 /// Whether a session's end is one the terminal client recovers from by reconnecting: the
 /// connection was lost, or the server closed it on its own (shutting down for a restart, or
 /// cutting us off as too slow or silent, say after a laptop slept). Not after our own `exit`,
-/// and not after `bye|flood`: the server asked us to stop sending, and coming straight back
-/// would only repeat it.
+/// not after `bye|flood` (the server asked us to stop sending, and coming straight back would
+/// only repeat it), and not after `bye|account-removed` (the password opens nothing now).
 fn worth_reconnecting(ending: &Result<Ending, ClientError>) -> bool {
     match ending {
-        Ok(Ending::ClosedByServer(reason)) => *reason != Some(ByeReason::Flood),
+        Ok(Ending::ClosedByServer(reason)) => {
+            !matches!(reason, Some(ByeReason::Flood | ByeReason::AccountRemoved))
+        }
         Err(ClientError::Lost(_) | ClientError::Closed) => true,
         Ok(Ending::Quit | Ending::GaveUp) | Err(_) => false,
     }

@@ -23,9 +23,9 @@ use super::{
     input::{parse_input, Action, HELP},
     render::{describe_error, render_event, sanitize},
     terminal::Output,
-    Ending, Options, TlsOptions, Typed,
+    Ending, Options, Secret, TlsOptions, Typed,
 };
-use crate::codec::{ErrorKind, Event, Frame, LineCodec, Request, MAX_SERVER_LINE};
+use crate::codec::{ErrorKind, Event, Frame, LineCodec, Password, Request, MAX_SERVER_LINE};
 use crate::tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,7 +58,16 @@ pub(crate) type Reader = FramedRead<ReadHalf<Stream>, LineCodec>;
 
 /// Connects to the server and logs in; returns the connection and the name the server
 /// confirmed. Both steps are bounded in time, so a wrong address fails rather than hangs.
-pub(crate) async fn connect_and_login(options: &Options) -> Result<Connection, ClientError> {
+///
+/// `password` is the account's password, when known (`--password-stdin`, or asked for
+/// earlier). When the server says the name needs one and none is known, it is asked for on the
+/// terminal without echo if `ask` (then kept in `password` for reconnecting), and the login is
+/// tried again on the same connection; otherwise that is [`ClientError::PasswordRequired`].
+pub(crate) async fn connect_and_login(
+    options: &Options,
+    password: &mut Option<Secret>,
+    ask: bool,
+) -> Result<Connection, ClientError> {
     let server = &options.server;
     let connect_error = |reason: String| ClientError::Connect {
         server: server.clone(),
@@ -77,15 +86,27 @@ pub(crate) async fn connect_and_login(options: &Options) -> Result<Connection, C
     };
     let (read_half, mut writer) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read_half, LineCodec::new(MAX_SERVER_LINE));
-    let login = login(&mut reader, &mut writer, &options.name);
-    match tokio::time::timeout(LOGIN_TIMEOUT, login).await {
-        Ok(Ok(name)) => Ok(Connection {
-            reader,
-            writer,
-            name,
-        }),
-        Ok(Err(err)) => Err(err),
-        Err(_) => Err(ClientError::LoginTimeout(server.clone())),
+    loop {
+        let secret = password.as_ref().map(|secret| secret.0.as_str());
+        let login = login(&mut reader, &mut writer, &options.name, secret);
+        match tokio::time::timeout(LOGIN_TIMEOUT, login).await {
+            Ok(Ok(name)) => {
+                return Ok(Connection {
+                    reader,
+                    writer,
+                    name,
+                })
+            }
+            Ok(Err(ClientError::PasswordRequired(name))) if password.is_none() && ask => {
+                // Blocks the runtime while the user types; nothing else is under way yet.
+                match super::secret::prompt_password(&format!("Password for {name}: ")) {
+                    Ok(typed) if !typed.is_empty() => *password = Some(Secret(typed)),
+                    _ => return Err(ClientError::PasswordRequired(name)),
+                }
+            }
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Err(ClientError::LoginTimeout(server.clone())),
+        }
     }
 }
 
@@ -158,11 +179,12 @@ async fn login(
     reader: &mut Reader,
     writer: &mut Writer,
     name: &str,
+    password: Option<&str>,
 ) -> Result<String, ClientError> {
     writer
         .write_all(&encode(Request::Login {
             name,
-            password: None,
+            password: password.map(Password),
         }))
         .await
         .map_err(ClientError::Lost)?;
@@ -189,6 +211,16 @@ async fn login(
             Ok(Event::Error(ErrorKind::BadName, name)) => {
                 return Err(ClientError::NameRefused(name.to_owned()))
             }
+            Ok(Event::Error(ErrorKind::PasswordRequired, name)) => {
+                return Err(ClientError::PasswordRequired(name.to_owned()))
+            }
+            Ok(Event::Error(ErrorKind::BadPassword, name)) => {
+                return Err(ClientError::BadPassword(name.to_owned()))
+            }
+            Ok(Event::Error(ErrorKind::RateLimited, "login")) => {
+                return Err(ClientError::Throttled)
+            }
+            Ok(Event::Error(ErrorKind::TlsRequired, _)) => return Err(ClientError::TlsRequired),
             Ok(Event::Error(kind, arg)) => {
                 return Err(ClientError::LoginRefused(describe_error(kind, arg)))
             }
@@ -312,7 +344,9 @@ pub(crate) async fn converse(
                 if bye_deadline.is_none() && lookup_deadline.is_none() =>
             {
                 let step = match &input {
-                    Some(typed) => chat.input(&typed.line, typed.prompt.as_deref()),
+                    Some(typed) => {
+                        chat.input_with(&typed.line, typed.prompt.as_deref(), &typed.secrets)
+                    }
                     // End of input (EOF, Ctrl-D, Ctrl-C) means leave, but only after the
                     // server has confirmed it got everything.
                     None => chat.input("/quit", None),
@@ -360,6 +394,7 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 /// again would not change the answer.
 pub(crate) async fn reconnect(
     options: &Options,
+    password: &mut Option<Secret>,
     inputs: &mut mpsc::Receiver<Typed>,
     output: &mut Output,
     chat: &mut Chat,
@@ -377,7 +412,10 @@ pub(crate) async fn reconnect(
         {
             return Ok(None);
         }
-        let Some(result) = offline(connect_and_login(options), inputs, output, chat).await else {
+        // No prompt here: the editor owns the terminal. A password asked for at the start is
+        // kept for this.
+        let login = connect_and_login(options, password, false);
+        let Some(result) = offline(login, inputs, output, chat).await else {
             return Ok(None);
         };
         match result {
@@ -396,6 +434,9 @@ pub(crate) async fn reconnect(
                 err @ (ClientError::NameTaken(_)
                 | ClientError::NameRefused(_)
                 | ClientError::LoginRefused(_)
+                | ClientError::PasswordRequired(_)
+                | ClientError::BadPassword(_)
+                | ClientError::TlsRequired
                 | ClientError::Certificate { .. }),
             ) => return Err(ClientError::Relogin(Box::new(err))),
             Err(err) => output.line(&format!("! {err}")),

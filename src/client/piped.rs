@@ -10,7 +10,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use super::Typed;
+use super::{input::secrets_for, Secret, Typed};
 
 /// Starts reading stdin into `lines`; the sender is dropped at end of input, which the session
 /// takes to mean leave.
@@ -19,7 +19,8 @@ pub(crate) fn start(lines: mpsc::Sender<Typed>) {
 }
 
 /// Reads stdin lines as they come. Bytes that are not UTF-8 are replaced rather than
-/// rejected: a typo in an encoding should not end the session.
+/// rejected: a typo in an encoding should not end the session. The passwords `/register` and
+/// `/passwd` need are the lines right after them (see `input::secrets_for`).
 fn read_plain(lines: mpsc::Sender<Typed>) {
     let mut stdin = io::stdin().lock();
     let mut buf = Vec::new();
@@ -31,7 +32,23 @@ fn read_plain(lines: mpsc::Sender<Typed>) {
                 // `parse_input` drops the line ending. There is no prompt to have shown a
                 // target: a script's lines go wherever plain lines go when they are read.
                 let line = String::from_utf8_lossy(&buf).into_owned();
-                if lines.blocking_send(Typed { line, prompt: None }).is_err() {
+                // `/register` and `/passwd` take their passwords from the lines that follow.
+                let mut secrets = Vec::new();
+                for _ in secrets_for(&line) {
+                    let mut secret = String::new();
+                    match stdin.read_line(&mut secret) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            secrets.push(Secret(secret.trim_end_matches(['\n', '\r']).to_owned()))
+                        }
+                    }
+                }
+                let typed = Typed {
+                    line,
+                    prompt: None,
+                    secrets,
+                };
+                if lines.blocking_send(typed).is_err() {
                     break;
                 }
             }

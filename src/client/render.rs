@@ -3,7 +3,7 @@
 //! Every line that came from the server goes through [`render_event`] (or [`sanitize`] for a
 //! line that does not parse), so no peer's text reaches the terminal unfiltered.
 
-use crate::codec::{ErrorKind, Event};
+use crate::codec::{ByeReason, ErrorKind, Event};
 
 /// The line shown for a server event, or `None` for events the user need not see (`ping` is
 /// answered silently; `ok|join` is followed by `members`, which says the same and more).
@@ -26,6 +26,9 @@ pub(crate) fn render_event(event: &Event<'_>) -> Option<String> {
         Event::Say { room, from, text } => format!("[#{room}] <{from}> {text}"),
         Event::Rooms(rooms) => format!("rooms: {}", list(rooms, "#")),
         Event::Bye(None) => "* server closed the connection".to_owned(),
+        Event::Bye(Some(ByeReason::AccountRemoved)) => {
+            "* server closed the connection: your account was removed by its operator".to_owned()
+        }
         Event::Bye(Some(reason)) => format!("* server closed the connection: {reason}"),
         Event::Error(kind, arg) => format!("! {}", describe_error(*kind, arg)),
         // Stored lines carry the time they were sent, in the local time zone.
@@ -101,6 +104,9 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
         ErrorKind::LineTooLong if arg.is_empty() => "that line is too long".to_owned(),
         ErrorKind::LineTooLong => format!("that line is too long (the limit is {arg} bytes)"),
         ErrorKind::BadEncoding => "the server could not read that line: it is not UTF-8".to_owned(),
+        ErrorKind::RateLimited if arg == "login" || arg == "passwd" => {
+            "too many wrong passwords: wait a little and try again".to_owned()
+        }
         ErrorKind::RateLimited => "slow down: rate limited".to_owned(),
         ErrorKind::TooManyRooms => {
             format!("cannot join #{arg}: you are in too many rooms, or the server has too many")
@@ -110,22 +116,23 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
             "that text was not sent: it holds a control character or a line separator".to_owned()
         }
         ErrorKind::NoHistory => "this server keeps no history".to_owned(),
-        ErrorKind::WeakPassword => "that password will not do: it needs 8 to 256 bytes, without \
-                                    \"|\" or control characters"
+        ErrorKind::WeakPassword => "that password will not do: it needs 8 to 256 bytes, \
+                                    without \"|\" or control characters"
             .to_owned(),
-        ErrorKind::RegistrationClosed => {
-            format!(
-                "the server does not let clients register names; ask its operator for \"{arg}\""
-            )
+        ErrorKind::RegistrationClosed => format!(
+            "the server does not let clients register names: ask its operator for an account \
+             \"{arg}\""
+        ),
+        ErrorKind::BadPassword => format!("wrong password for \"{arg}\" (or no such account)"),
+        ErrorKind::PasswordRequired => {
+            format!("the name \"{arg}\" is registered: it needs its password")
         }
-        ErrorKind::BadPassword => format!("wrong password for \"{arg}\""),
-        ErrorKind::PasswordRequired => format!("the name \"{arg}\" needs its password"),
         ErrorKind::TlsRequired => format!(
             "the server takes passwords only over TLS from another machine, so \"{arg}\" was \
-             not sent on (connect with --tls)"
+             refused: connect with --tls (and change the password if others may have seen it)"
         ),
         ErrorKind::StoreUnavailable => {
-            format!("the history of {arg} cannot be read now: the server's store is not answering")
+            format!("the server's store is not answering about {arg} now: try again later")
         }
     }
 }
@@ -297,6 +304,14 @@ mod tests {
             render(Event::Bye(Some(ByeReason::Timeout))),
             some("* server closed the connection: timeout")
         );
+        assert_eq!(
+            render(Event::Bye(Some(ByeReason::AccountRemoved))),
+            some("* server closed the connection: your account was removed by its operator")
+        );
+        assert_eq!(
+            render(Event::PasswordChanged),
+            some("* your password is changed")
+        );
     }
 
     /// What each kind reads as, for one or more arguments. Every kind in [`ErrorKind::ALL`] must
@@ -363,7 +378,40 @@ mod tests {
         (
             ErrorKind::StoreUnavailable,
             "#rust",
-            "! the history of #rust cannot be read now: the server's store is not answering",
+            "! the server's store is not answering about #rust now: try again later",
+        ),
+        (
+            ErrorKind::RateLimited,
+            "login",
+            "! too many wrong passwords: wait a little and try again",
+        ),
+        (
+            ErrorKind::WeakPassword,
+            "bob",
+            "! that password will not do: it needs 8 to 256 bytes, without \"|\" or control \
+             characters",
+        ),
+        (
+            ErrorKind::RegistrationClosed,
+            "bob",
+            "! the server does not let clients register names: ask its operator for an account \
+             \"bob\"",
+        ),
+        (
+            ErrorKind::BadPassword,
+            "bob",
+            "! wrong password for \"bob\" (or no such account)",
+        ),
+        (
+            ErrorKind::PasswordRequired,
+            "bob",
+            "! the name \"bob\" is registered: it needs its password",
+        ),
+        (
+            ErrorKind::TlsRequired,
+            "login",
+            "! the server takes passwords only over TLS from another machine, so \"login\" was \
+             refused: connect with --tls (and change the password if others may have seen it)",
         ),
     ];
 

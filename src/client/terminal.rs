@@ -38,9 +38,9 @@ use tokio::sync::mpsc;
 
 use super::{
     chat::Shown,
-    input::quits,
+    input::{quits, secrets_for},
     render::{local_time_now, stamped},
-    Typed,
+    Secret, Typed,
 };
 
 /// The editor, with the helper that remembers the line being typed.
@@ -374,10 +374,14 @@ fn read_terminal(
                 }
                 // Stop prompting at once: the session is only waiting for `bye` now.
                 let quit = quits(&line);
+                // Between two `readline`s the terminal is ours: passwords are asked for here,
+                // without echo, and never reach the line or its history.
+                let secrets = ask_secrets(&line);
                 prompts.sent_line();
                 let typed = Typed {
                     line,
                     prompt: Some(prompt),
+                    secrets,
                 };
                 if lines.blocking_send(typed).is_err() || quit {
                     break;
@@ -397,6 +401,19 @@ fn read_terminal(
     // `readline` that will never come fails (and is printed plainly) instead of blocking.
     drop(editor);
     drop(done);
+}
+
+/// The passwords `line` needs (`/register`, `/passwd`), read from the terminal without echo;
+/// none if one cannot be read (the session then says nothing was sent).
+fn ask_secrets(line: &str) -> Vec<Secret> {
+    let mut secrets = Vec::new();
+    for prompt in secrets_for(line) {
+        match super::secret::prompt_password(prompt) {
+            Ok(secret) => secrets.push(Secret(secret)),
+            Err(_) => return Vec::new(),
+        }
+    }
+    secrets
 }
 
 /// An interrupted `readline` leaves its line on the screen and moves to the next; the line is

@@ -4,9 +4,9 @@
 //! on, and the server's workers are separate single-threaded runtimes; with every use of the
 //! pool on one runtime there is no question of which one drives a connection. And why a queue:
 //! the live path must never wait on the database. A session or the `ChatServer` pushes a
-//! message and goes on; the writer takes whatever has queued up (up to [`MAX_BATCH`]) and
-//! writes it in one transaction, so a busy server writes large batches and an idle one writes
-//! each message at once.
+//! message and goes on; the writer takes whatever has queued up (up to [`MAX_BATCH`], waiting
+//! at most [`GATHER`] for more) and writes it in one transaction, so a busy server writes large
+//! batches and a quiet one a few messages per commit, 5 ms late at most.
 //!
 //! The queue is bounded by `store.max_backlog` messages (counted, not by the channel, so that
 //! pushing never blocks): past it, messages are delivered but not kept, and the writer logs how
@@ -28,7 +28,7 @@ use std::{
 use log::{debug, info, warn};
 use tokio::{
     sync::{mpsc, oneshot},
-    time::{interval, timeout, Instant, MissedTickBehavior},
+    time::{interval, timeout, timeout_at, Instant, MissedTickBehavior},
 };
 
 use super::{Account, Conversation, NewMessage, Store, StoreError, StoredMessage};
@@ -36,6 +36,12 @@ use crate::config::StoreSettings;
 
 /// Most messages written in one transaction.
 const MAX_BATCH: usize = 1000;
+/// Longest the writer waits for more messages before it writes the ones it has. Each commit
+/// costs SQLite a WAL append of every page it touched (the table's last page and a leaf of each
+/// index) whatever the number of rows: under a steady trickle (room1000's 500 lines/s), written
+/// at once, nearly every message was a commit of its own. Nothing waits for it but the store:
+/// `history`, `flush` and `stop` end the gathering at once.
+const GATHER: Duration = Duration::from_millis(5);
 /// Longest a write or a query may take before it is given up.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often messages past their retention are deleted.
@@ -430,6 +436,7 @@ impl Writer {
             let Some(mut command) = command else {
                 break; // every handle is gone
             };
+            let gathered_until = Instant::now() + GATHER;
             // Take whatever else has queued up, up to a batch, stopping at a request.
             let pending = loop {
                 match command {
@@ -441,7 +448,11 @@ impl Writer {
                 }
                 match commands.try_recv() {
                     Ok(next) => command = next,
-                    Err(_) => break None,
+                    // A trickle: wait a little for more, so that many messages share a commit.
+                    Err(_) => match timeout_at(gathered_until, commands.recv()).await {
+                        Ok(Some(next)) => command = next,
+                        Ok(None) | Err(_) => break None,
+                    },
                 }
             };
             if !batch.is_empty() {

@@ -219,6 +219,11 @@ impl TestServer {
         )
     }
 
+    /// Has the server read the registered names from its store again (as on SIGHUP).
+    pub fn refresh_accounts(&self) {
+        self.server.refresh_accounts();
+    }
+
     /// The TCP address of a server from [`TestServer::start`].
     pub fn addr(&self) -> SocketAddr {
         self.addr
