@@ -297,8 +297,13 @@ wire_table! {
         Error = "error",
         /// `hist|TARGET|ID|TIME|FROM|TEXT`: one stored message, in answer to `history`.
         Hist = "hist",
-        /// `end|VERB|TARGET|COUNT`: the last line of a multi-line answer (`history`).
+        /// `end|VERB|TARGET|COUNT`: the last line of a multi-line answer (`history`);
+        /// `end|missed|COUNT` after the replay of missed messages.
         End = "end",
+        /// `queued|NAME`: NAME is offline; your message is stored for their next login.
+        Queued = "queued",
+        /// `missed|ID|TIME|FROM|TEXT`: a direct message sent while you were away.
+        Missed = "missed",
     }
 }
 
@@ -322,7 +327,7 @@ wire_table! {
         BadText = "bad-text",
         /// `history` on a server that keeps nothing (`store.url = ""`).
         NoHistory = "no-history",
-        /// `history` while the store cannot answer in time.
+        /// `history`, or `talk` to an offline user, while the store cannot answer in time.
         StoreUnavailable = "store-unavailable",
         /// A password shorter than 8 or longer than 256 bytes, or holding a `|` or a control
         /// character (`register`, `passwd`).
@@ -670,6 +675,20 @@ pub enum Event<'a> {
         target: &'a str,
         count: u64,
     },
+    /// `queued|NAME`: NAME is offline; the message was stored (committed) and will be
+    /// replayed at NAME's next login.
+    Queued(&'a str),
+    /// `missed|ID|TIME|FROM|TEXT`: a direct message FROM sent while you were away, replayed
+    /// after `ok|login`; TIME as in [`Event::Hist`].
+    Missed {
+        id: u64,
+        time: &'a str,
+        from: &'a str,
+        text: &'a str,
+    },
+    /// `end|missed|COUNT`: the replay of missed messages is complete, COUNT lines. (The
+    /// replay answers no request, so it has no VERB or TARGET: its own shape of `end`.)
+    EndMissed { count: u64 },
 }
 
 /// A server line that is not a valid [`Event`].
@@ -698,7 +717,9 @@ impl<'a> Event<'a> {
             Event::Bye(_) => EventVerb::Bye,
             Event::Error(..) => EventVerb::Error,
             Event::Hist { .. } => EventVerb::Hist,
-            Event::End { .. } => EventVerb::End,
+            Event::End { .. } | Event::EndMissed { .. } => EventVerb::End,
+            Event::Queued(_) => EventVerb::Queued,
+            Event::Missed { .. } => EventVerb::Missed,
         }
     }
 
@@ -784,7 +805,17 @@ impl<'a> Event<'a> {
             EventVerb::End => {
                 let mut fields = field()?.split('|');
                 let mut next = || fields.next().ok_or(BadEvent);
-                let (verb, target, count) = (next()?, next()?, next()?);
+                let verb = next()?;
+                if verb == EventVerb::Missed.as_str() {
+                    let count = next()?;
+                    if fields.next().is_some() {
+                        return Err(BadEvent);
+                    }
+                    return Ok(Event::EndMissed {
+                        count: count.parse().map_err(|_| BadEvent)?,
+                    });
+                }
+                let (target, count) = (next()?, next()?);
                 if fields.next().is_some() {
                     return Err(BadEvent);
                 }
@@ -792,6 +823,18 @@ impl<'a> Event<'a> {
                     verb: Verb::from_wire(verb).ok_or(BadEvent)?,
                     target,
                     count: count.parse().map_err(|_| BadEvent)?,
+                }
+            }
+            EventVerb::Queued => Event::Queued(field()?),
+            EventVerb::Missed => {
+                let mut fields = field()?.splitn(4, '|');
+                let mut next = || fields.next().ok_or(BadEvent);
+                let (id, time, from, text) = (next()?, next()?, next()?, next()?);
+                Event::Missed {
+                    id: id.parse().map_err(|_| BadEvent)?,
+                    time,
+                    from,
+                    text,
                 }
             }
         })
@@ -828,6 +871,16 @@ impl<'a> Event<'a> {
                 target,
                 count,
             } => put_line(dst, verb, &[answered.as_str(), target, &count.to_string()]),
+            Event::Queued(name) => put_line(dst, verb, &[name]),
+            Event::Missed {
+                id,
+                time,
+                from,
+                text,
+            } => put_line(dst, verb, &[&id.to_string(), time, from, text]),
+            Event::EndMissed { count } => {
+                put_line(dst, verb, &[EventVerb::Missed.as_str(), &count.to_string()])
+            }
         }
     }
 
@@ -1304,10 +1357,20 @@ mod tests {
                     from: b,
                     text,
                 },
+                EventVerb::End if self.pick.index(2) == 0 => Event::EndMissed {
+                    count: self.pick.index(1000) as u64,
+                },
                 EventVerb::End => Event::End {
                     verb: Verb::History,
                     target: a,
                     count: self.pick.index(1000) as u64,
+                },
+                EventVerb::Queued => Event::Queued(a),
+                EventVerb::Missed => Event::Missed {
+                    id: self.pick.index(1 << 20) as u64,
+                    time: "2026-12-02T20:31:07.123Z",
+                    from: b,
+                    text,
                 },
             }
         }

@@ -28,6 +28,13 @@
 //! it): past it, debtors are cut — first those over their cap, then the rest, largest first in
 //! each — so memory stays bounded whatever the clients do.
 //!
+//! **What has the socket taken?** The queue counts the bytes the socket has accepted since the
+//! connection opened. A caller that must know when its lines are out — the replay of missed
+//! messages, which moves a read position only as far as the client was actually sent — queues
+//! them with [`Outbox::send_line_marked`], which returns the offset just past them, and awaits
+//! [`Outbox::written_past`] (one waiter, woken by the writer when the count passes the mark, or
+//! when the connection ends short of it). Nobody else pays for it: a counter and a waiter slot per queue.
+//!
 //! The queue sits behind a `Mutex` held only to append or take chunks — it *is* the channel,
 //! not state shared between actors — which keeps the owed byte count exact and lets an idle
 //! connection hold no buffer at all.
@@ -181,6 +188,8 @@ pub(crate) fn outbox(limits: Arc<Limits>) -> (Outbox, OutboxWriter) {
                 writer: None,
                 end: None,
                 watcher: None,
+                written: 0,
+                flushed: None,
             }),
         }
     });
@@ -233,6 +242,13 @@ struct Queue {
     end: Option<WriterEnd>,
     /// Whoever waits for the writer's end.
     watcher: Option<Waker>,
+    /// Bytes the socket has accepted since the connection opened. While the queue is open,
+    /// `written + owed` is the offset just past the last byte queued, so a caller that notes
+    /// it after queueing a line ([`Outbox::send_line_marked`]) knows the line is on the socket
+    /// once `written` reaches it ([`Outbox::written_past`]).
+    written: u64,
+    /// Whoever waits for `written` to reach an offset, and that offset.
+    flushed: Option<(u64, Waker)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +328,10 @@ fn abort(shared: &Shared, reason: ByeReason) {
     queue.owed = 0;
     queue.over_cap_since = None;
     queue.settle(&shared.limits.budget);
+    // Nothing more will be written: whoever waits for bytes to go out must look again.
+    if let Some((_, waker)) = queue.flushed.take() {
+        waker.wake();
+    }
     release_and_wake(queue);
 }
 
@@ -328,6 +348,7 @@ impl Outbox {
             metrics.event_sent(event);
             queue.tail.len() - before
         })
+        .map(drop)
     }
 
     /// Queues one event of `verb` already encoded (for fan-out: encode once, send to many). The
@@ -347,6 +368,7 @@ impl Outbox {
             }
             lines.len()
         })
+        .map(drop)
     }
 
     /// Queues a copy of `lines` (one or more complete lines).
@@ -355,10 +377,43 @@ impl Outbox {
             queue.tail.put_slice(lines);
             lines.len()
         })
+        .map(drop)
+    }
+
+    /// Queues a copy of `lines` and returns their mark: the offset, in bytes since the
+    /// connection opened, just past them. Once [`Outbox::written_past`] reports the socket has
+    /// taken that many bytes, these lines — and everything queued before them — are written.
+    pub(crate) fn send_line_marked(&self, lines: &[u8]) -> Result<u64, Closed> {
+        self.push(|queue| {
+            queue.tail.put_slice(lines);
+            lines.len()
+        })
+    }
+
+    /// Bytes the socket has accepted since the connection opened.
+    pub(crate) fn written(&self) -> u64 {
+        self.shared.lock().written
+    }
+
+    /// Resolves, with [`Outbox::written`], once the socket has taken `mark` bytes — or once
+    /// nothing more will be written (aborted or finished), whatever was written by then.
+    /// One waiter at a time (the replay of missed messages).
+    pub(crate) fn written_past(&self, mark: u64) -> impl Future<Output = u64> {
+        let shared = self.shared.clone();
+        poll_fn(move |cx| {
+            let mut queue = shared.lock();
+            if queue.written >= mark || matches!(queue.state, State::Aborted(_) | State::Finished) {
+                queue.flushed = None;
+                return Poll::Ready(queue.written);
+            }
+            queue.flushed = Some((mark, cx.waker().clone()));
+            Poll::Pending
+        })
     }
 
     /// Appends with `append` (which returns the bytes it added) and settles the accounts.
-    fn push(&self, append: impl FnOnce(&mut Queue) -> usize) -> Result<(), Closed> {
+    /// Returns the offset just past what was appended (see [`Queue::written`]).
+    fn push(&self, append: impl FnOnce(&mut Queue) -> usize) -> Result<u64, Closed> {
         let shared = &*self.shared;
         let limits = &shared.limits;
         let mut queue = shared.lock();
@@ -368,6 +423,7 @@ impl Outbox {
         let was_empty = queue.is_empty();
         let added = append(&mut queue);
         queue.owed += added;
+        let mark = queue.written + queue.owed as u64;
         if queue.owed > UNCOUNTED_BYTES {
             queue.settle(&limits.budget);
         }
@@ -397,7 +453,7 @@ impl Outbox {
         if limits.budget.owed() > limits.budget.limit {
             limits.budget.relieve();
         }
-        Ok(())
+        Ok(mark)
     }
 
     /// Closes gracefully: what is queued is written, then `farewell` if given, then the write
@@ -623,11 +679,22 @@ impl OutboxWriter {
         let mut queue = self.shared.lock();
         // An abort may have written the debt off meanwhile.
         queue.owed -= total.min(queue.owed);
+        queue.written += total as u64;
+        let flushed = match queue.flushed.take() {
+            Some((mark, waker)) if queue.written >= mark => Some(waker),
+            waiting => {
+                queue.flushed = waiting;
+                None
+            }
+        };
         queue.settle(&limits.budget);
         if queue.over_cap_since.is_some() {
             queue.progressed(limits.cap);
         }
         drop(queue);
+        if let Some(waker) = flushed {
+            waker.wake();
+        }
         self.stall = None;
     }
 
@@ -703,9 +770,13 @@ impl Drop for OutboxWriter {
             )))
         }));
         let watcher = queue.watcher.take();
+        let flushed = queue.flushed.take();
         drop(queue);
         if let Some(watcher) = watcher {
             watcher.wake();
+        }
+        if let Some((_, waker)) = flushed {
+            waker.wake();
         }
     }
 }
@@ -919,6 +990,31 @@ mod tests {
         for (writing, _peer) in ends {
             writing.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn a_mark_is_passed_only_once_its_line_is_wholly_written() {
+        let (outbox, writer) = outbox_of(1 << 20);
+        let (sink, mut peer) = tokio::io::duplex(8);
+        let writing = tokio::spawn(writer.run(sink));
+        outbox.send_line(b"abc\n").expect("open");
+        let mark = outbox.send_line_marked(b"0123456789\n").expect("open");
+        assert_eq!(mark, 15, "the offset just past the marked line");
+        let mut head = [0u8; 8];
+        peer.read_exact(&mut head).await.expect("8 bytes arrive");
+        // Only part of the marked line is on the socket: the mark is not passed yet.
+        let waiting = outbox.written_past(mark);
+        tokio::pin!(waiting);
+        assert!(futures_util::FutureExt::now_or_never(waiting.as_mut()).is_none());
+        let mut rest = [0u8; 7];
+        peer.read_exact(&mut rest).await.expect("the rest arrives");
+        assert_eq!(waiting.await, 15);
+        // A connection that ends short of a mark reports what it did write.
+        let later = outbox.send_line_marked(&[b'z'; 64]).expect("open");
+        outbox.abort(ByeReason::Shutdown);
+        assert!(outbox.written_past(later).await < later);
+        drop(peer);
+        let _ = writing.await;
     }
 
     #[tokio::test]

@@ -106,6 +106,8 @@ async fn a_registered_name_is_reserved_for_its_password() {
     other.expect("error|name-taken|alice").await;
     other.send("login|ALICE|correct horse").await;
     other.expect("ok|login|ALICE").await;
+    // A login to an account replays what it missed (nothing, here).
+    other.expect("end|missed|0").await;
     other.send("who").await;
     other.expect("users|ALICE").await;
     other.send("register|bob|correct horse").await;
@@ -221,6 +223,7 @@ async fn passwords_over_plain_text_from_another_machine_are_refused() {
     let mut secure = server.connect_with(REMOTE, Security::Encrypted);
     secure.send("login|alice|correct horse").await;
     secure.expect("ok|login|alice").await;
+    secure.expect("end|missed|0").await;
     secure.send("passwd|correct horse|battery staple").await;
     secure.expect("ok|passwd").await;
     server.shutdown().await;

@@ -120,7 +120,89 @@ both_backends! {
     conversations_are_kept_apart => separation;
     pruning_deletes_only_old_messages => pruning;
     opening_twice_applies_migrations_once => reopening;
+    offline_messages_queue_replay_and_keep_a_read_position => offline_queue;
     accounts_are_made_found_changed_listed_and_removed => accounts;
+}
+
+/// Creates the account `name` as the accounts feature does (the hash is not looked at here).
+async fn add_account(store: &Store, name: &str) {
+    let key = name.to_ascii_lowercase();
+    match store {
+        Store::Sqlite(pool) => sqlx::query(
+            "INSERT INTO accounts (name_key, name, password_hash, created_at_ms) \
+             VALUES (?1, ?2, 'x', 0)",
+        )
+        .bind(&key)
+        .bind(name)
+        .execute(pool)
+        .await
+        .map(drop),
+        Store::Postgres(pool) => sqlx::query(
+            "INSERT INTO accounts (name_key, name, password_hash, created_at_ms) \
+             VALUES ($1, $2, 'x', 0)",
+        )
+        .bind(&key)
+        .bind(name)
+        .execute(pool)
+        .await
+        .map(drop),
+    }
+    .expect("create an account");
+}
+
+async fn offline_queue(store: Store) {
+    let to_alice = |text: &str| NewMessage::direct("bob", "Alice", text);
+    assert!(
+        !store.queue(&to_alice("nobody's")).await.expect("queue"),
+        "no account, nothing kept"
+    );
+    assert_eq!(store.read_position("alice").await.expect("read"), None);
+    add_account(&store, "Alice").await;
+    assert_eq!(store.read_position("ALICE").await.expect("read"), Some(0));
+    for i in 1..=5 {
+        assert!(store
+            .queue(&to_alice(&format!("m{i}")))
+            .await
+            .expect("queue"));
+    }
+    // A message delivered live is history, not something missed.
+    store
+        .insert(&[NewMessage::direct("bob", "alice", "live")])
+        .await
+        .expect("insert");
+    let first = store.missed("alice", 0, 3).await.expect("a page");
+    let texts: Vec<&str> = first.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["m1", "m2", "m3"]);
+    assert!(first.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(first[0].sender, "bob");
+    let rest = store
+        .missed("alice", first[2].id, 10)
+        .await
+        .expect("a page");
+    let texts: Vec<&str> = rest.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["m4", "m5"]);
+    assert!(store.mark_read("alice", first[1].id).await.expect("mark"));
+    assert!(
+        !store.mark_read("alice", first[0].id).await.expect("mark"),
+        "a read position never goes back"
+    );
+    assert_eq!(
+        store.read_position("alice").await.expect("read"),
+        Some(first[1].id)
+    );
+    // Queued messages are also the conversation's history.
+    let both = Conversation::direct("alice", "bob");
+    assert_eq!(
+        store.history(&both, 10, None).await.expect("history").len(),
+        6
+    );
+    // Retention prunes queued messages like any other.
+    assert_eq!(store.prune(i64::MAX).await.expect("prune"), 6);
+    assert!(store
+        .missed("alice", 0, 10)
+        .await
+        .expect("a page")
+        .is_empty());
 }
 
 async fn accounts(store: Store) {

@@ -27,7 +27,7 @@ use crate::{
     config::{AuthMode, Presence, Settings},
     metrics::{Delivered, Metrics},
     outbox::Outbox,
-    store::{NewMessage, StoreHandle},
+    store::{NewMessage, Queueing, StoreHandle},
 };
 
 /// Identifies one connection for the lifetime of the process.
@@ -117,11 +117,28 @@ pub(crate) struct Disconnect {
     pub(crate) cause: CloseCause,
 }
 
-/// Looks up the outbox of the user called `name`, for a session to write to directly.
+/// Looks up the outbox of the user called `name`, for a session to write to directly. If
+/// nobody by that name is online and `offline` is given (a direct message), it is handed to the
+/// store to be kept for the account of that name, if there is one.
 #[derive(Message)]
-#[rtype(result = "Option<Outbox>")]
+#[rtype(result = "Resolved")]
 pub(crate) struct Resolve {
     pub(crate) name: String,
+    pub(crate) offline: Option<NewMessage>,
+}
+
+/// Where a direct message goes, as [`Resolve`] found out.
+#[derive(MessageResponse)]
+pub(crate) enum Resolved {
+    /// The user is online: write to this outbox.
+    Online(Outbox),
+    /// The user is offline and the store is asked to keep the message for their account. The
+    /// request is queued to the store's writer *here*, in the `ChatServer`'s order: a login
+    /// by that name, handled after this, starts its replay after this request in the writer's
+    /// queue, so it sees the message if the answer is `queued`.
+    Queueing(Queueing),
+    /// Nobody by that name is online, and there is no store to keep the message.
+    Unknown,
 }
 
 /// `who`: the sorted list of users is written to `conn`.
@@ -573,11 +590,21 @@ impl Handler<Disconnect> for ChatServer {
 }
 
 impl Handler<Resolve> for ChatServer {
-    type Result = Option<Outbox>;
+    type Result = Resolved;
 
     fn handle(&mut self, msg: Resolve, _: &mut Context<Self>) -> Self::Result {
-        let conn = self.by_name.get(&fold(&msg.name))?;
-        self.users.get(conn).map(|user| user.outbox.clone())
+        let key = fold(&msg.name);
+        let online = self.by_name.get(&key).and_then(|conn| self.users.get(conn));
+        match (online, &self.store, msg.offline) {
+            (Some(user), _, _) => Resolved::Online(user.outbox.clone()),
+            // Only a registered name is worth asking the store about (which still checks, in
+            // the statement that stores the message): a typo costs no round trip, and gets
+            // `no-such-user` even while the store is down.
+            (None, Some(store), Some(message)) if self.reserved(&key) => {
+                Resolved::Queueing(store.queue(message))
+            }
+            (None, _, _) => Resolved::Unknown,
+        }
     }
 }
 

@@ -41,9 +41,11 @@ use log::{debug, info};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod replay;
+
 use super::chat_server::{
     AccountRemoved, ChatServer, ConnId, Disconnect, Identity, IsMember, Join, Leave, ListRooms,
-    Login, Names, Registered, Reserve, Resolve, Say, Upgrade, Who,
+    Login, Names, Registered, Reserve, Resolve, Resolved, Say, Upgrade, Who,
 };
 use crate::{
     accounts::{
@@ -71,6 +73,11 @@ const MAX_CACHED_PEERS: usize = 64;
 /// Longest a `history` request may hold up the session's other commands: past it, the answer is
 /// `error|store-unavailable`, and the session reads on.
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Longest a `talk` to an offline user may wait for the store to commit it: past it, the answer
+/// is `error|store-unavailable|NAME` (the message may still be stored later, but `queued` is
+/// never said of a message that is not).
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What every session needs to know, shared by all of them.
 pub(crate) struct SessionContext {
@@ -119,6 +126,15 @@ impl From<StoreError> for AuthOutcome {
         debug!("account lookup failed: {error}");
         AuthOutcome::Error(ErrorKind::StoreUnavailable)
     }
+}
+
+/// How a `talk` whose recipient was not in the session's cache came out.
+enum TalkOutcome {
+    Online(Outbox),
+    /// The recipient is offline; whether the store kept the message for their account.
+    Queued(Result<bool, StoreError>),
+    Unknown,
+    ServerGone,
 }
 
 /// How a `history` request came out, before it is written to the client.
@@ -331,6 +347,8 @@ pub(crate) struct Session {
     liveness: Liveness,
     /// Boxed: most of a session's size when on, and nothing to carry when off.
     flood: Option<Box<FloodControl>>,
+    /// The replay of missed messages, while it runs (after a login, with a store).
+    replay: Option<Box<replay::Replay>>,
     /// Held for the session's lifetime: the connection limits count live sessions.
     _slot: Slot,
 }
@@ -371,6 +389,7 @@ impl Session {
                         peers: FxHashMap::default(),
                         started_at: now,
                         liveness: Liveness::Heard(now),
+                        replay: None,
                         _slot: slot,
                     }
                 });
@@ -915,7 +934,12 @@ impl Session {
         match outcome {
             AuthOutcome::LoggedIn(name, kind) => {
                 throttle.succeeded(&fold_name(&name));
-                return self.logged_in(name, kind);
+                self.logged_in(name.clone(), kind);
+                // What was sent to the account while it was away (a new account has nothing).
+                if verb == Verb::Login && kind == LoginKind::Account {
+                    self.start_replay(name, ctx);
+                }
+                return;
             }
             AuthOutcome::Refused => {}
             AuthOutcome::Changed => {
@@ -957,27 +981,54 @@ impl Session {
             return self.reply(&Event::Error(ErrorKind::NoSuchUser, to));
         }
         let (me, to, text) = (me.to_owned(), to.to_owned(), text.to_owned());
-        let resolve = Resolve { name: to.clone() };
-        ctx.wait(wrap_future(self.context.server.send(resolve)).map(
-            move |result, session: &mut Self, ctx| {
-                match result {
-                    Ok(Some(peer))
-                        if peer
-                            .send(&Event::Talk {
-                                from: &me,
-                                text: &text,
-                            })
-                            .is_ok() =>
-                    {
-                        session.context.metrics.delivered(Delivered::Talk, read_at);
-                        session.keep_direct(&me, &to, &text);
-                        session.remember(key, peer);
-                    }
-                    Ok(_) => session.reply(&Event::Error(ErrorKind::NoSuchUser, &to)),
-                    Err(_) => session.server_gone(ctx),
+        // With a store, a recipient who is offline may have an account to keep it for.
+        let offline = self
+            .context
+            .store
+            .is_some()
+            .then(|| NewMessage::direct(&me, &to, &text));
+        let resolve = self.context.server.send(Resolve {
+            name: to.clone(),
+            offline,
+        });
+        let resolved = async move {
+            match resolve.await {
+                Ok(Resolved::Online(peer)) => TalkOutcome::Online(peer),
+                Ok(Resolved::Queueing(queueing)) => {
+                    TalkOutcome::Queued(queueing.outcome(QUEUE_TIMEOUT).await)
                 }
-            },
-        ));
+                Ok(Resolved::Unknown) => TalkOutcome::Unknown,
+                Err(_) => TalkOutcome::ServerGone,
+            }
+        };
+        ctx.wait(
+            wrap_future(resolved).map(move |outcome, session: &mut Self, ctx| match outcome {
+                TalkOutcome::Online(peer)
+                    if peer
+                        .send(&Event::Talk {
+                            from: &me,
+                            text: &text,
+                        })
+                        .is_ok() =>
+                {
+                    session.context.metrics.delivered(Delivered::Talk, read_at);
+                    session.keep_direct(&me, &to, &text);
+                    session.remember(key, peer);
+                }
+                TalkOutcome::Queued(Ok(true)) => session.reply(&Event::Queued(&to)),
+                TalkOutcome::Queued(Err(error)) => {
+                    debug!(
+                        "conn {}: message for {to} not queued: {error}",
+                        session.conn
+                    );
+                    session.reply(&Event::Error(ErrorKind::StoreUnavailable, &to));
+                }
+                TalkOutcome::Online(_) | TalkOutcome::Queued(Ok(false)) | TalkOutcome::Unknown => {
+                    session.reply(&Event::Error(ErrorKind::NoSuchUser, &to))
+                }
+                TalkOutcome::ServerGone => session.server_gone(ctx),
+            }),
+        );
     }
 
     /// When the line being executed was read: [`Session::handle_frame`] marks the client heard
@@ -1019,6 +1070,9 @@ impl Session {
         let phase = std::mem::replace(&mut self.phase, Phase::Draining);
         debug!("conn {} from {} closing: {cause}", self.conn, self.peer);
         self.context.metrics.departed(cause.departure());
+        // Before the `ChatServer` hears of it: a new login by this name follows that, and its
+        // replay must start after what this connection has written.
+        self.end_replay(false);
         if !matches!(phase, Phase::Active { .. }) {
             self.context.pending.leave(self.conn);
         }
@@ -1037,6 +1091,8 @@ impl Session {
     /// The writer has finished. After a graceful close, linger; otherwise the connection is
     /// beyond saving and the session ends now.
     fn written(&mut self, end: WriterEnd, ctx: &mut Context<Self>) {
+        // Whatever of the replay the socket took while the connection was closing.
+        self.end_replay(true);
         if let (WriterEnd::Closed, Phase::Draining) = (&end, &self.phase) {
             self.phase = Phase::Lingering;
             return self.connection.linger(ctx);

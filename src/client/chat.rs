@@ -29,12 +29,15 @@ use bytes::BytesMut;
 use super::Secret;
 use super::{
     input::{parse_input, Action, Target, HELP},
-    render::{render_event, render_joined, sanitize},
+    render::{away_heading, render_event, render_joined, sanitize},
 };
 use crate::{
     accounts::password_problem,
-    codec::{is_valid_name, ErrorKind, Event, Password, Request},
+    codec::{is_valid_name, ErrorKind, Event, Password, Request, Verb},
 };
+
+/// Lines of a room's history shown on `/join`.
+const JOIN_HISTORY_LINES: u64 = 20;
 
 /// Shown whenever the target is cleared.
 const NO_TARGET: &str = "* plain lines go to no one now: choose with /to NAME or /to #ROOM";
@@ -110,6 +113,15 @@ pub(crate) struct Chat {
     names: VecDeque<Asked>,
     /// The user asked to leave: however the connection ends now, it is not to be restored.
     quitting: bool,
+    /// `missed` lines received, shown under their heading once `end|missed` says how many.
+    missed: Vec<String>,
+    /// Rooms whose last lines we asked for on our own after a join, oldest first: their
+    /// `end|history` and a `no-history` are not worth a line.
+    join_history: VecDeque<String>,
+    /// The server said it keeps no history: joins stop asking.
+    no_history: bool,
+    /// Rooms rejoined after a reconnect: their lines were seen already, none is asked for.
+    rejoining: Vec<String>,
 }
 
 impl Chat {
@@ -123,6 +135,10 @@ impl Chat {
             who: VecDeque::new(),
             names: VecDeque::new(),
             quitting: false,
+            missed: Vec::new(),
+            join_history: VecDeque::new(),
+            no_history: false,
+            rejoining: Vec::new(),
         }
     }
 
@@ -314,6 +330,55 @@ impl Chat {
                     self.rooms.push((*room).to_owned());
                 }
                 self.joining = Some((*room).to_owned());
+                let rejoined = self
+                    .rejoining
+                    .iter()
+                    .position(|r| r.eq_ignore_ascii_case(room));
+                match rejoined {
+                    Some(at) => {
+                        self.rejoining.swap_remove(at);
+                    }
+                    // The room's last lines, after its `members` line.
+                    None if !self.no_history && is_valid_name(room) => {
+                        let target = format!("#{room}");
+                        step.send(Request::History {
+                            target: &target,
+                            count: JOIN_HISTORY_LINES,
+                            before: None,
+                        });
+                        self.join_history.push_back(target);
+                    }
+                    None => {}
+                }
+            }
+            // Shown together once the server says how many came.
+            Event::Missed { .. } => {
+                if let Some(line) = render_event(event) {
+                    self.missed.push(line);
+                }
+            }
+            Event::EndMissed { count } => {
+                let count = (*count).max(self.missed.len() as u64);
+                if count > 0 {
+                    step.note(away_heading(count));
+                }
+                for line in self.missed.drain(..) {
+                    step.note(line);
+                }
+            }
+            Event::End {
+                verb: Verb::History,
+                target,
+                count,
+            } if self.is_join_history(target) => {
+                self.join_history.pop_front();
+                if *count > 0 {
+                    show(&mut step);
+                }
+            }
+            Event::Error(ErrorKind::NoHistory, target) if self.is_join_history(target) => {
+                self.join_history.pop_front();
+                self.no_history = true;
             }
             Event::Members { room, names }
                 if joining
@@ -358,6 +423,19 @@ impl Chat {
         step
     }
 
+    /// Whether `target` is the room whose history we asked for on our own, first in line.
+    fn is_join_history(&self, target: &str) -> bool {
+        self.join_history
+            .front()
+            .is_some_and(|asked| asked.eq_ignore_ascii_case(target))
+    }
+
+    /// The connection was lost: `missed` lines that came before it are shown now, under
+    /// their heading, rather than lost (the server counts them as read).
+    pub(crate) fn connection_lost(&mut self) -> Step {
+        self.event(&Event::EndMissed { count: 0 })
+    }
+
     /// Starts over on a new connection, logged in as `name`: what was asked on the old one
     /// will not be answered. Returns the requests that put us back where we were: a join for
     /// each room we were in, and a `who` to check that the user we talk to is still online.
@@ -366,10 +444,12 @@ impl Chat {
         self.joining = None;
         self.who.clear();
         self.names.clear();
+        self.join_history.clear();
         let mut step = Step::default();
         // Each `ok|join` puts its room back on the list.
         for room in std::mem::take(&mut self.rooms) {
             step.send(Request::Join { room: &room });
+            self.rejoining.push(room);
         }
         if matches!(self.target, Some(Target::User(_))) {
             step.send(Request::Who);
@@ -486,6 +566,119 @@ mod tests {
             room,
             names: vec!["alice"],
         });
+    }
+
+    #[test]
+    fn missed_messages_come_under_one_heading_with_their_times() {
+        let mut chat = Chat::new("alice");
+        for (id, text) in [(4, "hi"), (9, "are you there?")] {
+            let missed = Event::Missed {
+                id,
+                time: "2026-12-02T12:03:07.123Z",
+                from: "bob",
+                text,
+            };
+            assert!(chat.event(&missed).show.is_empty(), "held for the heading");
+        }
+        let step = chat.event(&Event::EndMissed { count: 2 });
+        let lines = shown(&step);
+        assert_eq!(lines[0], "--- while you were away (2) ---");
+        assert_eq!(lines.len(), 3);
+        for (line, text) in lines[1..].iter().zip(["<bob> hi", "<bob> are you there?"]) {
+            assert!(line.starts_with('[') && line.ends_with(text), "{line}");
+            assert_eq!(&line[3..4], ":", "[HH:MM] {line}");
+        }
+        assert!(
+            step.show.iter().all(|line| !line.incoming),
+            "they carry their own times"
+        );
+        // Nothing missed: nothing said.
+        assert!(chat.event(&Event::EndMissed { count: 0 }).show.is_empty());
+    }
+
+    #[test]
+    fn missed_messages_are_shown_if_the_connection_drops_mid_replay() {
+        let mut chat = Chat::new("alice");
+        chat.event(&Event::Missed {
+            id: 1,
+            time: "2026-12-02T12:03:07.123Z",
+            from: "bob",
+            text: "first",
+        });
+        let step = chat.connection_lost();
+        let lines = shown(&step);
+        assert_eq!(lines[0], "--- while you were away (1) ---");
+        assert!(lines[1].ends_with("<bob> first"), "{lines:?}");
+        assert!(chat.connection_lost().show.is_empty(), "shown once");
+    }
+
+    #[test]
+    fn a_message_to_someone_offline_is_queued() {
+        let mut chat = Chat::new("alice");
+        let step = chat.event(&Event::Queued("carol"));
+        assert_eq!(shown(&step), ["* carol is offline; message queued"]);
+    }
+
+    #[test]
+    fn joining_shows_the_rooms_last_lines_quietly() {
+        let mut chat = Chat::new("alice");
+        let step = chat.event(&Event::Joined("Rust"));
+        assert_eq!(sent(&step), ["history|#Rust|20"]);
+        chat.event(&Event::Members {
+            room: "Rust",
+            names: vec!["alice"],
+        });
+        let hist = chat.event(&Event::Hist {
+            target: "#Rust",
+            id: 3,
+            time: "2026-12-02T12:03:07.123Z",
+            from: "bob",
+            text: "earlier",
+        });
+        assert!(shown(&hist)[0].ends_with("<bob> earlier"));
+        let end = |count| Event::End {
+            verb: Verb::History,
+            target: "#Rust",
+            count,
+        };
+        assert_eq!(
+            shown(&chat.event(&end(1))),
+            ["* 1 line of history with #Rust"]
+        );
+        // An empty room's history says nothing.
+        sent(&chat.event(&Event::Joined("go")));
+        assert!(chat
+            .event(&Event::End {
+                verb: Verb::History,
+                target: "#go",
+                count: 0,
+            })
+            .show
+            .is_empty());
+        // A server without history: silent, and not asked again.
+        sent(&chat.event(&Event::Joined("c")));
+        let none = chat.event(&Event::Error(ErrorKind::NoHistory, "#c"));
+        assert!(none.show.is_empty());
+        assert!(sent(&chat.event(&Event::Joined("d"))).is_empty());
+        // The user's own /history still gets its answer shown.
+        assert_eq!(
+            shown(&chat.event(&Event::Error(ErrorKind::NoHistory, "#d"))),
+            ["! this server keeps no history"]
+        );
+    }
+
+    #[test]
+    fn rooms_rejoined_after_a_reconnect_do_not_repeat_their_history() {
+        let mut chat = Chat::new("alice");
+        sent(&chat.event(&Event::Joined("Rust")));
+        chat.event(&Event::End {
+            verb: Verb::History,
+            target: "#Rust",
+            count: 0,
+        });
+        let rejoin = chat.reconnected("alice");
+        assert!(std::str::from_utf8(&rejoin).is_ok_and(|t| t.contains("join|Rust")));
+        assert!(sent(&chat.event(&Event::Joined("Rust"))).is_empty());
     }
 
     /// alice, talking to bob.

@@ -399,6 +399,8 @@ pub(crate) async fn reconnect(
     output: &mut Output,
     chat: &mut Chat,
 ) -> Result<Option<Connection>, ClientError> {
+    // Missed messages that came before the connection was lost are not to be lost with it.
+    show(output, &chat.connection_lost());
     // The editor may be waiting for the answer to a line the old connection never gave.
     output.ready(&chat.prompt());
     let mut attempt = 0;

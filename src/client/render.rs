@@ -34,6 +34,9 @@ pub(crate) fn render_event(event: &Event<'_>) -> Option<String> {
         // Stored lines carry the time they were sent, in the local time zone.
         Event::Hist {
             time, from, text, ..
+        }
+        | Event::Missed {
+            time, from, text, ..
         } => match time.parse::<jiff::Timestamp>() {
             Ok(sent) => stamped(local_time_of(sent), &format!("<{from}> {text}")),
             Err(_) => format!("[{time}] <{from}> {text}"),
@@ -43,8 +46,17 @@ pub(crate) fn render_event(event: &Event<'_>) -> Option<String> {
             1 => format!("* 1 line of history with {target}"),
             n => format!("* {n} lines of history with {target}"),
         },
+        Event::Queued(name) => format!("* {name} is offline; message queued"),
+        // The heading the missed lines are shown under (see `Chat`); none when nothing was.
+        Event::EndMissed { count: 0 } => return None,
+        Event::EndMissed { count } => away_heading(*count),
     };
     Some(sanitize(line))
+}
+
+/// The line over the messages that came while we were away.
+pub(crate) fn away_heading(count: u64) -> String {
+    format!("--- while you were away ({count}) ---")
 }
 
 /// The `members` line that follows our own `ok|join`: the join and who is there, in one line.
@@ -131,6 +143,11 @@ pub(crate) fn describe_error(kind: ErrorKind, arg: &str) -> String {
             "the server takes passwords only over TLS from another machine, so \"{arg}\" was \
              refused: connect with --tls (and change the password if others may have seen it)"
         ),
+        ErrorKind::StoreUnavailable if arg == "missed" => {
+            "the messages you missed cannot be read now (the server's store is not answering); \
+             they wait for your next login"
+                .to_owned()
+        }
         ErrorKind::StoreUnavailable => {
             format!("the server's store is not answering about {arg} now: try again later")
         }
@@ -232,6 +249,29 @@ mod tests {
         assert_eq!(
             render_event(&end(3)).as_deref(),
             Some("* 3 lines of history with #rust")
+        );
+    }
+
+    #[test]
+    fn offline_delivery_lines() {
+        assert_eq!(
+            render(Event::Queued("carol")).as_deref(),
+            Some("* carol is offline; message queued")
+        );
+        let missed = render(Event::Missed {
+            id: 9,
+            time: "2026-12-02T12:03:07.123Z",
+            from: "bob",
+            text: "hi",
+        })
+        .expect("shown");
+        let (stamp, rest) = missed.split_at(8);
+        assert_eq!(rest, "<bob> hi", "{missed}");
+        assert!(stamp.starts_with('[') && stamp.ends_with("] "), "{missed}");
+        assert_eq!(render(Event::EndMissed { count: 0 }), None);
+        assert_eq!(
+            render(Event::EndMissed { count: 2 }).as_deref(),
+            Some("--- while you were away (2) ---")
         );
     }
 
@@ -379,6 +419,12 @@ mod tests {
             ErrorKind::StoreUnavailable,
             "#rust",
             "! the server's store is not answering about #rust now: try again later",
+        ),
+        (
+            ErrorKind::StoreUnavailable,
+            "missed",
+            "! the messages you missed cannot be read now (the server's store is not answering); \
+             they wait for your next login",
         ),
         (
             ErrorKind::RateLimited,

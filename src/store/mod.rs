@@ -24,7 +24,7 @@ use sqlx::{
 };
 
 pub use accounts::{Account, AccountSummary};
-pub use writer::{StoreHandle, StoreStats};
+pub use writer::{Queueing, StoreHandle, StoreStats};
 
 use crate::{codec::fold_name, config::StoreUrl};
 
@@ -79,6 +79,10 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the store did not answer in time")]
     TimedOut,
+    /// The SQLite file was removed, replaced or made read-only under the running server:
+    /// SQLite would go on writing to the file it has open, which is gone or not to be written.
+    #[error("the store's file {0}")]
+    FileChanged(String),
 }
 
 /// Whether a message went to a room or to one person.
@@ -361,7 +365,136 @@ impl Store {
         Ok(messages)
     }
 
-    /// Deletes messages sent before `cutoff_ms`; returns how many.
+    /// Keeps the direct message `message` for its recipient, who is offline, so that it is
+    /// replayed at the recipient's next login — but only if an account by that name exists.
+    /// One statement (`INSERT … SELECT … WHERE EXISTS`), so an account deleted meanwhile
+    /// cannot leave a message nobody will read. Returns whether it was stored (committed: the
+    /// statement is its own transaction).
+    pub async fn queue(&self, message: &NewMessage) -> Result<bool, StoreError> {
+        let Some(recipient) = message.recipient.as_deref() else {
+            return Ok(false);
+        };
+        let recipient_key = fold_name(recipient);
+        macro_rules! queue {
+            ($pool:expr, $sql:literal) => {
+                sqlx::query($sql)
+                    .bind(message.sent_at_ms)
+                    .bind(message.conversation.kind.as_str())
+                    .bind(message.conversation.key.as_str())
+                    .bind(message.sender.as_str())
+                    .bind(recipient)
+                    .bind(message.text.as_str())
+                    .bind(&*recipient_key)
+                    .execute($pool)
+                    .await?
+                    .rows_affected()
+            };
+        }
+        let stored = match self {
+            Store::Sqlite(pool) => queue!(
+                pool,
+                "INSERT INTO messages (sent_at_ms, kind, conversation, sender, recipient, body, \
+                 recipient_key) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM \
+                 accounts WHERE name_key = ?7)"
+            ),
+            Store::Postgres(pool) => queue!(
+                pool,
+                "INSERT INTO messages (sent_at_ms, kind, conversation, sender, recipient, body, \
+                 recipient_key) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM \
+                 accounts WHERE name_key = $7)"
+            ),
+        };
+        Ok(stored > 0)
+    }
+
+    /// The account `name`'s read position: the id of the last queued message its client has
+    /// taken (0 before the first). `None` if there is no such account.
+    pub async fn read_position(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let key = fold_name(name);
+        let row = match self {
+            Store::Sqlite(pool) => {
+                sqlx::query("SELECT last_read_id FROM accounts WHERE name_key = ?1")
+                    .bind(&*key)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|row| row.try_get::<i64, _>("last_read_id"))
+            }
+            Store::Postgres(pool) => {
+                sqlx::query("SELECT last_read_id FROM accounts WHERE name_key = $1")
+                    .bind(&*key)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|row| row.try_get::<i64, _>("last_read_id"))
+            }
+        };
+        Ok(row.transpose()?)
+    }
+
+    /// Up to `limit` messages queued for the account `name` with an id above `after`, oldest
+    /// first: one page of the replay at login.
+    pub async fn missed(
+        &self,
+        name: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let key = fold_name(name);
+        macro_rules! missed {
+            ($pool:expr, $sql:literal) => {
+                sqlx::query($sql)
+                    .bind(&*key)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all($pool)
+                    .await?
+                    .iter()
+                    .map(|row| stored!(row))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+        }
+        Ok(match self {
+            Store::Sqlite(pool) => missed!(
+                pool,
+                "SELECT id, sent_at_ms, sender, body FROM messages WHERE recipient_key = ?1 \
+                 AND id > ?2 ORDER BY id LIMIT ?3"
+            ),
+            Store::Postgres(pool) => missed!(
+                pool,
+                "SELECT id, sent_at_ms, sender, body FROM messages WHERE recipient_key = $1 \
+                 AND id > $2 ORDER BY id LIMIT $3"
+            ),
+        })
+    }
+
+    /// Moves the account `name`'s read position forward to `id`; never back (a late update
+    /// from an earlier connection cannot undo a later one). Returns whether it moved.
+    pub async fn mark_read(&self, name: &str, id: i64) -> Result<bool, StoreError> {
+        let key = fold_name(name);
+        let moved = match self {
+            Store::Sqlite(pool) => sqlx::query(
+                "UPDATE accounts SET last_read_id = ?2 WHERE name_key = ?1 AND last_read_id < ?2",
+            )
+            .bind(&*key)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Store::Postgres(pool) => sqlx::query(
+                "UPDATE accounts SET last_read_id = $2 WHERE name_key = $1 AND last_read_id < $2",
+            )
+            .bind(&*key)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(moved > 0)
+    }
+
+    /// Deletes messages sent before `cutoff_ms`; returns how many. Messages queued for an
+    /// offline account go too, read or not: a message waits for its recipient at most the
+    /// retention period, like everything else kept (a bound on what an abandoned account
+    /// costs), and the replay simply starts at the oldest one left.
     pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let done = match self {
             Store::Sqlite(pool) => sqlx::query("DELETE FROM messages WHERE sent_at_ms < ?1")

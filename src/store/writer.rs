@@ -16,6 +16,11 @@
 //! `history` goes through the same queue: the writer commits every message queued before the
 //! request, then answers it, so the asker always sees what it has just said and what it has
 //! just been delivered.
+//!
+//! So do the requests of offline delivery (see docs/ARCHITECTURE.md): storing a message for an
+//! offline account (answered only once committed, so `queued` means stored), a page of an
+//! account's missed messages, and moving its read position forward. The queue being FIFO is
+//! what orders a `queued` answer before any later login's replay.
 
 use std::{
     sync::{
@@ -32,7 +37,7 @@ use tokio::{
 };
 
 use super::{Account, Conversation, NewMessage, Store, StoreError, StoredMessage};
-use crate::config::StoreSettings;
+use crate::config::{StoreSettings, StoreUrl};
 
 /// Most messages written in one transaction.
 const MAX_BATCH: usize = 1000;
@@ -66,6 +71,24 @@ enum Request {
     Account(AccountRequest),
     /// Write everything queued before this, then answer.
     Flush(oneshot::Sender<()>),
+    /// Store a direct message for an offline account, if the account exists (see
+    /// [`Store::queue`]); answers whether it was stored. Because it is answered only after
+    /// everything queued before it, and a replay's query is queued after the login that
+    /// follows, a login always sees a message already answered `queued`.
+    Queue {
+        message: NewMessage,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// One page of an account's missed messages, after its read position and after `after`;
+    /// `None` if there is no such account.
+    Missed {
+        account: String,
+        after: i64,
+        limit: u32,
+        reply: oneshot::Sender<Result<Option<Vec<StoredMessage>>, StoreError>>,
+    },
+    /// Move an account's read position forward to `id` (never back).
+    MarkRead { account: String, id: i64 },
     /// Ask the database for next to nothing: is it there? (`/readyz`)
     Ping(oneshot::Sender<Result<(), StoreError>>),
     /// Flush, answer, and stop.
@@ -197,6 +220,7 @@ impl StoreHandle {
                             info!("keeping messages in {url}");
                             let _ = opened.send(Ok(()));
                             Writer {
+                                file: SqliteFile::of(&url),
                                 store,
                                 counters: writer_counters,
                                 retention,
@@ -349,6 +373,53 @@ impl StoreHandle {
             .await
     }
 
+    /// Asks the writer to store `message` (a direct message for an offline user) for its
+    /// recipient's account, after everything queued so far. The request is on the queue when
+    /// this returns — so its place in the writer's order is fixed by the caller (the
+    /// `ChatServer`, between a failed lookup and any later login) — and the answer comes
+    /// through the returned [`Queueing`].
+    pub fn queue(&self, message: NewMessage) -> Queueing {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .queue
+            .send(Command::Ask(Request::Queue { message, reply }))
+            .is_ok();
+        Queueing(sent.then_some(answer))
+    }
+
+    /// One page (at most `limit`) of the messages queued for `account` above both its read
+    /// position and `after`, oldest first; `None` if there is no such account. Gives up after
+    /// `wait`.
+    pub async fn missed(
+        &self,
+        account: &str,
+        after: i64,
+        limit: u32,
+        wait: Duration,
+    ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Ask(Request::Missed {
+            account: account.to_owned(),
+            after,
+            limit,
+            reply,
+        });
+        self.queue.send(command).map_err(|_| StoreError::TimedOut)?;
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
+        }
+    }
+
+    /// Moves `account`'s read position forward to `id`, behind the messages queued so far.
+    /// Never waits; a failure is logged (the messages are then replayed again next time).
+    pub fn mark_read(&self, account: &str, id: i64) {
+        let _ = self.queue.send(Command::Ask(Request::MarkRead {
+            account: account.to_owned(),
+            id,
+        }));
+    }
+
     /// Waits (at most `wait`) until every message queued so far is written or given up.
     pub async fn flush(&self, wait: Duration) -> bool {
         let (done, answer) = oneshot::channel();
@@ -404,7 +475,70 @@ impl StoreHandle {
     }
 }
 
+/// The answer to [`StoreHandle::queue`], to come.
+pub struct Queueing(Option<oneshot::Receiver<Result<bool, StoreError>>>);
+
+impl Queueing {
+    /// Whether the message was stored (committed) for an existing account; an error if the
+    /// store failed or did not answer within `wait` — never a false `true`.
+    pub async fn outcome(self, wait: Duration) -> Result<bool, StoreError> {
+        let Some(answer) = self.0 else {
+            return Err(StoreError::TimedOut);
+        };
+        match timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
+        }
+    }
+}
+
+/// The SQLite file as it was opened. SQLite keeps writing to the file it has open even when
+/// that file has been removed (its data then vanishes at the next start), replaced, or made
+/// read-only (an open descriptor keeps its rights), and says nothing. Before storing a message
+/// whose sender is told `queued`, the writer looks: a file that is not the one it opened, or
+/// that is read-only, makes the answer `store-unavailable` rather than a promise it cannot keep.
+struct SqliteFile {
+    path: std::path::PathBuf,
+    /// Device and inode when opened.
+    identity: (u64, u64),
+}
+
+impl SqliteFile {
+    fn of(url: &StoreUrl) -> Option<SqliteFile> {
+        use std::os::unix::fs::MetadataExt;
+        let StoreUrl::Sqlite(path) = url else {
+            return None;
+        };
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(SqliteFile {
+            path: path.clone(),
+            identity: (metadata.dev(), metadata.ino()),
+        })
+    }
+
+    /// Whether the file is still the one opened, and writable.
+    fn check(&self) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let shown = self.path.display();
+        let metadata = std::fs::metadata(&self.path)
+            .map_err(|error| StoreError::FileChanged(format!("{shown} is gone: {error}")))?;
+        if (metadata.dev(), metadata.ino()) != self.identity {
+            return Err(StoreError::FileChanged(format!(
+                "{shown} was replaced since it was opened"
+            )));
+        }
+        if metadata.permissions().readonly() {
+            return Err(StoreError::FileChanged(format!(
+                "{shown} was made read-only"
+            )));
+        }
+        Ok(())
+    }
+}
+
 struct Writer {
+    /// The SQLite file, to check before a message is stored for an offline user.
+    file: Option<SqliteFile>,
     store: Store,
     counters: Arc<Counters>,
     retention: Option<Duration>,
@@ -480,6 +614,49 @@ impl Writer {
                 Some(Request::Account(request)) => request.answer(&self.store).await,
                 Some(Request::Flush(done)) => {
                     let _ = done.send(());
+                }
+                Some(Request::Queue { message, reply }) => {
+                    let stored = match self.file.as_ref().map_or(Ok(()), SqliteFile::check) {
+                        Ok(()) => timeout(OPERATION_TIMEOUT, self.store.queue(&message))
+                            .await
+                            .unwrap_or(Err(StoreError::TimedOut)),
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = &stored {
+                        if self.may_report() {
+                            warn!("store: cannot keep a message for an offline user: {error}");
+                        }
+                    }
+                    let _ = reply.send(stored);
+                }
+                Some(Request::Missed {
+                    account,
+                    after,
+                    limit,
+                    reply,
+                }) => {
+                    let page = async {
+                        let Some(read) = self.store.read_position(&account).await? else {
+                            return Ok(None);
+                        };
+                        let after = after.max(read);
+                        self.store.missed(&account, after, limit).await.map(Some)
+                    };
+                    let found = timeout(OPERATION_TIMEOUT, page)
+                        .await
+                        .unwrap_or(Err(StoreError::TimedOut));
+                    if let Err(error) = &found {
+                        debug!("missed messages of {account}: {error}");
+                    }
+                    let _ = reply.send(found);
+                }
+                Some(Request::MarkRead { account, id }) => {
+                    let marked = timeout(OPERATION_TIMEOUT, self.store.mark_read(&account, id))
+                        .await
+                        .unwrap_or(Err(StoreError::TimedOut));
+                    if let Err(error) = marked {
+                        warn!("store: cannot record what {account} has read: {error}");
+                    }
                 }
                 Some(Request::Ping(reply)) => {
                     let answered = timeout(OPERATION_TIMEOUT, self.store.ping())

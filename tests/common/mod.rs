@@ -6,6 +6,7 @@
 
 use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
+pub mod accounts;
 pub mod process;
 
 use actor_chat::{
