@@ -110,6 +110,25 @@ pub enum PlaintextPasswords {
     Allowed,
 }
 
+/// `http.metrics`: who may read `GET /metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Clients on a loopback address only: a scraper on this machine, or an SSH tunnel. The
+    /// address is the client's as `http.trusted_proxies` resolves it, so a proxy on this
+    /// machine does not make every visitor loopback.
+    Loopback,
+    /// Anyone who reaches the listener.
+    All,
+    /// Nobody: `/metrics` is not there (404).
+    Off,
+}
+
+const METRICS_ACCESS: &[(&str, MetricsAccess)] = &[
+    ("loopback", MetricsAccess::Loopback),
+    ("all", MetricsAccess::All),
+    ("off", MetricsAccess::Off),
+];
+
 /// `[http]`, when `http.bind` is set: the web client, `/healthz`, `/readyz` and WebSockets.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -122,6 +141,8 @@ pub struct HttpSettings {
     pub(crate) allowed_origins: Vec<String>,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers name the real client.
     pub(crate) trusted_proxies: Vec<IpNet>,
+    /// Who may read `GET /metrics`.
+    pub(crate) metrics: MetricsAccess,
 }
 
 impl HttpSettings {
@@ -532,6 +553,7 @@ impl Settings {
             let https = boolean("http.tls", http.tls)?;
             let allowed_origins = origins("http.allowed_origins", http.allowed_origins)?;
             let trusted_proxies = networks("http.trusted_proxies", http.trusted_proxies)?;
+            let metrics = choice("http.metrics", http.metrics, METRICS_ACCESS)?;
             if https && bind.is_some() && tls.is_none() {
                 return invalid(
                     "http.tls",
@@ -545,6 +567,7 @@ impl Settings {
                 tls: https,
                 allowed_origins,
                 trusted_proxies,
+                metrics,
             })
         };
         if bind.is_none() && tls.is_none() && http.is_none() {
@@ -1106,6 +1129,7 @@ struct RawHttp {
     tls: Loose,
     allowed_origins: Loose,
     trusted_proxies: Loose,
+    metrics: Loose,
 }
 
 impl Default for RawHttp {
@@ -1115,6 +1139,7 @@ impl Default for RawHttp {
             tls: Loose::Bool(false),
             allowed_origins: Loose::List(Vec::new()),
             trusted_proxies: Loose::List(vec!["127.0.0.0/8".into(), "::1/128".into()]),
+            metrics: "loopback".into(),
         }
     }
 }
@@ -1339,6 +1364,11 @@ mod tests {
                 "CHAT__SERVER__WORKERS",
                 "-1",
                 "server.workers must be a whole number from 0 to 1024 (got -1)",
+            ),
+            (
+                "CHAT__HTTP__METRICS",
+                "everyone",
+                r#"http.metrics must be "loopback", "all" or "off" (got "everyone")"#,
             ),
             (
                 "CHAT__SERVER__WORKERS",

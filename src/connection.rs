@@ -24,7 +24,9 @@
 //! (the per-address and connection limits), hands the transport and the slot to
 //! [`Gate::admit`](crate::server::Gate::admit) — which picks the worker and starts a `Session`
 //! over it — or, with no slot, the stream to [`Gate::refuse`](crate::server::Gate::refuse).
-//! Nothing in the session or the `ChatServer` changes.
+//! Nothing in the session or the `ChatServer` changes. Its [`Transport::KIND`] is the
+//! `transport` label of the connection metrics (a new transport adds a value to
+//! [`TransportKind`]).
 
 use std::{
     future::Future,
@@ -38,11 +40,12 @@ use std::{
 use actix::prelude::*;
 use bytes::BytesMut;
 use futures_util::{ready, Stream};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::codec::FramedRead;
 
 use crate::{
     codec::{ByeReason, Event, Frame, LineCodec},
+    metrics::{Metrics, TransportKind},
     outbox::{self, Outbox, WriterEnd},
 };
 
@@ -70,6 +73,8 @@ pub(crate) trait Transport: Send + 'static {
     type Reader: AsyncRead + Unpin + 'static;
     /// The half that is written to.
     type Writer: AsyncWrite + Unpin + 'static;
+    /// Which transport this is, for the metrics.
+    const KIND: TransportKind;
 
     /// Makes the stream ready on the thread that will serve it — registers it with that
     /// thread's reactor, performs any handshake — and splits it (a stream without a native
@@ -84,6 +89,7 @@ pub(crate) trait Transport: Send + 'static {
 impl Transport for std::net::TcpStream {
     type Reader = tokio::net::tcp::OwnedReadHalf;
     type Writer = tokio::net::tcp::OwnedWriteHalf;
+    const KIND: TransportKind = TransportKind::Tcp;
 
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         Ok(tokio::net::TcpStream::from_std(self)?.into_split())
@@ -104,6 +110,7 @@ pub(crate) struct InMemory {
 impl Transport for InMemory {
     type Reader = tokio::io::ReadHalf<tokio::io::DuplexStream>;
     type Writer = tokio::io::WriteHalf<tokio::io::DuplexStream>;
+    const KIND: TransportKind = TransportKind::Memory;
 
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         Ok(tokio::io::split(self.stream))
@@ -149,6 +156,7 @@ impl Connection {
         R: AsyncRead + Unpin + 'static,
         W: AsyncWrite + Unpin + 'static,
     {
+        let metrics = outbound.metrics.clone();
         let (outbox, outbox_writer) = outbox::outbox(outbound);
         // The writer is a task of its own, not a future of the actor: while the actor waits
         // (`ctx.wait`), its own futures are not polled, and output must keep flowing regardless.
@@ -156,6 +164,10 @@ impl Connection {
         actix_rt::spawn(outbox_writer.run(writer));
         // No buffer yet: `LineStream` sizes it when there is input to read.
         let codec = LineCodec::new(max_line_bytes);
+        let reader = Counted {
+            inner: reader,
+            metrics,
+        };
         let lines = LineStream(FramedRead::with_capacity(reader, codec, 0));
         ctx.add_stream(Inputs {
             lines: Some(lines),
@@ -205,7 +217,7 @@ impl Drop for Connection {
 /// `select` of two streams because it is polled for every line: the writer's end is looked at
 /// only when no line is ready, or every [`WRITTEN_EVERY`] lines, instead of around each one.
 struct Inputs<R> {
-    lines: Option<LineStream<R>>,
+    lines: Option<LineStream<Counted<R>>>,
     /// The outbox, until its writer's end has been reported.
     written: Option<Outbox>,
     /// Lines yielded since the writer's end was last polled.
@@ -280,6 +292,29 @@ impl<R: AsyncRead + Unpin> Stream for LineStream<R> {
         let poll = Pin::new(&mut *framed).poll_next(cx);
         if poll.is_pending() && framed.read_buffer().is_empty() {
             *framed.read_buffer_mut() = BytesMut::new();
+        }
+        poll
+    }
+}
+
+/// A connection's read half that counts the bytes read into the server's metrics: one atomic
+/// add per read, on the reading thread's own counters.
+struct Counted<R> {
+    inner: R,
+    metrics: Arc<Metrics>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll {
+            this.metrics.bytes_received(buf.filled().len() - before);
         }
         poll
     }

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod flood;
+pub(crate) mod metrics;
 pub(crate) mod outbox;
 pub mod server;
 pub mod signal;

@@ -59,7 +59,10 @@ use tokio::{
     time::{sleep_until, Instant, Sleep},
 };
 
-use crate::codec::{ByeReason, Event};
+use crate::{
+    codec::{ByeReason, Event, EventVerb},
+    metrics::Metrics,
+};
 
 /// Writes per poll before the writer yields to the other tasks on its thread.
 const BATCHES_PER_POLL: usize = 16;
@@ -163,6 +166,8 @@ pub(crate) struct Limits {
     /// How long a client over the cap may go without its socket accepting a write.
     pub(crate) grace: Duration,
     pub(crate) budget: Arc<Budget>,
+    /// The server's metrics: every outbox counts the events it queues and the bytes it writes.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Creates the two ends for one connection. The limits are shared by every connection of a
@@ -334,18 +339,24 @@ impl Outbox {
     /// Queues one event. Fails if the connection is closing, or if the client is judged too
     /// slow (see the module docs) — in which case the connection is aborted with `bye|too-slow`.
     pub(crate) fn send(&self, event: &Event<'_>) -> Result<(), Closed> {
+        let metrics = &self.shared.limits.metrics;
         self.push(|queue| {
             let before = queue.tail.len();
             event.encode(&mut queue.tail);
+            // Counted while the line cannot be written yet, so that a client that has read it
+            // finds it counted.
+            metrics.event_sent(event);
             queue.tail.len() - before
         })
         .map(drop)
     }
 
-    /// Queues bytes already encoded as one or more complete lines (for fan-out: encode once,
-    /// send to many). The bytes are shared, not copied, unless they are few.
-    pub(crate) fn send_shared(&self, lines: &Bytes) -> Result<(), Closed> {
+    /// Queues one event of `verb` already encoded (for fan-out: encode once, send to many). The
+    /// bytes are shared, not copied, unless they are few.
+    pub(crate) fn send_shared(&self, lines: &Bytes, verb: EventVerb) -> Result<(), Closed> {
+        let metrics = &self.shared.limits.metrics;
         self.push(|queue| {
+            metrics.events_sent(verb, 1);
             if lines.len() < SHARE_FROM_BYTES {
                 queue.tail.put_slice(lines);
             } else {
@@ -455,6 +466,7 @@ impl Outbox {
         if let Some(farewell) = farewell {
             let before = queue.tail.len();
             farewell.encode(&mut queue.tail);
+            self.shared.limits.metrics.event_sent(&farewell);
             queue.owed += queue.tail.len() - before;
             queue.settle(&self.shared.limits.budget);
         }
@@ -663,6 +675,7 @@ impl OutboxWriter {
             self.own.advance(written);
         }
         let limits = &self.shared.limits;
+        limits.metrics.bytes_sent(total);
         let mut queue = self.shared.lock();
         // An abort may have written the debt off meanwhile.
         queue.owed -= total.min(queue.owed);
@@ -726,9 +739,14 @@ impl OutboxWriter {
         if !self.at_line_start {
             bye.put_u8(b'\n');
         }
-        Event::Bye(Some(reason)).encode(&mut bye);
-        // Ignoring the outcome is the point: this is best effort, and the caller closes anyway.
-        let _ = Pin::new(sink).poll_write(cx, &bye);
+        let farewell = Event::Bye(Some(reason));
+        farewell.encode(&mut bye);
+        // Ignoring a failure is the point: this is best effort, and the caller closes anyway.
+        if let Poll::Ready(Ok(written)) = Pin::new(sink).poll_write(cx, &bye) {
+            let metrics = &self.shared.limits.metrics;
+            metrics.event_sent(&farewell);
+            metrics.bytes_sent(written);
+        }
         WriterEnd::Aborted(reason)
     }
 }
@@ -784,6 +802,7 @@ mod tests {
             cap,
             grace: GRACE,
             budget: Budget::new(budget),
+            metrics: Arc::new(Metrics::new(None)),
         })
     }
 
@@ -821,10 +840,10 @@ mod tests {
         let big = Bytes::from(format!("say|r|a|{}\n", "x".repeat(100)));
         let small = Bytes::from_static(b"say|r|a|hi\n");
         outbox.send(&Event::Online("bob")).expect("open");
-        outbox.send_shared(&big).expect("open");
-        outbox.send_shared(&small).expect("open");
+        outbox.send_shared(&big, EventVerb::Say).expect("open");
+        outbox.send_shared(&small, EventVerb::Say).expect("open");
         outbox.send(&Event::Pong).expect("open");
-        outbox.send_shared(&big).expect("open");
+        outbox.send_shared(&big, EventVerb::Say).expect("open");
         outbox.close(None);
         let text = read_to_end(peer).await;
         let expected = format!(
@@ -1012,7 +1031,7 @@ mod tests {
             outbox.send_line(small.as_bytes()).expect("open");
             expected.push_str(&small);
             if i % 3 == 0 {
-                outbox.send_shared(&big).expect("open");
+                outbox.send_shared(&big, EventVerb::Say).expect("open");
                 expected.push_str(&String::from_utf8_lossy(&big));
             }
             tokio::task::yield_now().await;

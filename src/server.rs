@@ -51,6 +51,7 @@ use crate::{
     codec::{ByeReason, Event},
     config::Settings,
     connection::{InMemory, Transport},
+    metrics::{Departure, Metrics, OpenConnection},
     outbox::{self, Budget},
     store::StoreHandle,
     tls::{Certificates, TlsTransport},
@@ -116,6 +117,8 @@ pub struct Server {
     grace: Duration,
     /// Where delivered messages are kept, if anywhere; flushed at shutdown.
     store: Option<StoreHandle>,
+    /// What `/metrics` shows; this server's own, shared with every piece that counts.
+    metrics: Arc<Metrics>,
     /// The HTTP listener, while it runs.
     http: Mutex<Option<web::Running>>,
 }
@@ -148,10 +151,12 @@ impl Server {
         if store.is_some() {
             drop(tokio::task::spawn_blocking(hashing::warm_up));
         }
+        let metrics = Arc::new(Metrics::new(store.as_ref()));
         let chat_settings = settings.clone();
         let chat_store = store.clone();
+        let chat_metrics = metrics.clone();
         let chat = ChatServer::start_in_arbiter(&workers[0], move |_| {
-            ChatServer::new(&chat_settings, chat_store)
+            ChatServer::new(&chat_settings, chat_store, chat_metrics)
         });
         let stop = CancellationToken::new();
         let grace = settings.server.shutdown_grace;
@@ -171,11 +176,13 @@ impl Server {
                     cap: settings.limits.max_outbound_bytes,
                     grace: settings.limits.slow_reader_grace,
                     budget: Budget::new(settings.limits.max_total_outbound_bytes),
+                    metrics: metrics.clone(),
                 }),
                 pending: PendingLogins::new(settings.limits.max_pending_logins),
                 settings,
                 shutdown: stop.clone(),
                 store: store.clone(),
+                metrics: metrics.clone(),
                 hashing: Arc::new(HashPool::per_core()),
                 throttle: Arc::new(Throttle::new()),
             }),
@@ -189,8 +196,16 @@ impl Server {
             threads,
             grace,
             store,
+            metrics,
             http: Mutex::new(None),
         }
+    }
+
+    /// The server's metrics in the Prometheus text format (version 0.0.4): what `GET /metrics`
+    /// answers, for an embedding program or a test to read without HTTP.
+    /// docs/DEPLOYMENT.md lists every metric.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
     }
 
     /// Accepts plain TCP on `listener` until `until` completes or accepting fails (see
@@ -278,6 +293,7 @@ impl Server {
             stop: self.stop.clone(),
             store: self.store.clone(),
             max_line_bytes: settings.limits.max_line_bytes,
+            metrics: self.metrics.clone(),
         };
         let limits = web::Limits {
             workers: settings.server.workers.get(),
@@ -448,22 +464,27 @@ impl Drop for AddressSlot {
 pub(crate) struct Slot {
     _connection: OwnedSemaphorePermit,
     _address: Option<AddressSlot>,
+    /// Counted among the open connections of its transport once admitted.
+    _open: Option<OpenConnection>,
 }
 
 impl Gate {
     /// A connection slot for a client at `peer`, or why there is none (`server-full`,
     /// `too-many-connections`).
+    /// A refusal counts as a disconnect with that reason.
     pub(crate) fn slot(&self, peer: SocketAddr) -> Result<Slot, ByeReason> {
-        let address = self.per_address.admit(peer.ip())?;
-        let connection = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ByeReason::ServerFull)?;
-        Ok(Slot {
-            _connection: connection,
-            _address: address,
-        })
+        let slot = self.per_address.admit(peer.ip()).and_then(|address| {
+            let connection = self.slots.clone().try_acquire_owned();
+            Ok(Slot {
+                _connection: connection.map_err(|_| ByeReason::ServerFull)?,
+                _address: address,
+                _open: None,
+            })
+        });
+        if let Err(reason) = slot {
+            self.context.metrics.departed(Departure::Bye(reason));
+        }
+        slot
     }
 
     /// Connections being served now.
@@ -472,7 +493,8 @@ impl Gate {
     }
 
     /// Starts a session over `transport` on the next worker; it holds `slot` for its lifetime.
-    pub(crate) fn admit<T: Transport>(&self, transport: T, peer: SocketAddr, slot: Slot) {
+    pub(crate) fn admit<T: Transport>(&self, transport: T, peer: SocketAddr, mut slot: Slot) {
+        slot._open = Some(self.context.metrics.connection_opened(T::KIND));
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let worker = &self.workers[conn as usize % self.workers.len()];
         let context = self.context.clone();
@@ -491,6 +513,7 @@ impl Gate {
     {
         debug!("refusing {peer}: {reason}");
         if let Ok(refusal) = self.refusals.clone().try_acquire_owned() {
+            self.context.metrics.event_sent(&Event::Bye(Some(reason)));
             actix_rt::spawn(async move {
                 refuse(stream, reason).await;
                 drop(refusal);

@@ -36,6 +36,7 @@ use tokio_rustls::{server::TlsStream, TlsAcceptor, TlsConnector};
 use crate::{
     config::TlsSettings,
     connection::{Security, Transport},
+    metrics::TransportKind,
 };
 
 /// The protocol versions offered and accepted: TLS 1.3, and 1.2 for older clients.
@@ -238,6 +239,7 @@ pub(crate) struct TlsTransport {
 impl Transport for TlsTransport {
     type Reader = ReadHalf<TlsStream<TcpStream>>;
     type Writer = WriteHalf<TlsStream<TcpStream>>;
+    const KIND: TransportKind = TransportKind::Tls;
 
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         let stream = TcpStream::from_std(self.stream)?;

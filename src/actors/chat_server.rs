@@ -18,12 +18,14 @@ use std::{
 
 use actix::{fut::wrap_future, prelude::*};
 use log::{info, warn};
+use tokio::time::Instant;
 
 use super::session::CloseCause;
 use crate::{
     accounts::{LoginKind, REFRESH_EVERY, STORE_WAIT},
-    codec::{fold_name, ErrorKind, Event},
+    codec::{fold_name, ErrorKind, Event, EventVerb},
     config::{AuthMode, Presence, Settings},
+    metrics::{Delivered, Metrics},
     outbox::Outbox,
     store::{NewMessage, Queueing, StoreHandle},
 };
@@ -184,6 +186,8 @@ pub(crate) struct Say {
     pub(crate) conn: ConnId,
     pub(crate) room: String,
     pub(crate) text: String,
+    /// When the session read the line, for the delivery-time metric.
+    pub(crate) read_at: Instant,
 }
 
 /// `history|#ROOM|…`: whether `conn` is in `room` now, since only members may read a room's
@@ -252,10 +256,16 @@ pub(crate) struct ChatServer {
     refresh_failing: bool,
     /// Names registered since the refresh under way began, which its answer may predate.
     registered_since_refresh: HashSet<Key>,
+    /// The server's metrics: logins, users and rooms are counted here, where they change.
+    metrics: Arc<Metrics>,
 }
 
 impl ChatServer {
-    pub(crate) fn new(settings: &Settings, store: Option<StoreHandle>) -> Self {
+    pub(crate) fn new(
+        settings: &Settings,
+        store: Option<StoreHandle>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             presence: settings.server.presence,
             rooms_per_user: settings.limits.rooms_per_user,
@@ -273,6 +283,7 @@ impl ChatServer {
             refreshing: false,
             refresh_failing: false,
             registered_since_refresh: HashSet::new(),
+            metrics,
         }
     }
 
@@ -303,8 +314,9 @@ impl ChatServer {
     /// failure is not this sender's concern.
     fn fan_out<'o>(event: &Event<'_>, outboxes: impl Iterator<Item = &'o Outbox>) {
         let line = event.to_line().freeze();
+        let verb = event.verb();
         for outbox in outboxes {
-            let _ = outbox.send_shared(&line);
+            let _ = outbox.send_shared(&line, verb);
         }
     }
 
@@ -482,6 +494,7 @@ impl Handler<Login> for ChatServer {
     fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
         let key = fold(&msg.name);
         if self.by_name.contains_key(&key) {
+            self.metrics.login_failed();
             let _ = msg
                 .outbox
                 .send(&Event::Error(ErrorKind::NameTaken, &msg.name));
@@ -490,6 +503,7 @@ impl Handler<Login> for ChatServer {
         if matches!(msg.kind, Identity::Guest)
             && (self.mode == AuthMode::Accounts || self.reserved(&key))
         {
+            self.metrics.login_failed();
             let _ = msg
                 .outbox
                 .send(&Event::Error(ErrorKind::PasswordRequired, &msg.name));
@@ -501,14 +515,21 @@ impl Handler<Login> for ChatServer {
         };
         let name: Arc<str> = msg.name.into();
         let mut greeting = Event::LoggedIn(&name).to_line();
+        let mut peers = 0;
         if self.presence == Presence::All {
             for conn in self.online.values() {
                 if let Some(peer) = self.users.get(conn) {
                     Event::Online(&peer.name).encode(&mut greeting);
+                    peers += 1;
                 }
             }
             self.broadcast(&Event::Online(&name), msg.conn);
         }
+        // Counted before the greeting is queued: a client that has read `ok|login` finds its
+        // login counted (the user joins the map just below).
+        self.metrics.logged_in(self.users.len() + 1);
+        self.metrics.events_sent(EventVerb::Ok, 1);
+        self.metrics.events_sent(EventVerb::Login, peers);
         // If this fails the session is already closing; its Disconnect follows.
         let _ = msg.outbox.send_line(&greeting);
 
@@ -557,6 +578,8 @@ impl Handler<Disconnect> for ChatServer {
         if self.presence == Presence::All && !self.stopping {
             self.broadcast(&Event::Offline(&user.name), msg.conn);
         }
+        self.metrics.set_users(self.users.len());
+        self.metrics.set_rooms(self.rooms.len());
         info!(
             "{} logged out: {} ({} online)",
             user.name,
@@ -670,6 +693,9 @@ impl Handler<Join> for ChatServer {
             names,
         }
         .encode(&mut reply);
+        self.metrics.set_rooms(self.rooms.len());
+        self.metrics.events_sent(EventVerb::Ok, 1);
+        self.metrics.events_sent(EventVerb::Members, 1);
         let _ = user.outbox.send_line(&reply);
     }
 }
@@ -689,7 +715,9 @@ impl Handler<Leave> for ChatServer {
             return;
         };
         user.rooms.swap_remove(index);
-        if let Some(room) = Self::remove_from_room(&mut self.rooms, &room_key, user, false) {
+        let left = Self::remove_from_room(&mut self.rooms, &room_key, user, false);
+        self.metrics.set_rooms(self.rooms.len());
+        if let Some(room) = left {
             let _ = user.outbox.send(&Event::Left(&room));
         }
     }
@@ -718,6 +746,7 @@ impl Handler<Say> for ChatServer {
             text: &msg.text,
         };
         Self::tell_room(room, &event, &user.key);
+        self.metrics.delivered(Delivered::Say, msg.read_at);
         if let Some(store) = &self.store {
             store.keep(NewMessage::room(&room.name, &user.name, &msg.text));
         }

@@ -55,11 +55,13 @@ use crate::{
         LoginKind, STORE_WAIT,
     },
     codec::{
-        fold_name, is_valid_name, ByeReason, ErrorKind, Event, Frame, Password, Request, Verb,
+        fold_name, is_valid_name, ByeReason, ErrorKind, Event, EventVerb, Frame, ParseError,
+        Password, Request, Verb,
     },
     config::{PlaintextPasswords, Registration, Settings},
     connection::{Connection, Input, Security, Transport},
     flood::{FloodControl, Verdict},
+    metrics::{Delivered, Departure, LineKind, Metrics},
     outbox::{self, Outbox, WriterEnd},
     server::Slot,
     store::{Conversation, NewMessage, StoreError, StoreHandle, StoredMessage},
@@ -92,6 +94,8 @@ pub(crate) struct SessionContext {
     pub(crate) hashing: Arc<HashPool>,
     /// Wrong passwords, per account and per address.
     pub(crate) throttle: Arc<Throttle>,
+    /// The server's metrics.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// How a login to an account, a registration or a password change came out, before the
@@ -277,6 +281,16 @@ impl CloseCause {
         }
     }
 
+    /// The `reason` it counts under in the metrics: its `bye` reason, if it has one.
+    fn departure(self) -> Departure {
+        match (self.bye_reason(), self) {
+            (Some(reason), _) => Departure::Bye(reason),
+            (None, CloseCause::Exit) => Departure::Exit,
+            (None, CloseCause::PeerClosed) => Departure::Peer,
+            (None, _) => Departure::Error,
+        }
+    }
+
     /// How a writer that gave up ended the session.
     fn of_writer(end: &WriterEnd) -> CloseCause {
         match end {
@@ -380,7 +394,10 @@ impl Session {
                     }
                 });
             }
-            Err(error) => debug!("{peer}: cannot open the connection: {error}"),
+            Err(error) => {
+                context.metrics.departed(Departure::Error);
+                debug!("{peer}: cannot open the connection: {error}");
+            }
         }
     }
 
@@ -399,6 +416,14 @@ impl Session {
             Frame::TooLong => None,
             Frame::Skipped => return self.meter_skipped(now, ctx),
         };
+        self.context.metrics.line_received(match parsed {
+            Some(Ok(request)) => LineKind::Verb(request.verb()),
+            Some(Err(ParseError::BadArguments(verb) | ParseError::BadText(verb))) => {
+                LineKind::Verb(verb)
+            }
+            Some(Err(ParseError::UnknownCommand(_) | ParseError::BadEncoding)) => LineKind::Unknown,
+            None => LineKind::TooLong,
+        });
         self.liveness = Liveness::Heard(now);
         match self
             .flood
@@ -448,6 +473,9 @@ impl Session {
                 Request::Login { name, .. } | Request::Register { name, .. }
                     if !is_valid_name(name) =>
                 {
+                    if matches!(request, Request::Login { .. }) {
+                        self.context.metrics.login_failed();
+                    }
                     self.reply(&Event::Error(ErrorKind::BadName, name))
                 }
                 Request::Login {
@@ -510,6 +538,7 @@ impl Session {
                     conn,
                     room: room.to_owned(),
                     text: text.to_owned(),
+                    read_at: self.read_at(),
                 },
                 ctx,
             ),
@@ -596,6 +625,9 @@ impl Session {
                         count: messages.len() as u64,
                     }
                     .encode(&mut lines);
+                    let metrics = &session.context.metrics;
+                    metrics.events_sent(EventVerb::Hist, messages.len());
+                    metrics.events_sent(EventVerb::End, 1);
                     let _ = session.connection.outbox().send_line(&lines);
                 }
                 HistoryOutcome::Found(Err(error)) => {
@@ -673,7 +705,13 @@ impl Session {
     /// text from another machine, then `rate-limited` while the account or the address is
     /// throttled. Answers and returns `false` if the request goes no further.
     fn may_try_password(&self, verb: Verb, name: &str) -> bool {
+        let refused = || {
+            if verb == Verb::Login {
+                self.context.metrics.login_failed();
+            }
+        };
         if !self.passwords_allowed() {
+            refused();
             self.reply(&Event::Error(ErrorKind::TlsRequired, verb.as_str()));
             return false;
         }
@@ -684,6 +722,7 @@ impl Session {
                 .blocked(self.peer.ip(), &fold_name(name))
                 .is_some();
         if throttled {
+            refused();
             self.reply(&Event::Error(ErrorKind::RateLimited, verb.as_str()));
             return false;
         }
@@ -886,6 +925,12 @@ impl Session {
     /// Acts on how a password request came out.
     fn settle(&mut self, verb: Verb, name: &str, outcome: AuthOutcome, ctx: &mut Context<Self>) {
         let throttle = &self.context.throttle;
+        // A refusal by the `ChatServer` (`Refused`) is counted there.
+        if verb == Verb::Login
+            && matches!(outcome, AuthOutcome::BadPassword | AuthOutcome::Error(_))
+        {
+            self.context.metrics.login_failed();
+        }
         match outcome {
             AuthOutcome::LoggedIn(name, kind) => {
                 throttle.succeeded(&fold_name(&name));
@@ -922,8 +967,10 @@ impl Session {
     fn talk(&mut self, me: &str, to: &str, text: &str, ctx: &mut Context<Self>) {
         let event = Event::Talk { from: me, text };
         let key = fold_name(to);
+        let read_at = self.read_at();
         if let Some(peer) = self.peers.get(&*key) {
             if peer.send(&event).is_ok() {
+                self.context.metrics.delivered(Delivered::Talk, read_at);
                 return self.keep_direct(me, to, text);
             }
             // That user has gone; someone else may have taken the name since.
@@ -964,6 +1011,7 @@ impl Session {
                         })
                         .is_ok() =>
                 {
+                    session.context.metrics.delivered(Delivered::Talk, read_at);
                     session.keep_direct(&me, &to, &text);
                     session.remember(key, peer);
                 }
@@ -981,6 +1029,13 @@ impl Session {
                 TalkOutcome::ServerGone => session.server_gone(ctx),
             }),
         );
+    }
+
+    /// When the line being executed was read: [`Session::handle_frame`] marks the client heard
+    /// at that moment, just before it executes the line (the delivery-time metric starts here).
+    fn read_at(&self) -> Instant {
+        let (Liveness::Heard(at) | Liveness::Pinged(at)) = self.liveness;
+        at
     }
 
     fn remember(&mut self, key: String, peer: Outbox) {
@@ -1014,6 +1069,7 @@ impl Session {
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Draining);
         debug!("conn {} from {} closing: {cause}", self.conn, self.peer);
+        self.context.metrics.departed(cause.departure());
         // Before the `ChatServer` hears of it: a new login by this name follows that, and its
         // replay must start after what this connection has written.
         self.end_replay(false);

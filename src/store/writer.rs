@@ -458,6 +458,11 @@ impl StoreHandle {
         );
     }
 
+    /// Messages handed over and not yet written or given up (at most `store.max_backlog`).
+    pub fn backlog(&self) -> usize {
+        self.counters.backlog.load(Ordering::Relaxed)
+    }
+
     /// What the writer has done so far.
     pub fn stats(&self) -> StoreStats {
         let c = &self.counters;

@@ -1,6 +1,6 @@
 //! The HTTP side (`[http]`): the web client (`GET /`), the health probes (`GET /healthz`,
-//! `GET /readyz`) and WebSockets (`GET /ws`), served by actix-web inside the server's own actix
-//! system.
+//! `GET /readyz`), the metrics (`GET /metrics`, [`metrics`]) and WebSockets (`GET /ws`), served
+//! by actix-web inside the server's own actix system.
 //!
 //! A WebSocket is one more transport: [`ws`] adapts its frames to the line stream a `Session`
 //! reads and writes, and admits it through the same [`Gate`] as TCP and TLS, with the client's
@@ -13,6 +13,7 @@
 
 pub(crate) mod forwarded;
 mod health;
+mod metrics;
 mod static_files;
 pub(crate) mod ws;
 
@@ -27,7 +28,9 @@ use actix_web::{
 use log::debug;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::HttpSettings, server::Gate, store::StoreHandle, tls::Certificates};
+use crate::{
+    config::HttpSettings, metrics::Metrics, server::Gate, store::StoreHandle, tls::Certificates,
+};
 
 /// A bound HTTP listener and, for HTTPS (`http.tls`), the certificate it serves.
 pub struct HttpListener {
@@ -49,6 +52,8 @@ pub(crate) struct Web {
     pub(crate) store: Option<StoreHandle>,
     /// `limits.max_line_bytes`, which sizes the largest WebSocket frame accepted.
     pub(crate) max_line_bytes: usize,
+    /// What `/metrics` shows.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// How the HTTP server was started: its handle, to stop it at the end of the shutdown.
@@ -87,6 +92,7 @@ pub(crate) fn start(listener: HttpListener, web: Web, limits: Limits) -> io::Res
                 .route("/ws", web::get().to(ws::upgrade))
                 .route("/healthz", web::get().to(health::healthz))
                 .route("/readyz", web::get().to(health::readyz))
+                .route("/metrics", web::get().to(metrics::metrics))
                 .configure(static_files::routes)
         }
     };

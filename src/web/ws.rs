@@ -49,7 +49,10 @@ use tokio::{
 use tokio_util::{codec::Decoder, io::poll_read_buf};
 
 use super::{client_address, forwarded, health::plain, Web};
-use crate::connection::{Security, Transport};
+use crate::{
+    connection::{Security, Transport},
+    metrics::TransportKind,
+};
 
 /// Bytes in flight each way between a WebSocket and its session. Small: it is per connection,
 /// and the outbox behind it is where a backlog is counted and judged.
@@ -74,6 +77,7 @@ pub(crate) struct WsTransport {
 impl Transport for WsTransport {
     type Reader = ReadHalf<DuplexStream>;
     type Writer = WriteHalf<DuplexStream>;
+    const KIND: TransportKind = TransportKind::Ws;
 
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
         Ok(tokio::io::split(self.pipe))

@@ -173,6 +173,11 @@ impl TestServer {
         }
     }
 
+    /// The server's metrics in the Prometheus text format ([`Server::metrics_text`]).
+    pub fn metrics_text(&self) -> String {
+        self.server.metrics_text()
+    }
+
     /// A server with the store `store.url` names, on the test's own thread and reached through
     /// in-memory pipes (so a client can be given any address, and any security), on the real
     /// clock: the store and the password hashing run on other threads, which a paused clock
