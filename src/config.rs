@@ -838,10 +838,15 @@ fn file_path(key: &'static str, value: Loose, base: Option<&Path>) -> Result<Pat
     }
 }
 
-/// A list of networks in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is one host),
-/// as a TOML array or a comma-separated string (which is how the environment gives a list; an
-/// empty string is an empty list).
-fn networks(key: &'static str, value: Loose) -> Result<Vec<IpNet>, ConfigError> {
+/// A list as a TOML array or a comma-separated string (which is how the environment gives a
+/// list; an empty string is an empty list), each item converted by `parse`; the first item it
+/// refuses is named in the error, after `rule`.
+fn list_of<T>(
+    key: &'static str,
+    value: Loose,
+    rule: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, ConfigError> {
     let items: Vec<Loose> = match &value {
         Loose::List(items) => items.clone(),
         Loose::Text(text) => text
@@ -856,21 +861,29 @@ fn networks(key: &'static str, value: Loose) -> Result<Vec<IpNet>, ConfigError> 
         .iter()
         .map(|item| {
             let parsed = match item {
-                Loose::Text(text) => text
-                    .parse::<IpNet>()
-                    .ok()
-                    .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from)),
+                Loose::Text(text) => parse(text),
                 _ => None,
             };
             parsed.ok_or_else(|| ConfigError::Value {
                 key,
-                reason: format!(
-                    "must be a list of networks such as [\"127.0.0.0/8\", \"::1/128\"] \
-                     (got {item} in {value})"
-                ),
+                reason: format!("must be {rule} (got {item} in {value})"),
             })
         })
         .collect()
+}
+
+/// A list of networks in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is one host).
+fn networks(key: &'static str, value: Loose) -> Result<Vec<IpNet>, ConfigError> {
+    list_of(
+        key,
+        value,
+        "a list of networks such as [\"127.0.0.0/8\", \"::1/128\"]",
+        |text| {
+            text.parse::<IpNet>()
+                .ok()
+                .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+        },
+    )
 }
 
 /// `true` or `false` (also as the environment's text).
@@ -887,32 +900,12 @@ fn boolean(key: &'static str, value: Loose) -> Result<bool, ConfigError> {
 /// comma-separated string; kept in lower case without a trailing `/`, the form a browser's
 /// `Origin` header is compared in.
 fn origins(key: &'static str, value: Loose) -> Result<Vec<String>, ConfigError> {
-    let items: Vec<Loose> = match &value {
-        Loose::List(items) => items.clone(),
-        Loose::Text(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(Loose::from)
-            .collect(),
-        _ => vec![value.clone()],
-    };
-    items
-        .iter()
-        .map(|item| {
-            let origin = match item {
-                Loose::Text(text) => normal_origin(text),
-                _ => None,
-            };
-            origin.ok_or_else(|| ConfigError::Value {
-                key,
-                reason: format!(
-                    "must be a list of origins such as [\"https://chat.example.org\", \
-                     \"http://localhost:8080\"] (got {item} in {value})"
-                ),
-            })
-        })
-        .collect()
+    list_of(
+        key,
+        value,
+        "a list of origins such as [\"https://chat.example.org\", \"http://localhost:8080\"]",
+        normal_origin,
+    )
 }
 
 /// `scheme://host[:port]` in lower case, if `text` is an http or https origin.

@@ -6,36 +6,10 @@ mod common;
 
 use std::{
     io::Write,
-    path::PathBuf,
     process::{Command, Output, Stdio},
 };
 
-use common::{process::ServerProcess, Client};
-
-/// A folder of its own for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "actor-chat-account-command-{name}-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary folder");
-        TempDir(dir)
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.join("chat.db").display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{process::ServerProcess, temp::TempDir, Client};
 
 /// Runs `actor-chat-server --config config/default.toml account ARGS` on the store at `url`,
 /// with `stdin` piped in.

@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use common::{process::ServerProcess, Client};
+use common::{process::ServerProcess, temp::TempDir, Client};
 use fantoccini::{elements::Element, error::CmdError, Locator};
 use futures_util::FutureExt;
 use serde_json::{json, Value};
@@ -170,27 +170,6 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A folder of its own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "actor-chat-{name}-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary folder");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -4,9 +4,10 @@
 
 mod common;
 
+use common::temp::TempDir;
+
 use std::{
     io::{Read, Write},
-    path::PathBuf,
     process::{Command, Output, Stdio},
 };
 
@@ -14,31 +15,6 @@ use common::{
     process::{wait_with_deadline, ServerProcess, PROCESS_TIMEOUT},
     Client,
 };
-
-/// A folder of its own for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "actor-chat-client-accounts-{name}-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary folder");
-        TempDir(dir)
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.join("chat.db").display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn server(dir: &TempDir) -> ServerProcess {
     let mut command = ServerProcess::with_store("config/default.toml", &dir.url());

@@ -4,39 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use actor_chat::store::Store;
-use common::{build, builder, process::ServerProcess, settings, Client, TestServer};
-
-/// A folder of its own for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "actor-chat-history-{name}-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary folder");
-        TempDir(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("chat.db")
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.db().display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{build, builder, process::ServerProcess, settings, temp::TempDir, Client, TestServer};
 
 async fn server_with_store(dir: &TempDir) -> TestServer {
     TestServer::start_with_store(build(builder().set("store.url", dir.url()))).await

@@ -17,38 +17,10 @@ use std::{
 
 use actor_chat::store::Store;
 use common::{
-    accounts::queue_messages, build, builder, process::ServerProcess, Client, TestServer,
+    accounts::queue_messages, build, builder, process::ServerProcess, temp::TempDir, Client,
+    TestServer,
 };
 use tokio::net::TcpSocket;
-
-/// A folder of its own for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "actor-chat-offline-{name}-{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary folder");
-        TempDir(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("chat.db")
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.db().display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const PASSWORD: &str = "correct horse";
 

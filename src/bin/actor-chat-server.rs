@@ -197,14 +197,7 @@ fn main() -> ExitCode {
         // start taking messages.
         let store = match StoreHandle::start(settings.store()).await {
             Ok(store) => store,
-            Err(error @ StoreError::Newer { .. }) => {
-                eprintln!("actor-chat-server: {error}");
-                return ExitCode::from(BAD_CONFIG);
-            }
-            Err(error) => {
-                eprintln!("actor-chat-server: {error}");
-                return ExitCode::FAILURE;
-            }
+            Err(error) => return store_failed(&error),
         };
         let mut listeners = Listeners::default();
         if let Some(bind) = bind {
@@ -309,14 +302,7 @@ fn account(config: Option<&Path>, action: AccountAction) -> ExitCode {
     runtime.block_on(async move {
         let store = match Store::open(&url).await {
             Ok(store) => store,
-            Err(error @ StoreError::Newer { .. }) => {
-                eprintln!("actor-chat-server: {error}");
-                return ExitCode::from(BAD_CONFIG);
-            }
-            Err(error) => {
-                eprintln!("actor-chat-server: {error}");
-                return ExitCode::FAILURE;
-            }
+            Err(error) => return store_failed(&error),
         };
         let password = password.unwrap_or_default();
         let done = match &action {
@@ -507,4 +493,15 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         })?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// Says why the store could not be opened; a database made by a newer binary is a
+/// configuration problem (exit status 2: point `store.url` elsewhere, or upgrade), anything
+/// else a failure to start.
+fn store_failed(error: &StoreError) -> ExitCode {
+    eprintln!("actor-chat-server: {error}");
+    match error {
+        StoreError::Newer { .. } => ExitCode::from(BAD_CONFIG),
+        _ => ExitCode::FAILURE,
+    }
 }

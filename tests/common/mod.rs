@@ -8,6 +8,7 @@ use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
 pub mod accounts;
 pub mod process;
+pub mod temp;
 
 use actor_chat::{
     codec::{Frame, LineCodec},
@@ -155,22 +156,7 @@ impl TestServer {
     pub async fn start_paused(settings: Settings) -> TestServer {
         tokio::time::pause();
         let server = Rc::new(Server::start(settings, Placement::CurrentThread));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let running = actix_rt::spawn({
-            let server = server.clone();
-            async move {
-                let _ = stopped.await;
-                server.shutdown().await;
-            }
-        });
-        TestServer {
-            server,
-            addr: None,
-            http: None,
-            certificates: None,
-            stop: Some(stop),
-            running,
-        }
+        TestServer::in_memory(server)
     }
 
     /// The server's metrics in the Prometheus text format ([`Server::metrics_text`]).
@@ -192,6 +178,12 @@ impl TestServer {
             Placement::CurrentThread,
             Some(store),
         ));
+        TestServer::in_memory(server)
+    }
+
+    /// Wraps a server on the test's own thread, reached through in-memory pipes, that stops
+    /// when the test says so.
+    fn in_memory(server: Rc<Server>) -> TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let running = actix_rt::spawn({
             let server = server.clone();
