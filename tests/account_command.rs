@@ -142,6 +142,8 @@ async fn a_running_server_logs_out_the_user_of_an_account_removed_under_it() {
     alice.expect("error|password-required|alice").await;
     alice.send("login|alice|correct horse").await;
     alice.expect("ok|login|alice").await;
+    // A login to an account is followed by what it missed: nothing here.
+    alice.expect("end|missed|0").await;
 
     assert!(account(&url, &["remove", "alice"], "").status.success());
     server.signal(libc::SIGHUP);
