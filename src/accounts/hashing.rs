@@ -2,20 +2,24 @@
 //!
 //! One hash costs tens of milliseconds of one core and 19 MiB of memory, on purpose. Run on an
 //! actor's thread, it would stall every connection served there; run without a bound, a storm
-//! of logins would take every core and a lot of memory. So hashing runs on a few threads of its
-//! own at a lower priority — one fewer than the cores, at least one ([`HashPool`]) — and only a
+//! of logins would take every core and a lot of memory. So hashing runs on tokio's blocking
+//! threads, one hash per core but one at a time (at least one: [`HashPool`]), and only a
 //! bounded number of requests may wait for their turn: past that, a login is told
 //! `rate-limited|login` at once rather than queued.
 
 use std::{
     num::NonZeroUsize,
-    sync::{Arc, OnceLock},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, OnceLock,
+    },
 };
 
 use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Algorithm, Argon2, Params, Version,
 };
+use tokio::sync::Semaphore;
 
 /// OWASP's recommendation for argon2id: 19 MiB of memory, 2 passes, 1 lane.
 const MEMORY_KIB: u32 = 19_456;
@@ -80,93 +84,90 @@ pub(crate) fn warm_up() {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PoolBusy;
 
-/// A job for a hashing thread.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A few threads of its own that do nothing but hash, fed by a bounded queue.
-///
-/// Why threads of its own rather than tokio's blocking pool: every worker arbiter is a runtime
-/// with its own blocking pool, so hashes would land on ever other threads, and glibc keeps the
-/// freed 19 MiB of each in that thread's arena — measured: 630–810 MB after a few hundred
-/// logins. A fixed set of threads holds at most one such buffer each. Why one thread fewer than
-/// the cores (at least one), at a lower priority: a storm of wrong passwords that gets past the
-/// throttle (many addresses, many accounts) would otherwise take every core from chat — the p99
-/// of direct messages went from 4.7 ms to 48–76 ms with a thread per core on 2 cores.
+/// At most one hash per core at a time, on tokio's blocking threads, and a bounded queue.
 pub(crate) struct HashPool {
-    /// Jobs waiting for a thread; full means [`PoolBusy`].
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// One permit per hash that may run at once.
+    running: Arc<Semaphore>,
+    /// Requests waiting or running.
+    taken: AtomicUsize,
+    /// Most requests waiting or running.
+    max_taken: usize,
 }
 
 impl HashPool {
-    /// A pool of `threads` hashing threads, with room for [`WAITING_PER_CORE`] waiting jobs per
-    /// thread. The threads end when the pool is dropped (after the jobs already queued).
+    /// A pool of `threads` hashes at once, with room for [`WAITING_PER_CORE`] per thread to
+    /// wait.
     pub(crate) fn new(threads: NonZeroUsize) -> HashPool {
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(threads.get() * WAITING_PER_CORE);
-        let queue = Arc::new(std::sync::Mutex::new(queue));
-        for index in 0..threads.get() {
-            let queue = queue.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("hash-{index}"))
-                .spawn(move || {
-                    lower_priority();
-                    loop {
-                        // The lock is held only while waiting for the next job.
-                        let job = match queue.lock() {
-                            Ok(queue) => queue.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return, // the pool is gone
-                        }
-                    }
-                });
-            if let Err(error) = spawned {
-                log::warn!("cannot start a password-hashing thread: {error}");
-            }
+        HashPool {
+            running: Arc::new(Semaphore::new(threads.get())),
+            taken: AtomicUsize::new(0),
+            max_taken: threads.get() * (WAITING_PER_CORE + 1),
         }
-        HashPool { jobs }
     }
 
-    /// One thread fewer than the machine has cores, and at least one (see the type's docs).
+    /// One hash at a time per core but one (at least one): with a hash on every core, a storm
+    /// of wrong passwords that gets past the throttle (many addresses, many accounts) took the
+    /// cores from chat — direct-message p99 went from 4.7 ms to 48–76 ms on 2 cores.
     pub(crate) fn per_core() -> HashPool {
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         Self::new(NonZeroUsize::new(cores.saturating_sub(1)).unwrap_or(NonZeroUsize::MIN))
     }
 
-    /// Runs `job` (a hash or a verification) on a hashing thread; [`PoolBusy`] at once when
-    /// too many are waiting already. A job whose caller has stopped waiting by the time a
-    /// thread takes it is skipped; one that has started finishes.
+    /// Runs `job` (a hash or a verification) when a thread is free, off the caller's thread;
+    /// [`PoolBusy`] at once when too many are waiting already. If the caller stops waiting, a
+    /// job that has started still finishes (and holds its place until then).
     pub(crate) async fn run<T, F>(&self, job: F) -> Result<T, PoolBusy>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            if !answer.is_closed() {
-                let _ = answer.send(job());
-            }
-        });
-        self.jobs.try_send(job).map_err(|_| PoolBusy)?;
-        answered.await.map_err(|_| PoolBusy)
+        if self.taken.fetch_add(1, Ordering::AcqRel) >= self.max_taken {
+            self.taken.fetch_sub(1, Ordering::AcqRel);
+            return Err(PoolBusy);
+        }
+        // Given back however this future ends: done, or dropped while waiting.
+        let _place = Place(&self.taken);
+        let permit = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PoolBusy)?;
+        tokio::task::spawn_blocking(move || {
+            let result = job();
+            give_back_memory();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|_| PoolBusy)
     }
 }
 
-/// Asks the kernel to run this thread after chat's threads when both want a core (Linux: a
-/// thread's nice value is its own). Best effort: without it hashing still works.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority takes plain integers; `who = 0` names the calling thread on Linux.
+/// Returns the hash's freed 19 MiB to the system. Each worker runtime has a blocking pool of
+/// its own, so hashes run on many threads, and glibc keeps a freed buffer in its thread's arena
+/// for the next allocation there: measured 630–810 MB of resident memory after a few hundred
+/// logins, never given back. `malloc_trim` releases what the arenas hold free (microseconds,
+/// against a hash's tens of milliseconds).
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only takes a size and works on the allocator's own state.
     unsafe {
-        let _ = libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        libc::malloc_trim(0);
+    }
+}
+
+/// A place in the pool's count, given back when dropped.
+struct Place<'a>(&'a AtomicUsize);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
 
     #[test]
@@ -196,42 +197,33 @@ mod tests {
             let most = Arc::new(AtomicUsize::new(0));
             let (release, released) = std::sync::mpsc::channel::<()>();
             let released = Arc::new(std::sync::Mutex::new(released));
-            let blocking_job = || {
-                let (running, most, released) = (running.clone(), most.clone(), released.clone());
-                move || {
-                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    let _ = released.lock().map(|r| r.recv());
-                    running.fetch_sub(1, Ordering::SeqCst);
-                }
-            };
-            // The first job holds the only thread...
-            let first = tokio::spawn({
-                let (pool, job) = (pool.clone(), blocking_job());
-                async move { pool.run(job).await }
-            });
-            while running.load(Ordering::SeqCst) == 0 {
+            let mut jobs = Vec::new();
+            for _ in 0..=WAITING_PER_CORE {
+                let (pool, running, most, released) = (
+                    pool.clone(),
+                    running.clone(),
+                    most.clone(),
+                    released.clone(),
+                );
+                jobs.push(tokio::spawn(async move {
+                    pool.run(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        let _ = released.lock().map(|r| r.recv());
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                }));
+            }
+            // Let every job take its place in the queue.
+            while pool.taken.load(Ordering::SeqCst) < WAITING_PER_CORE + 1 {
                 tokio::task::yield_now().await;
             }
-            // ...so the next ones wait, up to the queue's room...
-            let mut waiting = Vec::new();
-            for _ in 0..WAITING_PER_CORE {
-                let (pool, job) = (pool.clone(), blocking_job());
-                let (queued, is_queued) = tokio::sync::oneshot::channel();
-                waiting.push(tokio::spawn(async move {
-                    let run = pool.run(job);
-                    let _ = queued.send(());
-                    run.await
-                }));
-                is_queued.await.expect("the job was offered");
-            }
-            // ...and one more is refused at once.
             assert_eq!(pool.run(|| ()).await, Err(PoolBusy), "the queue is full");
             for _ in 0..=WAITING_PER_CORE {
                 release.send(()).expect("a job is waiting");
             }
-            assert_eq!(first.await.expect("no panic"), Ok(()));
-            for job in waiting {
+            for job in jobs {
                 assert_eq!(job.await.expect("no panic"), Ok(()));
             }
             assert_eq!(most.load(Ordering::SeqCst), 1, "one at a time");
