@@ -193,6 +193,39 @@ fn pairs_closed_loop_delivers_every_message_in_order() {
     assert!(f64_of(&report, "server_cpu_pct") >= 0.0, "{report}");
 }
 
+#[test]
+fn pairs_runs_over_websocket_on_the_http_port() {
+    let mut command = ServerProcess::command("config/bench.toml");
+    command.env("CHAT__HTTP__BIND", "127.0.0.1:0");
+    let mut server = ServerProcess::spawn(command);
+    let line = server
+        .wait_for_log("http listening on ")
+        .expect("the server logs its HTTP address");
+    let http = line
+        .rsplit("listening on ")
+        .next()
+        .and_then(|addr| addr.trim().parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let http = http.to_string();
+    let report = bench(&[
+        "pairs",
+        "--ws",
+        "--server",
+        &http,
+        "-n",
+        "4",
+        "-m",
+        "200",
+        "--timeout",
+        "20",
+        "--json",
+    ])
+    .json();
+    // Each of the 4 clients sends 200 messages over its WebSocket; all arrive, in order.
+    assert_eq!(u64_of(&report, "delivered"), 4 * 200, "{report}");
+    assert_clean(&report);
+}
+
 /// The lower bound on what an open loop at `rate` for `seconds` must have sent: a quarter of
 /// rate × duration. Generous, because a sender that wakes late sends all that is due at once,
 /// so even a starved run on a loaded box stays near the full figure; but far above nothing

@@ -51,7 +51,7 @@ pub(crate) async fn run(
         .map(|worker| {
             let cycle = Cycle {
                 addr: options.server,
-                tls: options.tls.clone(),
+                transport: options.transport.clone(),
                 prefix: format!("{}{worker}.", name_prefix(&options.run_id)),
                 stop,
                 deadline,
@@ -135,7 +135,7 @@ fn measure(
 /// One worker's loop.
 struct Cycle {
     addr: std::net::SocketAddr,
-    tls: Option<super::net::BenchTls>,
+    transport: super::net::Transport,
     /// `bench{run}-{worker}.`; the cycle number completes the name.
     prefix: String,
     stop: Instant,
@@ -158,7 +158,7 @@ impl Cycle {
             let began = Instant::now();
             let Ok(conn) = timeout_at(
                 self.deadline,
-                net::handshake(self.addr, self.tls.as_ref(), &name, None),
+                net::handshake(self.addr, &self.transport, &name, None),
             )
             .await
             else {

@@ -38,7 +38,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use net::BenchTls;
+pub use net::{BenchTls, Transport};
 pub use report::Report;
 pub use stats::{cpu_time, rss_kib};
 
@@ -73,8 +73,8 @@ pub struct Options {
     pub progress: bool,
     /// Prefix of every user and room name; distinct per run so two runs never collide.
     pub run_id: String,
-    /// Connect over TLS (`--tls`), when set.
-    pub tls: Option<net::BenchTls>,
+    /// Plain TCP, TLS (`--tls`) or WebSocket (`--ws`).
+    pub transport: net::Transport,
     /// What to do.
     pub workload: Workload,
 }
@@ -465,7 +465,7 @@ mod tests {
             connect_concurrency: 1,
             progress: false,
             run_id: "t".to_owned(),
-            tls: None,
+            transport: net::Transport::Tcp,
             workload: Workload::Pairs {
                 clients: 2,
                 traffic: TrafficOptions { pacing, size: 0 },

@@ -12,7 +12,11 @@ use std::{
     time::Duration,
 };
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
+use futures_util::{
+    stream::{SplitSink, SplitStream},
+    Sink, Stream, StreamExt,
+};
 use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
@@ -23,6 +27,10 @@ use tokio::{
     time::{sleep, timeout_at, Instant},
 };
 use tokio_rustls::{client::TlsStream, TlsConnector};
+use tokio_tungstenite::{
+    tungstenite::{self, Message},
+    WebSocketStream,
+};
 use tokio_util::codec::Decoder;
 
 use super::{progress::Progress, BenchError, Options};
@@ -62,17 +70,107 @@ impl fmt::Debug for BenchTls {
     }
 }
 
-/// The read half of a connection, TCP or TLS: an enum rather than a box, so that plain TCP,
-/// the baseline TLS is compared with, costs what it did.
+/// How every connection of a run reaches the server.
+#[derive(Debug, Clone, Default)]
+pub enum Transport {
+    /// Plain TCP to `server.bind`: the baseline.
+    #[default]
+    Tcp,
+    /// TLS to `tls.bind` (`--tls`).
+    Tls(BenchTls),
+    /// A WebSocket to `ws://ADDR/ws` on `http.bind` (`--ws`): one text frame per line, both
+    /// ways, as the web client speaks.
+    Ws,
+}
+
+/// The read half of a connection, TCP, TLS or WebSocket: an enum rather than a box, so that
+/// plain TCP, the baseline the others are compared with, costs what it did.
 pub(crate) enum Reader {
     Plain(OwnedReadHalf),
     Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+    Ws(WsReader),
 }
 
-/// The write half, likewise. TLS may keep bytes the socket did not take: writers flush.
+/// The write half, likewise. TLS and WebSocket may keep bytes the socket did not take:
+/// writers flush.
 pub(crate) enum Writer {
     Plain(OwnedWriteHalf),
     Tls(tokio::io::WriteHalf<TlsStream<TcpStream>>),
+    Ws(WsWriter),
+}
+
+/// The frames a WebSocket brings, read as the lines they carry: each text frame's text and a
+/// newline, so the same [`LineCodec`] frames every transport.
+pub(crate) struct WsReader {
+    frames: SplitStream<WebSocketStream<TcpStream>>,
+    /// What the last frame carried that the caller's buffer had no room for.
+    pending: BytesMut,
+}
+
+/// Lines written, sent as one text frame each (the newline is the frame's end, not its text).
+pub(crate) struct WsWriter {
+    frames: SplitSink<WebSocketStream<TcpStream>, Message>,
+    /// The start of a line whose newline has not been written yet.
+    partial: BytesMut,
+}
+
+/// A WebSocket error as an I/O error, so every transport fails the same way.
+fn ws_error(error: tungstenite::Error) -> io::Error {
+    match error {
+        tungstenite::Error::Io(error) => error,
+        other => io::Error::other(other),
+    }
+}
+
+impl WsReader {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        while self.pending.is_empty() {
+            match std::task::ready!(Pin::new(&mut self.frames).poll_next(cx)) {
+                Some(Ok(Message::Text(text))) => {
+                    self.pending.extend_from_slice(text.as_bytes());
+                    self.pending.extend_from_slice(b"\n");
+                }
+                // tungstenite answers pings itself; the server sends nothing else the bench reads.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_))) => {}
+                Some(Ok(Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                Some(Err(
+                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                )) => return Poll::Ready(Ok(())),
+                Some(Err(error)) => return Poll::Ready(Err(ws_error(error))),
+            }
+        }
+        let n = self.pending.len().min(buf.remaining());
+        buf.put_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl WsWriter {
+    /// Sends every complete line in `buf` as a text frame, for as long as the sink takes them;
+    /// keeps a trailing incomplete line for the next write.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut used = 0;
+        while let Some(end) = buf[used..].iter().position(|&byte| byte == b'\n') {
+            match Pin::new(&mut self.frames).poll_ready(cx) {
+                Poll::Pending if used == 0 => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Ok(used)),
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(ws_error(error))),
+                Poll::Ready(Ok(())) => {}
+            }
+            self.partial.extend_from_slice(&buf[used..used + end]);
+            let line = self.partial.split().freeze();
+            let text = tungstenite::Utf8Bytes::try_from(line)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            Pin::new(&mut self.frames)
+                .start_send(Message::Text(text))
+                .map_err(ws_error)?;
+            used += end + 1;
+        }
+        self.partial.extend_from_slice(&buf[used..]);
+        Poll::Ready(Ok(buf.len()))
+    }
 }
 
 impl AsyncRead for Reader {
@@ -84,6 +182,7 @@ impl AsyncRead for Reader {
         match self.get_mut() {
             Reader::Plain(read) => Pin::new(read).poll_read(cx, buf),
             Reader::Tls(read) => Pin::new(read).poll_read(cx, buf),
+            Reader::Ws(read) => read.poll_read(cx, buf),
         }
     }
 }
@@ -97,6 +196,7 @@ impl AsyncWrite for Writer {
         match self.get_mut() {
             Writer::Plain(write) => Pin::new(write).poll_write(cx, buf),
             Writer::Tls(write) => Pin::new(write).poll_write(cx, buf),
+            Writer::Ws(write) => write.poll_write(cx, buf),
         }
     }
 
@@ -108,6 +208,10 @@ impl AsyncWrite for Writer {
         match self.get_mut() {
             Writer::Plain(write) => Pin::new(write).poll_write_vectored(cx, bufs),
             Writer::Tls(write) => Pin::new(write).poll_write_vectored(cx, bufs),
+            Writer::Ws(write) => {
+                let buf = bufs.iter().find(|buf| !buf.is_empty());
+                write.poll_write(cx, buf.map_or(&[][..], |buf| &buf[..]))
+            }
         }
     }
 
@@ -115,6 +219,7 @@ impl AsyncWrite for Writer {
         match self {
             Writer::Plain(write) => write.is_write_vectored(),
             Writer::Tls(write) => write.is_write_vectored(),
+            Writer::Ws(_) => false,
         }
     }
 
@@ -122,6 +227,7 @@ impl AsyncWrite for Writer {
         match self.get_mut() {
             Writer::Plain(write) => Pin::new(write).poll_flush(cx),
             Writer::Tls(write) => Pin::new(write).poll_flush(cx),
+            Writer::Ws(write) => Pin::new(&mut write.frames).poll_flush(cx).map_err(ws_error),
         }
     }
 
@@ -129,6 +235,7 @@ impl AsyncWrite for Writer {
         match self.get_mut() {
             Writer::Plain(write) => Pin::new(write).poll_shutdown(cx),
             Writer::Tls(write) => Pin::new(write).poll_shutdown(cx),
+            Writer::Ws(write) => Pin::new(&mut write.frames).poll_close(cx).map_err(ws_error),
         }
     }
 }
@@ -195,17 +302,33 @@ fn retryable(error: &io::Error) -> bool {
 /// (`ok|login|NAME` or `ok|join|ROOM`) has arrived.
 pub(crate) async fn handshake(
     addr: SocketAddr,
-    tls: Option<&BenchTls>,
+    transport: &Transport,
     name: &str,
     room: Option<&str>,
 ) -> Result<Conn, BenchError> {
     let stream = connect(addr).await?;
-    let (read, mut write) = match tls {
-        None => {
+    let (read, mut write) = match transport {
+        Transport::Tcp => {
             let (read, write) = stream.into_split();
             (Reader::Plain(read), Writer::Plain(write))
         }
-        Some(tls) => {
+        Transport::Ws => {
+            let (socket, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+                .await
+                .map_err(|error| closed_during_login(name, format!(" (WebSocket: {error})")))?;
+            let (write, read) = socket.split();
+            (
+                Reader::Ws(WsReader {
+                    frames: read,
+                    pending: BytesMut::new(),
+                }),
+                Writer::Ws(WsWriter {
+                    frames: write,
+                    partial: BytesMut::new(),
+                }),
+            )
+        }
+        Transport::Tls(tls) => {
             let stream = tls
                 .connector
                 .connect(tls.name.clone(), stream)
@@ -316,7 +439,7 @@ pub(crate) async fn connect_with_progress(
     });
     connect_all(
         options.server,
-        options.tls.clone(),
+        options.transport.clone(),
         who,
         options.connect_concurrency,
         deadline,
@@ -332,7 +455,7 @@ pub(crate) async fn connect_with_progress(
 /// a one-second retransmit) while still opening thousands of connections a second.
 pub(crate) async fn connect_all(
     addr: SocketAddr,
-    tls: Option<BenchTls>,
+    transport: Transport,
     who: Vec<Identity>,
     concurrency: usize,
     deadline: Instant,
@@ -341,7 +464,7 @@ pub(crate) async fn connect_all(
     let wanted = who.len();
     let queue = Arc::new(Queue {
         addr,
-        tls,
+        transport,
         who,
         deadline,
         next: AtomicUsize::new(0),
@@ -376,7 +499,7 @@ pub(crate) async fn connect_all(
 /// The connections [`connect_all`] still has to open, shared by the workers that open them.
 struct Queue {
     addr: SocketAddr,
-    tls: Option<BenchTls>,
+    transport: Transport,
     who: Vec<Identity>,
     deadline: Instant,
     /// The index of the next identity to take.
@@ -401,7 +524,7 @@ impl Queue {
             };
             let attempt = handshake(
                 self.addr,
-                self.tls.as_ref(),
+                &self.transport,
                 &identity.name,
                 identity.room.as_deref(),
             );

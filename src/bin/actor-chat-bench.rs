@@ -85,6 +85,10 @@ struct Cli {
     /// Connect over TLS (to the server's tls.bind port), to compare with plain TCP.
     #[arg(long, global = true)]
     tls: bool,
+    /// Connect over a WebSocket (to ws://SERVER/ws, SERVER being the server's http.bind port),
+    /// one text frame per line, to compare with plain TCP.
+    #[arg(long, global = true, conflicts_with = "tls")]
+    ws: bool,
     /// With --tls: trust the certificate(s) in this PEM file (a self-signed server's) instead
     /// of the system's trust store.
     #[arg(long, global = true, value_name = "FILE", requires = "tls")]
@@ -182,9 +186,10 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, BenchError> {
 }
 
 fn options(cli: Cli) -> Result<Options, BenchError> {
-    let tls = match (cli.tls, &cli.ca) {
-        (false, _) => None,
-        (true, ca) => Some(bench::BenchTls::new(ca.as_deref(), &cli.tls_name)?),
+    let transport = match (cli.tls, cli.ws) {
+        (true, _) => bench::Transport::Tls(bench::BenchTls::new(cli.ca.as_deref(), &cli.tls_name)?),
+        (false, true) => bench::Transport::Ws,
+        (false, false) => bench::Transport::Tcp,
     };
     let workload = match cli.mode {
         Mode::Pairs { clients, traffic } => Workload::Pairs {
@@ -217,7 +222,7 @@ fn options(cli: Cli) -> Result<Options, BenchError> {
         connect_concurrency: cli.concurrency,
         progress: !cli.json && std::io::stderr().is_terminal(),
         run_id: cli.run_id.unwrap_or_else(bench::default_run_id),
-        tls,
+        transport,
         workload,
     })
 }
