@@ -293,18 +293,16 @@ impl StoreHandle {
         before: Option<i64>,
         wait: Duration,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Ask(Request::History {
-            conversation,
-            limit,
-            before,
-            reply,
-        });
-        self.queue.send(command).map_err(|_| StoreError::TimedOut)?;
-        match timeout(wait, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
-        }
+        self.ask(
+            |reply| Request::History {
+                conversation,
+                limit,
+                before,
+                reply,
+            },
+            wait,
+        )
+        .await
     }
 
     /// Sends an account request made with its reply channel, and waits at most `wait`.
@@ -313,8 +311,19 @@ impl StoreHandle {
         request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> AccountRequest,
         wait: Duration,
     ) -> Result<T, StoreError> {
+        self.ask(|reply| Request::Account(request(reply)), wait)
+            .await
+    }
+
+    /// Sends a request made with its reply channel, behind everything queued so far, and
+    /// waits at most `wait` for the answer (a stopped writer or no answer: `TimedOut`).
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+        wait: Duration,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Ask(Request::Account(request(reply)));
+        let command = Command::Ask(request(reply));
         self.queue.send(command).map_err(|_| StoreError::TimedOut)?;
         match timeout(wait, answer).await {
             Ok(Ok(result)) => result,
@@ -397,18 +406,17 @@ impl StoreHandle {
         limit: u32,
         wait: Duration,
     ) -> Result<Option<Vec<StoredMessage>>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Ask(Request::Missed {
-            account: account.to_owned(),
-            after,
-            limit,
-            reply,
-        });
-        self.queue.send(command).map_err(|_| StoreError::TimedOut)?;
-        match timeout(wait, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
-        }
+        let account = account.to_owned();
+        self.ask(
+            |reply| Request::Missed {
+                account,
+                after,
+                limit,
+                reply,
+            },
+            wait,
+        )
+        .await
     }
 
     /// Moves `account`'s read position forward to `id`, behind the messages queued so far.
@@ -432,14 +440,7 @@ impl StoreHandle {
     /// Whether the store answers: the writer asks the database for next to nothing once
     /// what is queued before is written. Gives up after `wait`; an error after a stop.
     pub async fn ping(&self, wait: Duration) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Command::Ask(Request::Ping(reply)))
-            .map_err(|_| StoreError::TimedOut)?;
-        match timeout(wait, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) | Err(_) => Err(StoreError::TimedOut),
-        }
+        self.ask(Request::Ping, wait).await
     }
 
     /// Writes what is queued (waiting at most `wait`) and stops the writer; later messages are
