@@ -347,6 +347,57 @@ async fn a_guest_may_register_the_name_it_uses_and_no_other() {
 /// do (the hashing runs on blocking threads, which hold the clock while they work). No store:
 /// every name is unknown, and an unknown account is throttled exactly as a real one, so the
 /// throttle tells nothing about which names exist.
+/// A refusal holds the connection's input until the back-off is over, for a second at most:
+/// a client that guesses again as soon as it is refused is answered about once a second, not
+/// as fast as it can send. Paused time, so the waits are exact.
+#[actix::test]
+async fn a_throttled_connection_is_read_again_only_after_a_pause() {
+    use std::time::Duration;
+    use tokio::time::{sleep, Instant};
+
+    let server = TestServer::start_paused(common::settings_without_presence()).await;
+    let mut guesser = server.connect().await;
+    for _ in 0..4 {
+        guesser.send("login|ghost|guess one").await;
+        guesser.expect("error|bad-password|ghost").await;
+    }
+    let struck = Instant::now();
+    guesser.send("login|ghost|guess one").await;
+    guesser.expect("error|bad-password|ghost").await;
+    // The fifth wrong password starts a back-off of one second: the refusal comes at once, and
+    // the line after it is read when the back-off is over.
+    guesser.send("login|ghost|guess two").await;
+    guesser.expect("error|rate-limited|login").await;
+    guesser.send("ping").await;
+    guesser.expect("pong").await;
+    assert!(
+        struck.elapsed() >= Duration::from_secs(1),
+        "read again after {:?}",
+        struck.elapsed()
+    );
+
+    // The next wrong password doubles the back-off to two seconds; the pause stays at one.
+    guesser.send("login|ghost|guess three").await;
+    guesser.expect("error|bad-password|ghost").await;
+    guesser.send("login|ghost|guess four").await;
+    let refused = Instant::now();
+    guesser.expect("error|rate-limited|login").await;
+    guesser.send("ping").await;
+    guesser.expect("pong").await;
+    let held = refused.elapsed();
+    assert!(
+        held >= Duration::from_secs(1) && held < Duration::from_millis(1500),
+        "held for {held:?}"
+    );
+    // Still within the back-off: refused again, and held again.
+    guesser.send("login|ghost|guess five").await;
+    guesser.expect("error|rate-limited|login").await;
+    sleep(Duration::from_secs(2)).await;
+    guesser.send("login|ghost|guess six").await;
+    guesser.expect("error|bad-password|ghost").await;
+    server.shutdown().await;
+}
+
 #[actix::test]
 async fn the_back_off_doubles_with_each_further_wrong_password() {
     use std::time::Duration;

@@ -3,7 +3,8 @@
 //! One hash costs tens of milliseconds of one core and 19 MiB of memory, on purpose. Run on an
 //! actor's thread, it would stall every connection served there; run without a bound, a storm
 //! of logins would take every core and a lot of memory. So hashing runs on tokio's blocking
-//! threads, one hash per core but one at a time (at least one: [`HashPool`]), and only a
+//! threads, one hash per core but one at a time (at least one: [`HashPool`]), each on a thread
+//! of the lowest scheduling priority (so chat goes first whenever both are ready), and only a
 //! bounded number of requests may wait for their turn: past that, a login is told
 //! `rate-limited|login` at once rather than queued.
 
@@ -133,14 +134,58 @@ impl HashPool {
             .acquire_owned()
             .await
             .map_err(|_| PoolBusy)?;
-        tokio::task::spawn_blocking(move || {
-            let result = job();
-            give_back_memory();
+        let result = tokio::task::spawn_blocking(move || {
+            let result = at_low_priority(job);
             drop(permit);
             result
         })
-        .await
-        .map_err(|_| PoolBusy)
+        .await;
+        result.ok().flatten().ok_or(PoolBusy)
+    }
+}
+
+/// Runs `job` on a thread of its own at the lowest scheduling priority and waits for it
+/// (`None` if the thread cannot be made or the job panicked).
+///
+/// Why the lowest priority: even one core's worth of hashing, on a machine with few cores,
+/// competes with the threads that carry chat; at the lowest priority the scheduler runs chat
+/// first whenever both are ready, so a storm of logins costs other users' messages almost no
+/// latency, and hashes take the time that chat leaves (on a saturated server a login waits,
+/// which is the right way round). Why a thread of its own rather than lowering the blocking
+/// thread we are on: that thread goes on to serve other blocking work, and an unprivileged
+/// thread cannot raise its priority back. A thread costs tens of microseconds against a hash's
+/// tens of milliseconds. And why this blocking thread waits for it rather than handing the job
+/// over: a running blocking task is work in progress to tokio, whose paused clock (in tests)
+/// must not jump ahead while a hash is being computed.
+fn at_low_priority<T, F>(job: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("hashing".to_owned())
+        .spawn(move || {
+            lower_priority();
+            let result = job();
+            give_back_memory();
+            result
+        })
+        .ok()?
+        .join()
+        .ok()
+}
+
+/// Gives the calling thread the lowest scheduling priority (nice 19). On Linux a thread's nice
+/// value is its own (`setpriority` with the thread's id), so the rest of the process keeps its
+/// priority. Elsewhere, or if refused, the hash simply runs at normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority only read and set the calling thread's scheduling state.
+    unsafe {
+        let thread = libc::gettid();
+        if let Ok(thread) = libc::id_t::try_from(thread) {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, thread, 19);
+        }
     }
 }
 

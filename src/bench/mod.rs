@@ -31,6 +31,7 @@ mod net;
 mod progress;
 mod report;
 mod stats;
+mod storm;
 mod traffic;
 
 use std::{
@@ -77,6 +78,9 @@ pub struct Options {
     pub transport: net::Transport,
     /// What to do.
     pub workload: Workload,
+    /// Password guessers hammering the server while a pairs or room workload runs (`--storm`),
+    /// each from a loopback address of its own; 0 for none.
+    pub storm: usize,
 }
 
 /// One of the four workloads.
@@ -258,6 +262,20 @@ impl Options {
         if !is_valid_run_id(&self.run_id) {
             return usage("--run-id must be 1 to 8 letters, digits, `_` or `.`");
         }
+        if self.storm > 0 {
+            if !matches!(
+                self.workload,
+                Workload::Pairs { .. } | Workload::Room { .. }
+            ) {
+                return usage("--storm goes with pairs or room");
+            }
+            if !matches!(self.transport, net::Transport::Tcp) {
+                return usage("--storm guesses over plain TCP: leave out --tls and --ws");
+            }
+            if self.storm > storm::MAX_GUESSERS {
+                return usage(&format!("--storm must be at most {}", storm::MAX_GUESSERS));
+            }
+        }
         self.workload.validate(self.server_pid)
     }
 }
@@ -389,13 +407,23 @@ async fn run_async(options: Options) -> Result<Report, BenchError> {
     let deadline = tokio::time::Instant::now()
         .checked_add(options.timeout)
         .ok_or_else(|| BenchError::Usage("--timeout is too long".to_owned()))?;
+    let storm = match options.storm {
+        0 => None,
+        guessers => {
+            Some(storm::Storm::start(options.server, guessers, &options.run_id, deadline).await?)
+        }
+    };
     let cpu_before = stats::CpuSample::take(options.server_pid);
     let started = Instant::now();
-    let measured = run_workload(&options, deadline).await?;
+    let measured = run_workload(&options, deadline).await;
     let wall = started.elapsed();
     let cpu_after = stats::CpuSample::take(options.server_pid);
+    let storm = match storm {
+        Some(storm) => Some(storm.stop().await),
+        None => None,
+    };
     let cpu = stats::CpuUse::between(cpu_before, cpu_after, wall);
-    Ok(Report::new(&options, measured, cpu))
+    Ok(Report::new(&options, measured?, cpu).with_storm(storm))
 }
 
 /// Hands the workload to the module that runs it.
@@ -470,6 +498,7 @@ mod tests {
                 clients: 2,
                 traffic: TrafficOptions { pacing, size: 0 },
             },
+            storm: 0,
         }
     }
 

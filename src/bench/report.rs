@@ -10,7 +10,9 @@ use std::{
 
 use serde::{ser::SerializeMap, Serialize, Serializer};
 
-use super::{stats::CpuUse, traffic::Grouping, Options, Pacing, TrafficOptions};
+use super::{
+    stats::CpuUse, storm::StormReport, traffic::Grouping, Options, Pacing, TrafficOptions,
+};
 
 /// Which workload a report is about: its `mode` key and the first row of its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,6 +56,8 @@ pub struct Report {
     pub(crate) bench_cpu_pct: f64,
     /// What the workload itself measured; it also says which workload ran.
     pub(crate) figures: Figures,
+    /// What the password-guessing storm beside it was answered (`--storm`).
+    pub(crate) storm: Option<StormReport>,
 }
 
 /// What a workload hands back, before the run-wide facts (server, run, CPU) are added.
@@ -211,7 +215,13 @@ impl Report {
             server_cpu_pct: cpu.server_pct,
             bench_cpu_pct: cpu.bench_pct,
             figures: measured.figures,
+            storm: None,
         }
+    }
+
+    /// The report with the storm's figures beside the workload's.
+    pub(crate) fn with_storm(self, storm: Option<StormReport>) -> Report {
+        Report { storm, ..self }
     }
 
     /// Whether the run met the bar: no loss, no reordering, no connection closed by the server,
@@ -264,6 +274,8 @@ impl Report {
             bench_cpu_pct: f64,
             #[serde(flatten)]
             figures: &'a Figures,
+            #[serde(flatten)]
+            storm: &'a Option<StormReport>,
             passed: bool,
         }
         serde_json::to_string(&Json {
@@ -276,6 +288,7 @@ impl Report {
             server_cpu_pct: self.server_cpu_pct,
             bench_cpu_pct: self.bench_cpu_pct,
             figures: &self.figures,
+            storm: &self.storm,
             passed: self.passed(),
         })
     }
@@ -290,6 +303,9 @@ impl Report {
             Figures::Traffic(t) => self.traffic_rows(&mut out, t),
             Figures::Churn(c) => self.churn_rows(&mut out, c),
             Figures::Idle(i) => self.idle_rows(&mut out, i),
+        }
+        if let Some(storm) = &self.storm {
+            storm_rows(&mut out, storm);
         }
         self.cpu_rows(&mut out);
         out.row("result", if self.passed() { "ok" } else { "FAILED" });
@@ -409,6 +425,24 @@ impl Report {
     }
 }
 
+/// `--storm`: how many guessers, and what their guesses were answered while the workload ran.
+fn storm_rows(out: &mut Table, storm: &StormReport) {
+    out.row(
+        "storm",
+        format!(
+            "{} guessers, {} answers ({}/s): {} bad-password, {} rate-limited, {} other; {} \
+             reconnects",
+            storm.storm_clients,
+            storm.storm_answers,
+            thousands(storm.storm_answers_per_s),
+            storm.storm_bad_password,
+            storm.storm_rate_limited,
+            storm.storm_other,
+            storm.storm_reconnects
+        ),
+    );
+}
+
 /// `closed loop, 100 msgs per sender, window 16` or `open loop, 2,000 msgs/s offered for 5.0 s`.
 fn describe_pacing(pacing: &Pacing) -> String {
     match *pacing {
@@ -470,6 +504,7 @@ mod tests {
             elapsed_s: 0.0,
             server_cpu_pct: None,
             bench_cpu_pct: 0.0,
+            storm: None,
             figures,
         }
     }
@@ -607,6 +642,7 @@ mod tests {
             elapsed_s: 1.23456,
             server_cpu_pct: open.then_some(57.4),
             bench_cpu_pct: 12.6,
+            storm: None,
             figures: Figures::Traffic(TrafficReport {
                 offered: Offered {
                     grouping,
@@ -640,6 +676,7 @@ mod tests {
             elapsed_s: 0.3004,
             server_cpu_pct: None,
             bench_cpu_pct: 40.0,
+            storm: None,
             figures: Figures::Churn(ChurnReport {
                 workers: 2,
                 duration_s: 0.3,
@@ -662,6 +699,7 @@ mod tests {
             elapsed_s: 0.113,
             server_cpu_pct: Some(8.8),
             bench_cpu_pct: 0.0,
+            storm: None,
             figures: Figures::Idle(IdleReport {
                 connect_s: 0.0105,
                 logins_per_s: 9493.3,

@@ -93,6 +93,12 @@ struct Cli {
     /// of the system's trust store.
     #[arg(long, global = true, value_name = "FILE", requires = "tls")]
     ca: Option<PathBuf>,
+    /// With pairs or room: N more clients guess passwords (`login|NAME|WRONG`, again as soon as
+    /// answered) while the workload runs, each from a loopback address of its own (127.0.0.2
+    /// onwards); they first register their names when the server has accounts. Shows what a
+    /// login storm costs everyone else.
+    #[arg(long, global = true, value_name = "N", default_value_t = 0)]
+    storm: usize,
     /// With --tls: the name the server's certificate is checked against.
     #[arg(long, global = true, value_name = "HOST", default_value = "localhost")]
     tls_name: String,
@@ -224,6 +230,7 @@ fn options(cli: Cli) -> Result<Options, BenchError> {
         run_id: cli.run_id.unwrap_or_else(bench::default_run_id),
         transport,
         workload,
+        storm: cli.storm,
     })
 }
 
