@@ -147,7 +147,7 @@ impl HashPool {
 /// Runs `job` on a thread of its own at the lowest scheduling priority and waits for it
 /// (`None` if the thread cannot be made or the job panicked).
 ///
-/// Why the lowest priority: even one core's worth of hashing, on a machine with few cores,
+/// Why the lowest priority (see [`lower_priority`]): even one core's worth of hashing, on a machine with few cores,
 /// competes with the threads that carry chat; at the lowest priority the scheduler runs chat
 /// first whenever both are ready, so a storm of logins costs other users' messages almost no
 /// latency, and hashes take the time that chat leaves (on a saturated server a login waits,
@@ -175,17 +175,22 @@ where
         .ok()
 }
 
-/// Gives the calling thread the lowest scheduling priority (nice 19). On Linux a thread's nice
-/// value is its own (`setpriority` with the thread's id), so the rest of the process keeps its
-/// priority. Elsewhere, or if refused, the hash simply runs at normal priority.
+/// Gives the calling thread the lowest scheduling priority there is. On Linux a thread's
+/// policy and nice value are its own, so the rest of the process keeps its priority.
+/// `SCHED_IDLE` rather than only nice 19: the scheduler preempts an idle-policy thread as soon as
+/// a normal one wakes, where a nice-19 thread may first finish its time slice (a millisecond or
+/// more), which is a direct message's whole latency budget. Elsewhere, or if refused, the hash
+/// simply runs at normal priority.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority only read and set the calling thread's scheduling state.
+    // SAFETY: gettid, setpriority and sched_setscheduler only read and set the calling thread's
+    // scheduling state; `param` outlives the call.
     unsafe {
-        let thread = libc::gettid();
-        if let Ok(thread) = libc::id_t::try_from(thread) {
+        if let Ok(thread) = libc::id_t::try_from(libc::gettid()) {
             let _ = libc::setpriority(libc::PRIO_PROCESS, thread, 19);
         }
+        let param = libc::sched_param { sched_priority: 0 };
+        let _ = libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
 }
 
