@@ -401,6 +401,27 @@ async fn a_server_with_a_store_shows_what_it_wrote() {
     assert_eq!(after.observations(DELIVERY, &[("verb", "say")]), 1.0);
     assert_eq!(after.get(SENT, &[("verb", "hist")]), 1.0);
     assert_eq!(after.get(SENT, &[("verb", "end")]), 1.0);
+
+    // A replay of missed messages counts its lines like any other event.
+    let mut carol = server.connect().await;
+    carol.send("register|carol|correct horse").await;
+    carol.expect("ok|login|carol").await;
+    carol.send("exit").await;
+    assert_eq!(carol.expect_closed().await, ["bye"]);
+    alice.send("talk|carol|while you were out").await;
+    alice.expect("queued|carol").await;
+    let mut carol = server.connect().await;
+    carol.send("login|carol|correct horse").await;
+    carol.expect("ok|login|carol").await;
+    let missed = carol.recv().await;
+    assert!(
+        missed.starts_with("missed|") && missed.ends_with("|alice|while you were out"),
+        "{missed}"
+    );
+    carol.expect("end|missed|1").await;
+    let replayed = Metrics::of(&server);
+    assert_eq!(replayed.get(SENT, &[("verb", "missed")]), 1.0);
+    assert_eq!(replayed.get(SENT, &[("verb", "end")]), 2.0);
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -189,6 +189,12 @@ impl Session {
             // Closing: what was written is settled when the connection ends.
             return;
         };
+        // Counted once queued, as every other event is (see `Outbox::send`).
+        let metrics = &self.context.metrics;
+        metrics.events_sent(EventVerb::Missed, ends.len());
+        if replay.is_done() {
+            metrics.events_sent(EventVerb::End, 1);
+        }
         let start = mark - lines.len() as u64;
         replay
             .unconfirmed
