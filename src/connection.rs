@@ -68,7 +68,10 @@ pub enum Security {
 }
 
 /// A byte stream that can carry a session: TCP, TLS, an in-memory pipe, or a WebSocket adapter.
-pub(crate) trait Transport: Send + 'static {
+/// One that is handed to a worker thread ([`Gate::admit`](crate::server::Gate::admit)) is
+/// `Send`; one that must stay on the thread that holds it (a WebSocket, whose HTTP connection
+/// lives on an HTTP worker) is served there ([`Gate::admit_here`](crate::server::Gate::admit_here)).
+pub(crate) trait Transport: 'static {
     /// The half that is read from.
     type Reader: AsyncRead + Unpin + 'static;
     /// The half that is written to.
