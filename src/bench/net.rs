@@ -254,7 +254,7 @@ impl WsWriter {
         }
         self.answer_ping();
         let mut used = 0;
-        while let Some(end) = buf[used..].iter().position(|&byte| byte == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', &buf[used..]) {
             let line = &buf[used..used + end];
             let text = if self.partial.is_empty() {
                 line

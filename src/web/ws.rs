@@ -370,7 +370,7 @@ impl Lines<'_, '_> {
             Some(text) if last => text.strip_suffix(b"\r").unwrap_or(text),
             _ => text,
         };
-        if text.contains(&b'\n') {
+        if memchr::memchr(b'\n', text).is_some() {
             let text: Vec<u8> = text
                 .iter()
                 .map(|&b| if b == b'\n' { b'\r' } else { b })
@@ -484,7 +484,7 @@ impl WsWriter {
 /// Frames every line that `bytes` ends, the first one's start being in `partial`; keeps what
 /// follows the last `\n` in `partial`.
 fn frame_lines(out: &mut BytesMut, partial: &mut BytesMut, mut bytes: &[u8]) {
-    while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+    while let Some(end) = memchr::memchr(b'\n', bytes) {
         let line = if partial.is_empty() {
             &bytes[..end]
         } else {
