@@ -23,7 +23,9 @@
 //! listener asks [`Gate::slot`](crate::server::Gate::slot) for a slot with the client's address
 //! (the per-address and connection limits), hands the transport and the slot to
 //! [`Gate::admit`](crate::server::Gate::admit) — which picks the worker and starts a `Session`
-//! over it — or, with no slot, the stream to [`Gate::refuse`](crate::server::Gate::refuse).
+//! over it; a transport that cannot leave its thread (a WebSocket) goes to
+//! [`Gate::admit_here`](crate::server::Gate::admit_here) instead — or, with no slot, the stream
+//! to [`Gate::refuse`](crate::server::Gate::refuse).
 //! Nothing in the session or the `ChatServer` changes. Its [`Transport::KIND`] is the
 //! `transport` label of the connection metrics (a new transport adds a value to
 //! [`TransportKind`]).
