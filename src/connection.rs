@@ -23,7 +23,9 @@
 //! listener asks [`Gate::slot`](crate::server::Gate::slot) for a slot with the client's address
 //! (the per-address and connection limits), hands the transport and the slot to
 //! [`Gate::admit`](crate::server::Gate::admit) — which picks the worker and starts a `Session`
-//! over it — or, with no slot, the stream to [`Gate::refuse`](crate::server::Gate::refuse).
+//! over it; a transport that cannot leave its thread (a WebSocket) goes to
+//! [`Gate::admit_here`](crate::server::Gate::admit_here) instead — or, with no slot, the stream
+//! to [`Gate::refuse`](crate::server::Gate::refuse).
 //! Nothing in the session or the `ChatServer` changes. Its [`Transport::KIND`] is the
 //! `transport` label of the connection metrics (a new transport adds a value to
 //! [`TransportKind`]).
@@ -68,7 +70,10 @@ pub enum Security {
 }
 
 /// A byte stream that can carry a session: TCP, TLS, an in-memory pipe, or a WebSocket adapter.
-pub(crate) trait Transport: Send + 'static {
+/// One that is handed to a worker thread ([`Gate::admit`](crate::server::Gate::admit)) is
+/// `Send`; one that must stay on the thread that holds it (a WebSocket, whose HTTP connection
+/// lives on an HTTP worker) is served there ([`Gate::admit_here`](crate::server::Gate::admit_here)).
+pub(crate) trait Transport: 'static {
     /// The half that is read from.
     type Reader: AsyncRead + Unpin + 'static;
     /// The half that is written to.

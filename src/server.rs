@@ -493,9 +493,8 @@ impl Gate {
     }
 
     /// Starts a session over `transport` on the next worker; it holds `slot` for its lifetime.
-    pub(crate) fn admit<T: Transport>(&self, transport: T, peer: SocketAddr, mut slot: Slot) {
-        slot._open = Some(self.context.metrics.connection_opened(T::KIND));
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn admit<T: Transport + Send>(&self, transport: T, peer: SocketAddr, slot: Slot) {
+        let (conn, slot) = self.number::<T>(slot);
         let worker = &self.workers[conn as usize % self.workers.len()];
         let context = self.context.clone();
         // The transport is opened on the worker (its socket joins that thread's reactor), so
@@ -503,6 +502,23 @@ impl Gate {
         worker.spawn_fn(move || {
             actix_rt::spawn(Session::serve(transport, conn, peer, context, slot));
         });
+    }
+
+    /// Starts a session over `transport` on the current thread, which must be an actix arbiter;
+    /// it holds `slot` for its lifetime. For a transport that cannot leave the thread that
+    /// holds it: a WebSocket, served on the HTTP worker that holds its connection, where its
+    /// frames reach the session without crossing threads (see [`crate::web::ws`]). The HTTP
+    /// workers take connections in turn, so these sessions are spread over them as well.
+    pub(crate) fn admit_here<T: Transport>(&self, transport: T, peer: SocketAddr, slot: Slot) {
+        let (conn, slot) = self.number::<T>(slot);
+        let context = self.context.clone();
+        actix_rt::spawn(Session::serve(transport, conn, peer, context, slot));
+    }
+
+    /// Numbers a new connection and counts it open, as a `T`.
+    fn number<T: Transport>(&self, mut slot: Slot) -> (u64, Slot) {
+        slot._open = Some(self.context.metrics.connection_opened(T::KIND));
+        (self.next_conn.fetch_add(1, Ordering::Relaxed), slot)
     }
 
     /// Tells a connection why it is refused, on the current thread, unless too many are being

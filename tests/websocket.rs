@@ -353,40 +353,48 @@ async fn a_websocket_that_never_reads_is_cut_off_and_nobody_else_is() {
     sender.expect("members|flood|reader,sender,sleeper").await;
     reader.expect("join|flood|sender").await;
 
-    // Far more than every buffer between the sleeper's outbox and its socket can hold.
+    // Until the sleeper is cut off: every buffer between its outbox and its socket fills, then
+    // its outbox passes the cap, then its grace runs out. How many lines that takes depends on
+    // how fast the server moves them (a fixed flood can end within the grace period), so the
+    // flood goes on until the reader sees the sleeper leave — or fails the test at a bound far
+    // past every buffer (and past the total budget, which would cut the sleeper anyway).
     let text = "z".repeat(4000);
-    let lines = 6000;
+    let left = std::cell::Cell::new(false);
+    let sent = std::cell::Cell::new(0usize);
     let flood = async {
-        for chunk in 0..lines / 100 {
+        while !left.get() {
+            let first = sent.get();
+            assert!(first < 100_000, "the sleeper was never cut off");
             let mut burst = String::new();
-            for i in 0..100 {
-                burst.push_str(&format!("say|flood|{} {text}\n", chunk * 100 + i));
+            for i in first..first + 100 {
+                burst.push_str(&format!("say|flood|{i} {text}\n"));
             }
+            // Counted before the write, so the reader never stops short of a burst.
+            sent.set(first + 100);
             sender.send_raw(burst.as_bytes()).await;
         }
     };
     let read_all = async {
-        let mut sleeper_left = false;
         let mut i = 0;
-        while i < lines {
+        while !left.get() || i < sent.get() {
             let line = reader.recv().await;
-            if line == "leave|flood|sleeper" && !sleeper_left {
-                sleeper_left = true;
+            if line == "leave|flood|sleeper" && !left.get() {
+                left.set(true);
                 continue;
             }
             assert_eq!(line, format!("say|flood|sender|{i} {text}"));
             i += 1;
         }
-        sleeper_left
     };
-    let ((), sleeper_left) = tokio::join!(flood, read_all);
-    assert!(
-        sleeper_left,
-        "the sleeper was cut off while the flood went on"
-    );
+    tokio::join!(flood, read_all);
     // What the sleeper finally reads ends with the close, far short of the flood.
     let ended = sleeper.expect_closed().await;
-    assert!(ended.lines.len() < lines / 2, "{} lines", ended.lines.len());
+    assert!(
+        ended.lines.len() < sent.get() / 2,
+        "{} of {} lines",
+        ended.lines.len(),
+        sent.get()
+    );
     // The reader got every line, and the sender is still served; the sleeper is gone.
     sender.expect("leave|flood|sleeper").await;
     sender.send("names|flood").await;

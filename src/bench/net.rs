@@ -12,11 +12,8 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf, BytesMut};
-use futures_util::{
-    stream::{SplitSink, SplitStream},
-    Sink, Stream, StreamExt,
-};
+use actix_http::ws::{CloseCode, OpCode as WsOpCode, Parser};
+use bytes::{Buf, Bytes, BytesMut};
 use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
@@ -27,11 +24,14 @@ use tokio::{
     time::{sleep, timeout_at, Instant},
 };
 use tokio_rustls::{client::TlsStream, TlsConnector};
-use tokio_tungstenite::{
-    tungstenite::{self, Message},
-    WebSocketStream,
+use tokio_tungstenite::tungstenite::{
+    handshake::{client::generate_key, derive_accept_key},
+    protocol::frame::{
+        coding::{Control, Data, OpCode},
+        FrameHeader,
+    },
 };
-use tokio_util::codec::Decoder;
+use tokio_util::{codec::Decoder, io::poll_read_buf};
 
 use super::{progress::Progress, BenchError, Options};
 use crate::codec::{Event, Frame, LineCodec, Request, MAX_SERVER_LINE};
@@ -101,75 +101,256 @@ pub(crate) enum Writer {
 
 /// The frames a WebSocket brings, read as the lines they carry: each text frame's text and a
 /// newline, so the same [`LineCodec`] frames every transport.
+///
+/// The tool's WebSocket is its own, on the two halves of the TCP socket like the TCP baseline's,
+/// rather than a WebSocket library's stream split behind a lock: the tool runs on one core, and
+/// a client that costs more per line than the server would measure itself. Frame headers are
+/// read by tungstenite's parser and a text frame's payload is copied straight into the line
+/// buffer (a codec handing each frame over as a buffer of its own costs two atomic reference
+/// count updates per frame, which showed in the tool's profile); frames are written by
+/// actix-http's. It is still an honest client: every line is one masked text frame, a ping is
+/// answered with a pong (by the writer, with its next write), a close ends the input.
 pub(crate) struct WsReader {
-    frames: SplitStream<WebSocketStream<TcpStream>>,
-    /// What the last frame carried that the caller's buffer had no room for.
+    read: OwnedReadHalf,
+    /// Bytes read and not yet taken as frames (first: whatever followed the handshake's reply).
+    raw: BytesMut,
+    /// Lines taken from frames that the caller's buffer had no room for.
     pending: BytesMut,
+    /// Where a ping's payload waits for the writer to answer it.
+    pong: Arc<PongSlot>,
+    /// A close frame has arrived, or the socket has closed: the input has ended.
+    closed: bool,
 }
 
-/// Lines written, sent as one text frame each (the newline is the frame's end, not its text).
+/// Lines written, sent as one masked text frame each (the newline is the frame's end, not its
+/// text), encoded into one buffer and written with as few writes as the socket allows — as the
+/// TCP baseline writes a batch of lines at once.
 pub(crate) struct WsWriter {
-    frames: SplitSink<WebSocketStream<TcpStream>, Message>,
+    write: OwnedWriteHalf,
+    /// Frames encoded and not yet written.
+    out: BytesMut,
     /// The start of a line whose newline has not been written yet.
     partial: BytesMut,
+    pong: Arc<PongSlot>,
+    /// The close frame is in `out` (or written).
+    close_sent: bool,
 }
 
-/// A WebSocket error as an I/O error, so every transport fails the same way.
-fn ws_error(error: tungstenite::Error) -> io::Error {
-    match error {
-        tungstenite::Error::Io(error) => error,
-        other => io::Error::other(other),
+/// A ping the reader has seen and the writer has not answered yet (the last one: a pong
+/// answers the most recent ping, RFC 6455 §5.5.3).
+#[derive(Default)]
+struct PongSlot {
+    due: AtomicBool,
+    payload: Mutex<Bytes>,
+}
+
+impl PongSlot {
+    fn put(&self, payload: Bytes) {
+        *self.payload.lock().unwrap_or_else(PoisonError::into_inner) = payload;
+        self.due.store(true, Ordering::Release);
     }
+
+    /// The payload to answer, if a ping is waiting: one atomic load otherwise.
+    fn take(&self) -> Option<Bytes> {
+        if !self.due.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        Some(std::mem::take(
+            &mut *self.payload.lock().unwrap_or_else(PoisonError::into_inner),
+        ))
+    }
+}
+
+/// Frames written ahead of the socket before a write waits for it.
+const WS_OUT_HIGH: usize = 64 * 1024;
+/// Largest frame the tool accepts from the server: its longest line and some.
+const WS_MAX_FRAME: usize = MAX_SERVER_LINE + 1024;
+
+fn invalid(what: impl fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
 impl WsReader {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        while self.pending.is_empty() {
-            match std::task::ready!(Pin::new(&mut self.frames).poll_next(cx)) {
-                Some(Ok(Message::Text(text))) => {
-                    self.pending.extend_from_slice(text.as_bytes());
-                    self.pending.extend_from_slice(b"\n");
-                }
-                // tungstenite answers pings itself; the server sends nothing else the bench reads.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_))) => {}
-                Some(Ok(Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
-                Some(Err(
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                )) => return Poll::Ready(Ok(())),
-                Some(Err(error)) => return Poll::Ready(Err(ws_error(error))),
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                buf.put_slice(&self.pending[..n]);
+                self.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if self.closed {
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            self.take_frames(buf)?;
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+            if !self.pending.is_empty() || self.closed {
+                continue;
+            }
+            if self.raw.capacity() - self.raw.len() < 1024 {
+                self.raw.reserve(8 * 1024);
+            }
+            if std::task::ready!(poll_read_buf(Pin::new(&mut self.read), cx, &mut self.raw))? == 0 {
+                // The socket closed without a close frame: the end all the same.
+                self.closed = true;
             }
         }
-        let n = self.pending.len().min(buf.remaining());
-        buf.put_slice(&self.pending[..n]);
-        self.pending.advance(n);
-        Poll::Ready(Ok(()))
+    }
+
+    /// Takes every whole frame in `raw`: text into the caller's buffer (or `pending`), a ping
+    /// for the writer to answer; a close ends the input.
+    fn take_frames(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+        while !self.closed {
+            let mut cursor = io::Cursor::new(&self.raw[..]);
+            let Some((header, length)) = FrameHeader::parse(&mut cursor).map_err(invalid)? else {
+                return Ok(());
+            };
+            if header.mask.is_some() || header.rsv1 || header.rsv2 || header.rsv3 {
+                return Err(invalid("a masked or extended frame from the server"));
+            }
+            let length = usize::try_from(length)
+                .ok()
+                .filter(|&length| length <= WS_MAX_FRAME)
+                .ok_or_else(|| invalid("a frame longer than any line"))?;
+            // `cursor` is at most 14 bytes in: the header's length.
+            let start = usize::try_from(cursor.position()).map_err(invalid)?;
+            let Some(payload) = self.raw.get(start..start + length) else {
+                self.raw.reserve(start + length - self.raw.len());
+                return Ok(());
+            };
+            match header.opcode {
+                // The server does not fragment, but a client takes what the protocol allows.
+                OpCode::Data(Data::Text | Data::Continue) => {
+                    let end: &[u8] = if header.is_final { b"\n" } else { b"" };
+                    if self.pending.is_empty() && buf.remaining() >= payload.len() + end.len() {
+                        buf.put_slice(payload);
+                        buf.put_slice(end);
+                    } else {
+                        self.pending.extend_from_slice(payload);
+                        self.pending.extend_from_slice(end);
+                    }
+                }
+                OpCode::Control(Control::Ping) => self.pong.put(Bytes::copy_from_slice(payload)),
+                OpCode::Control(Control::Close) => self.closed = true,
+                // The server sends nothing else the tool reads.
+                OpCode::Data(_) | OpCode::Control(_) => {}
+            }
+            self.raw.advance(start + length);
+        }
+        Ok(())
     }
 }
 
 impl WsWriter {
-    /// Sends every complete line in `buf` as a text frame, for as long as the sink takes them;
-    /// keeps a trailing incomplete line for the next write.
+    /// Encodes every complete line in `buf` as a text frame; keeps a trailing incomplete line
+    /// for the next write. Takes nothing while `WS_OUT_HIGH` bytes of frames wait for the
+    /// socket.
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.out.len() >= WS_OUT_HIGH {
+            std::task::ready!(self.poll_drain(cx))?;
+        }
+        self.answer_ping();
         let mut used = 0;
-        while let Some(end) = buf[used..].iter().position(|&byte| byte == b'\n') {
-            match Pin::new(&mut self.frames).poll_ready(cx) {
-                Poll::Pending if used == 0 => return Poll::Pending,
-                Poll::Pending => return Poll::Ready(Ok(used)),
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(ws_error(error))),
-                Poll::Ready(Ok(())) => {}
-            }
-            self.partial.extend_from_slice(&buf[used..used + end]);
-            let line = self.partial.split().freeze();
-            let text = tungstenite::Utf8Bytes::try_from(line)
+        while let Some(end) = memchr::memchr(b'\n', &buf[used..]) {
+            let line = &buf[used..used + end];
+            let text = if self.partial.is_empty() {
+                line
+            } else {
+                self.partial.extend_from_slice(line);
+                &self.partial[..]
+            };
+            // A text frame carries UTF-8; the tool only writes that, but never sends otherwise.
+            std::str::from_utf8(text)
                 .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-            Pin::new(&mut self.frames)
-                .start_send(Message::Text(text))
-                .map_err(ws_error)?;
+            Parser::write_message(&mut self.out, text, WsOpCode::Text, true, true);
+            self.partial.clear();
             used += end + 1;
         }
         self.partial.extend_from_slice(&buf[used..]);
+        // Start on the socket at once; what it does not take now, the flush writes.
+        if let Poll::Ready(Err(error)) = self.poll_drain(cx) {
+            return Poll::Ready(Err(error));
+        }
         Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Queues a pong if the reader has seen a ping.
+    fn answer_ping(&mut self) {
+        if let Some(payload) = self.pong.take() {
+            Parser::write_message(&mut self.out, &payload, WsOpCode::Pong, true, true);
+        }
+    }
+
+    /// Writes what is in `out` until all of it is written or the socket is full.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.write).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.answer_ping();
+        std::task::ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.write).poll_flush(cx)
+    }
+
+    /// Sends a close frame (once), then shuts the socket's write side down.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.close_sent {
+            Parser::write_close(&mut self.out, Some(CloseCode::Normal.into()), true);
+            self.close_sent = true;
+        }
+        std::task::ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.write).poll_shutdown(cx)
+    }
+}
+
+/// Upgrades `stream` to a WebSocket on `/ws` (RFC 6455 §4.1), and returns it with whatever
+/// the server sent after its reply (a refusal's `bye` may follow at once).
+async fn ws_upgrade(stream: &mut TcpStream, addr: SocketAddr) -> io::Result<BytesMut> {
+    let key = generate_key();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = BytesMut::with_capacity(1024);
+    loop {
+        if stream.read_buf(&mut raw).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&raw).map_err(invalid)? {
+            httparse::Status::Partial if raw.len() > 16 * 1024 => {
+                return Err(invalid("an endless reply to the upgrade"))
+            }
+            httparse::Status::Partial => {}
+            httparse::Status::Complete(length) => {
+                if response.code != Some(101) {
+                    return Err(invalid(format!("HTTP {}", response.code.unwrap_or(0))));
+                }
+                let accept = response
+                    .headers
+                    .iter()
+                    .find(|header| header.name.eq_ignore_ascii_case("sec-websocket-accept"));
+                if accept.map(|header| header.value)
+                    != Some(derive_accept_key(key.as_bytes()).as_bytes())
+                {
+                    return Err(invalid("a wrong Sec-WebSocket-Accept"));
+                }
+                raw.advance(length);
+                return Ok(raw);
+            }
+        }
     }
 }
 
@@ -227,7 +408,7 @@ impl AsyncWrite for Writer {
         match self.get_mut() {
             Writer::Plain(write) => Pin::new(write).poll_flush(cx),
             Writer::Tls(write) => Pin::new(write).poll_flush(cx),
-            Writer::Ws(write) => Pin::new(&mut write.frames).poll_flush(cx).map_err(ws_error),
+            Writer::Ws(write) => write.poll_flush(cx),
         }
     }
 
@@ -235,7 +416,7 @@ impl AsyncWrite for Writer {
         match self.get_mut() {
             Writer::Plain(write) => Pin::new(write).poll_shutdown(cx),
             Writer::Tls(write) => Pin::new(write).poll_shutdown(cx),
-            Writer::Ws(write) => Pin::new(&mut write.frames).poll_close(cx).map_err(ws_error),
+            Writer::Ws(write) => write.poll_shutdown(cx),
         }
     }
 }
@@ -313,18 +494,26 @@ pub(crate) async fn handshake(
             (Reader::Plain(read), Writer::Plain(write))
         }
         Transport::Ws => {
-            let (socket, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+            let mut stream = stream;
+            let raw = ws_upgrade(&mut stream, addr)
                 .await
                 .map_err(|error| closed_during_login(name, format!(" (WebSocket: {error})")))?;
-            let (write, read) = socket.split();
+            let (read, write) = stream.into_split();
+            let pong = Arc::new(PongSlot::default());
             (
                 Reader::Ws(WsReader {
-                    frames: read,
+                    read,
+                    raw,
                     pending: BytesMut::new(),
+                    pong: pong.clone(),
+                    closed: false,
                 }),
                 Writer::Ws(WsWriter {
-                    frames: write,
+                    write,
+                    out: BytesMut::new(),
                     partial: BytesMut::new(),
+                    pong,
+                    close_sent: false,
                 }),
             )
         }

@@ -1,23 +1,25 @@
 //! `GET /ws`: a WebSocket as one more transport for a `Session`.
 //!
-//! One text frame is one protocol line, both ways. The connection is adapted to the byte stream
-//! a session reads and writes by an in-memory pipe ([`tokio::io::duplex`]): the session's end is
-//! the [`WsTransport`] admitted through the [`Gate`](crate::server::Gate) like a TCP socket, and
-//! this end is served on the HTTP worker by two halves:
+//! One text frame is one protocol line, both ways. The session is started on the HTTP worker
+//! thread that serves the WebSocket ([`Gate::admit_here`](crate::server::Gate::admit_here)),
+//! so that its reading, its writing and the HTTP connection are tasks of one thread: a line
+//! crosses no thread and no pipe between the socket and the session. The [`WsTransport`] it
+//! is given is two adapters over the connection:
 //!
-//! * **in** ([`inbound`]): frames from the client become lines on the pipe — a text frame is
-//!   its text and a `\n`; a binary frame becomes a line that is not UTF-8, so the session
-//!   answers `error|bad-encoding|` exactly as it does on TCP (and counts it against flood
-//!   control); a pong becomes the line `pong`, a sign of life for the session's heartbeat; a
-//!   ping is answered with a pong and passed on as an empty line (flood control counts it); a
-//!   close ends the session's input.
-//! * **out** ([`Outbound`]): the response body reads the session's lines from the pipe and
-//!   frames each as one text frame; after the protocol's `ping` it adds a WebSocket ping (which
-//!   a browser answers by itself); at the end of the session's output (after its `bye`) comes a
-//!   close frame. The body is read only as fast as the client takes the bytes, so a client
-//!   that stops reading fills the pipe and then the session's outbox, whose too-slow rule
-//!   (`bye|too-slow`, and the shared budget) applies unchanged: nothing between the outbox and
-//!   the socket grows.
+//! * **in** ([`WsReader`]): the session reads the client's frames, parsed straight from the
+//!   request's payload, as lines — a text frame is its text and a `\n`; a binary frame becomes
+//!   a line that is not UTF-8, so the session answers `error|bad-encoding|` exactly as it does
+//!   on TCP (and counts it against flood control); a pong becomes the line `pong`, a sign of
+//!   life for the session's heartbeat; a ping is answered with a pong and passed on as an empty
+//!   line (flood control counts it); a close ends the session's input.
+//! * **out** ([`WsWriter`]): what the session writes is framed as it is written, one text frame
+//!   per line, into a small buffer ([`LINK_BYTES`]) that the response body ([`Outbound`])
+//!   takes from; after the protocol's `ping` comes a WebSocket ping (which a browser answers by
+//!   itself); when the session shuts its output down (after its `bye`), a close frame. The body
+//!   is read only as fast as the client takes the bytes, and the writer waits while the buffer
+//!   is full, so a client that stops reading fills it and then the session's outbox, whose
+//!   too-slow rule (`bye|too-slow`, and the shared budget) applies unchanged: nothing between
+//!   the outbox and the socket grows.
 //!
 //! A newline cannot end a line inside a frame, so a frame cannot carry two commands: one
 //! trailing line ending (`\n` or `\r\n`) is dropped, and any other `\n` reaches the session as
@@ -27,9 +29,11 @@
 //! `limits.max_line_bytes` gets `error|line-too-long|` as on TCP.
 
 use std::{
+    cell::RefCell,
     io,
     pin::Pin,
-    task::{Context, Poll},
+    rc::Rc,
+    task::{Context, Poll, Waker},
 };
 
 use actix_http::ws::{self, CloseCode, CloseReason, Codec, Frame, Item, OpCode, Parser};
@@ -39,14 +43,11 @@ use actix_web::{
     web::{Data, Payload},
     HttpRequest, HttpResponse,
 };
-use bytes::BytesMut;
-use futures_util::{Stream, StreamExt};
+use bytes::{Buf, BytesMut};
+use futures_util::Stream;
 use log::debug;
-use tokio::{
-    io::{AsyncWrite, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf},
-    sync::mpsc,
-};
-use tokio_util::{codec::Decoder, io::poll_read_buf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::codec::Decoder;
 
 use super::{client_address, forwarded, health::plain, Web};
 use crate::{
@@ -54,33 +55,30 @@ use crate::{
     metrics::TransportKind,
 };
 
-/// Bytes in flight each way between a WebSocket and its session. Small: it is per connection,
-/// and the outbox behind it is where a backlog is counted and judged.
-const PIPE_BYTES: usize = 16 * 1024;
-/// Control frames (pongs, the close) waiting to go out; a client that pings faster than it
-/// reads loses pongs rather than costing memory.
-const CONTROL_FRAMES: usize = 8;
+/// Frames waiting for the client, at most (give or take one write): the session's writer waits
+/// while there are this many. Small: it is per connection, and the outbox behind it is where a
+/// backlog is counted and judged.
+const LINK_BYTES: usize = 16 * 1024;
 /// Largest frame accepted, at least: a bigger one closes the connection.
 const MIN_MAX_FRAME: usize = 64 * 1024;
-/// Read from the session's pipe per body chunk, at most.
-const READ_CHUNK: usize = 8 * 1024;
-/// Stop adding frames to one body chunk past this many bytes.
-const MAX_CHUNK: usize = 64 * 1024;
 
-/// A WebSocket's end of the pipe, as the session sees it: a byte stream like any other.
+/// A WebSocket as the session sees it: a byte stream like any other, whose halves are adapters
+/// over the HTTP connection (see the module docs). Not `Send`: it is served on the thread that
+/// holds the connection.
 pub(crate) struct WsTransport {
-    pipe: DuplexStream,
+    reader: WsReader,
+    writer: WsWriter,
     /// Whether the page came over HTTPS: `http.tls`, or a trusted proxy that says so.
     secure: bool,
 }
 
 impl Transport for WsTransport {
-    type Reader = ReadHalf<DuplexStream>;
-    type Writer = WriteHalf<DuplexStream>;
+    type Reader = WsReader;
+    type Writer = WsWriter;
     const KIND: TransportKind = TransportKind::Ws;
 
     async fn open(self) -> io::Result<(Self::Reader, Self::Writer)> {
-        Ok(tokio::io::split(self.pipe))
+        Ok((self.reader, self.writer))
     }
 
     fn security(&self) -> Security {
@@ -112,30 +110,46 @@ pub(crate) async fn upgrade(req: HttpRequest, payload: Payload, web: Data<Web>) 
         Ok(response) => response,
         Err(error) => return HttpResponse::from_error(error),
     };
-    let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
-    let (from_session, to_session) = tokio::io::split(ours);
-    let (control, controls) = mpsc::channel(CONTROL_FRAMES);
     let max_frame = MIN_MAX_FRAME.max(4 * web.max_line_bytes);
-    actix_rt::spawn(inbound(payload, to_session, control, max_frame));
+    let (reader, writer, body) = adapters(payload, max_frame);
     let transport = WsTransport {
-        pipe: theirs,
+        reader,
+        writer,
         secure: web.secure || proxied_over_https(&web, &req),
     };
     match web.gate.slot(peer) {
-        Ok(slot) => web.gate.admit(transport, peer, slot),
-        Err(reason) => web.gate.refuse(transport.pipe, peer, reason),
+        Ok(slot) => web.gate.admit_here(transport, peer, slot),
+        Err(reason) => {
+            let stream = WsStream {
+                reader: transport.reader,
+                writer: transport.writer,
+            };
+            web.gate.refuse(stream, peer, reason);
+        }
     }
-    let body = Outbound {
-        pipe: from_session,
-        controls,
-        pending: BytesMut::new(),
-        out: BytesMut::new(),
-        state: OutState::Open,
-    };
     match response.message_body(BodyStream::new(body).boxed()) {
         Ok(response) => response.into(),
         Err(error) => HttpResponse::from_error(error),
     }
+}
+
+/// The three ends of one WebSocket: the session's reader and writer, and the response body.
+fn adapters(payload: Payload, max_frame: usize) -> (WsReader, WsWriter, Outbound) {
+    let link = Rc::new(RefCell::new(Link::default()));
+    let reader = WsReader {
+        payload,
+        codec: Codec::new().max_size(max_frame),
+        raw: BytesMut::new(),
+        lines: BytesMut::new(),
+        message: Message::None,
+        ended: false,
+        link: link.clone(),
+    };
+    let writer = WsWriter {
+        partial: BytesMut::new(),
+        link: link.clone(),
+    };
+    (reader, writer, Outbound { link })
 }
 
 /// Whether the request's `Origin` may open a WebSocket: no `Origin` at all (not a browser: a
@@ -197,14 +211,50 @@ fn without_default_port(origin: &str) -> &str {
         .unwrap_or(origin)
 }
 
-/// A frame the inbound half asks the outbound half to send.
-#[derive(Debug)]
-enum Control {
-    Pong(bytes::Bytes),
-    Close(Option<CloseReason>),
+/// What the reader, the writer and the response body of one WebSocket share. They are tasks
+/// of one thread, so a `RefCell`, borrowed only inside a poll, never across one.
+#[derive(Default)]
+struct Link {
+    /// Frames for the client, not yet taken by the body; no allocation while there are none.
+    out: BytesMut,
+    /// The body, when it waits for frames.
+    body: Option<Waker>,
+    /// The session's writer, when it waits for room in `out`.
+    writer: Option<Waker>,
+    /// The close frame is in `out`: nothing is framed after it, and the body ends once `out`
+    /// is empty.
+    closed: bool,
+    /// The body is gone (the HTTP connection has ended): nothing written reaches the client.
+    gone: bool,
 }
 
-/// What the inbound half is in the middle of.
+impl Link {
+    fn wake_body(&mut self) {
+        if let Some(waker) = self.body.take() {
+            waker.wake();
+        }
+    }
+
+    /// Queues a close frame (once); the body ends after it.
+    fn close(&mut self, reason: Option<CloseReason>) {
+        if !self.closed {
+            Parser::write_close(&mut self.out, reason, false);
+            self.closed = true;
+            self.wake_body();
+        }
+    }
+
+    /// Queues a control frame unless the client already owes [`LINK_BYTES`]: a client that
+    /// pings faster than it reads loses pongs rather than costing memory.
+    fn control(&mut self, payload: &[u8], op: OpCode) {
+        if !self.closed && self.out.len() < LINK_BYTES {
+            Parser::write_message(&mut self.out, payload, op, true, false);
+            self.wake_body();
+        }
+    }
+}
+
+/// What the reader is in the middle of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Message {
     /// Between messages.
@@ -215,216 +265,403 @@ enum Message {
     Binary,
 }
 
-/// The client's frames, as lines on the session's pipe (see the module docs). Ends when the
-/// client closes or goes, or the session does.
-async fn inbound(
-    mut payload: Payload,
-    mut session: WriteHalf<DuplexStream>,
-    control: mpsc::Sender<Control>,
-    max_frame: usize,
-) {
-    let mut codec = Codec::new().max_size(max_frame);
-    let mut buffer = BytesMut::new();
-    let mut message = Message::None;
-    loop {
-        loop {
-            let frame = match codec.decode(&mut buffer) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(error) => {
-                    debug!("WebSocket closed: {error}");
-                    let code = match error {
-                        ws::ProtocolError::Overflow => CloseCode::Size,
-                        _ => CloseCode::Protocol,
-                    };
-                    let _ = control.try_send(Control::Close(Some(code.into())));
-                    let _ = session.shutdown().await;
-                    return;
-                }
-            };
-            let written = match frame {
-                Frame::Text(text) => {
-                    message = Message::None;
-                    write_line(&mut session, &text, true).await
-                }
-                Frame::Binary(_) => {
-                    message = Message::None;
-                    session.write_all(NOT_TEXT).await
-                }
-                Frame::Continuation(item) => match item {
-                    Item::FirstText(text) => {
-                        message = Message::Text;
-                        write_line(&mut session, &text, false).await
-                    }
-                    Item::FirstBinary(_) => {
-                        message = Message::Binary;
-                        Ok(())
-                    }
-                    Item::Continue(text) if message == Message::Text => {
-                        write_line(&mut session, &text, false).await
-                    }
-                    Item::Continue(_) => Ok(()),
-                    Item::Last(text) => match std::mem::replace(&mut message, Message::None) {
-                        Message::Text => write_line(&mut session, &text, true).await,
-                        Message::Binary | Message::None => session.write_all(NOT_TEXT).await,
-                    },
-                },
-                // Answered here, and passed on as an empty line: no reply, no sign of life, but
-                // a flood of pings costs flood-control tokens like a flood of empty lines.
-                Frame::Ping(bytes) => {
-                    let _ = control.try_send(Control::Pong(bytes));
-                    session.write_all(b"\n").await
-                }
-                // The browser's answer to our ping: alive, whatever its page's script is doing.
-                Frame::Pong(_) => session.write_all(b"pong\n").await,
-                Frame::Close(reason) => {
-                    let _ = control.try_send(Control::Close(reason));
-                    let _ = session.shutdown().await;
-                    return;
-                }
-            };
-            if written.is_err() {
-                return; // the session is gone
-            }
-        }
-        match payload.next().await {
-            Some(Ok(bytes)) => buffer.extend_from_slice(&bytes),
-            Some(Err(_)) | None => {
-                let _ = session.shutdown().await;
-                return;
-            }
-        }
-    }
+/// The client's frames as lines (see the module docs), parsed from the request's payload as
+/// the session reads. Ends when the client closes or goes.
+pub(crate) struct WsReader {
+    payload: Payload,
+    codec: Codec,
+    /// Bytes of the payload not yet parsed; no allocation while there are none.
+    raw: BytesMut,
+    /// Lines parsed and not yet read by the session; no allocation while there are none.
+    lines: BytesMut,
+    message: Message,
+    /// The client has closed, gone, or broken the protocol: the input has ended.
+    ended: bool,
+    link: Rc<RefCell<Link>>,
 }
 
 /// What a binary frame becomes: a line that is not UTF-8, which the session refuses with
 /// `error|bad-encoding|`.
 const NOT_TEXT: &[u8] = b"\xff\n";
 
-/// Writes `text` to the session as (part of) one line: no `\n` of its own ends it (see the
-/// module docs); with `last`, one trailing line ending is dropped and the line is ended.
-async fn write_line<W: AsyncWrite + Unpin>(
-    session: &mut W,
-    text: &[u8],
-    last: bool,
-) -> io::Result<()> {
-    let text = match text.strip_suffix(b"\n") {
-        Some(text) if last => text.strip_suffix(b"\r").unwrap_or(text),
-        _ => text,
+impl WsReader {
+    /// Parses the frames in `raw` into lines for the session — into `buf` while it has room,
+    /// then into `lines` — and queues the control frames they call for, until `raw` holds no
+    /// whole frame or the input has ended.
+    fn parse(&mut self, buf: &mut ReadBuf<'_>) {
+        let mut to = Lines {
+            buf,
+            lines: &mut self.lines,
+        };
+        while !self.ended {
+            if self.message == Message::None && take_text_frame(&mut self.raw, &mut to) {
+                continue;
+            }
+            let frame = match self.codec.decode(&mut self.raw) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(error) => {
+                    debug!("WebSocket closed: {error}");
+                    let code = match error {
+                        ws::ProtocolError::Overflow => CloseCode::Size,
+                        _ => CloseCode::Protocol,
+                    };
+                    self.link.borrow_mut().close(Some(code.into()));
+                    self.ended = true;
+                    return;
+                }
+            };
+            match frame {
+                Frame::Text(text) => {
+                    self.message = Message::None;
+                    to.line(&text, true);
+                }
+                Frame::Binary(_) => {
+                    self.message = Message::None;
+                    to.put(NOT_TEXT);
+                }
+                Frame::Continuation(item) => match item {
+                    Item::FirstText(text) => {
+                        self.message = Message::Text;
+                        to.line(&text, false);
+                    }
+                    Item::FirstBinary(_) => self.message = Message::Binary,
+                    Item::Continue(text) if self.message == Message::Text => to.line(&text, false),
+                    Item::Continue(_) => {}
+                    Item::Last(text) => match std::mem::replace(&mut self.message, Message::None) {
+                        Message::Text => to.line(&text, true),
+                        Message::Binary | Message::None => to.put(NOT_TEXT),
+                    },
+                },
+                // Answered here, and passed on as an empty line: no reply, no sign of life, but
+                // a flood of pings costs flood-control tokens like a flood of empty lines.
+                Frame::Ping(payload) => {
+                    self.link.borrow_mut().control(&payload, OpCode::Pong);
+                    to.put(b"\n");
+                }
+                // The browser's answer to our ping: alive, whatever its page's script is doing.
+                Frame::Pong(_) => to.put(b"pong\n"),
+                Frame::Close(reason) => {
+                    self.link.borrow_mut().close(reason);
+                    self.ended = true;
+                }
+            }
+        }
+    }
+}
+
+/// Takes the frame nearly every line comes in, if it is next and whole: a masked, final text
+/// frame of less than 64 KiB (so under the frame limit) with no extension bits, outside a
+/// fragmented message (the caller checks). Its text goes to `to`, unmasked. Anything else,
+/// or a frame not yet whole, is left to the codec, which checks and parses every frame.
+///
+/// Why by hand: the codec hands each frame over as a buffer of its own split from `raw`, and
+/// the reference counting of those splits (atomic, per frame) plus the codec itself were the
+/// largest part of what a line cost the server more over a WebSocket than over TCP.
+fn take_text_frame(raw: &mut BytesMut, to: &mut Lines<'_, '_>) -> bool {
+    // FIN and opcode 1 (text), no RSV bits; then the mask bit and a 7-bit or 16-bit length.
+    let (length, header) = match raw[..] {
+        [0x81, second, ..] if second & 0x80 != 0 && second & 0x7f < 126 => {
+            (usize::from(second & 0x7f), 2)
+        }
+        [0x81, 0xfe, high, low, ..] => (usize::from(u16::from_be_bytes([high, low])), 4),
+        _ => return false,
     };
-    let mut line = Vec::with_capacity(text.len() + 1);
-    line.extend(text.iter().map(|&b| if b == b'\n' { b'\r' } else { b }));
-    if last {
-        line.push(b'\n');
+    let Some(frame) = raw.get_mut(header..header + 4 + length) else {
+        return false; // not all here yet
+    };
+    let (mask, text) = frame.split_at_mut(4);
+    for (i, byte) in text.iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
     }
-    session.write_all(&line).await
+    to.line(text, true);
+    raw.advance(header + 4 + length);
+    true
 }
 
-/// Where the outbound half is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OutState {
-    /// Forwarding the session's lines.
-    Open,
-    /// The close frame is written; what is left of `out` goes, then the body ends.
-    Closing,
-    /// Ended.
-    Done,
+/// Where parsed lines go: straight into the session's read buffer while they fit, then (in
+/// order) into the reader's own.
+struct Lines<'a, 'b> {
+    buf: &'a mut ReadBuf<'b>,
+    lines: &'a mut BytesMut,
 }
 
-/// The response body: the session's lines as text frames, control frames from [`inbound`],
-/// and a close frame at the end (see the module docs).
+impl Lines<'_, '_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.lines.is_empty() && self.buf.remaining() >= bytes.len() {
+            self.buf.put_slice(bytes);
+        } else {
+            self.lines.extend_from_slice(bytes);
+        }
+    }
+
+    /// `text` as (part of) one line: no `\n` of its own ends it (see the module docs); with
+    /// `last`, one trailing line ending is dropped and the line is ended.
+    fn line(&mut self, text: &[u8], last: bool) {
+        let text = match text.strip_suffix(b"\n") {
+            Some(text) if last => text.strip_suffix(b"\r").unwrap_or(text),
+            _ => text,
+        };
+        if memchr::memchr(b'\n', text).is_some() {
+            let text: Vec<u8> = text
+                .iter()
+                .map(|&b| if b == b'\n' { b'\r' } else { b })
+                .collect();
+            self.put(&text);
+        } else {
+            self.put(text);
+        }
+        if last {
+            self.put(b"\n");
+        }
+    }
+}
+
+impl AsyncRead for WsReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.lines.is_empty() {
+                let n = this.lines.len().min(buf.remaining());
+                buf.put_slice(&this.lines[..n]);
+                this.lines.advance(n);
+                if this.lines.is_empty() {
+                    this.lines = BytesMut::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.ended {
+                return Poll::Ready(Ok(())); // the end of the input
+            }
+            let before = buf.filled().len();
+            this.parse(buf);
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+            if !this.lines.is_empty() || this.ended {
+                continue;
+            }
+            match Pin::new(&mut this.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) if this.raw.is_empty() => {
+                    this.raw = BytesMut::from(&bytes[..]);
+                }
+                Poll::Ready(Some(Ok(bytes))) => this.raw.extend_from_slice(&bytes),
+                Poll::Ready(Some(Err(_)) | None) => this.ended = true,
+                Poll::Pending => {
+                    if this.raw.is_empty() {
+                        this.raw = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// The session's output, framed as it is written (see the module docs).
+pub(crate) struct WsWriter {
+    /// The start of a line whose end has not been written yet.
+    partial: BytesMut,
+    link: Rc<RefCell<Link>>,
+}
+
+impl WsWriter {
+    /// Frames the lines in `bufs`, as much of them as fits under [`LINK_BYTES`]; waits while
+    /// nothing fits.
+    fn frame(&mut self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let mut link = self.link.borrow_mut();
+        if link.gone {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let total: usize = bufs.iter().map(|buf| buf.len()).sum();
+        if link.closed {
+            // The client has closed: like a socket whose peer has stopped reading, it takes
+            // what it is given until the session sees its input end.
+            return Poll::Ready(Ok(total));
+        }
+        if link.out.len() >= LINK_BYTES {
+            if !link
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                link.writer = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        let mut room = LINK_BYTES - link.out.len();
+        let offered = total.min(room);
+        // Framed, a line takes at most twice its bytes (an empty one: 1 byte, a 2-byte frame):
+        // one allocation for the lot rather than a growing buffer.
+        link.out.reserve(2 * offered + 16);
+        let mut taken = 0;
+        for buf in bufs {
+            if room == 0 {
+                break;
+            }
+            let buf = &buf[..buf.len().min(room)];
+            room -= buf.len();
+            taken += buf.len();
+            frame_lines(&mut link.out, &mut self.partial, buf);
+        }
+        link.wake_body();
+        Poll::Ready(Ok(taken))
+    }
+}
+
+/// Frames every line that `bytes` ends, the first one's start being in `partial`; keeps what
+/// follows the last `\n` in `partial`.
+fn frame_lines(out: &mut BytesMut, partial: &mut BytesMut, mut bytes: &[u8]) {
+    while let Some(end) = memchr::memchr(b'\n', bytes) {
+        let line = if partial.is_empty() {
+            &bytes[..end]
+        } else {
+            partial.extend_from_slice(&bytes[..end]);
+            &partial[..]
+        };
+        match std::str::from_utf8(line) {
+            Ok(_) => Parser::write_message(&mut *out, line, OpCode::Text, true, false),
+            Err(_) => Parser::write_message(
+                &mut *out,
+                String::from_utf8_lossy(line).as_bytes(),
+                OpCode::Text,
+                true,
+                false,
+            ),
+        }
+        if line == b"ping" {
+            // The browser answers this one itself; its pong is a sign of life (`WsReader`).
+            Parser::write_message(&mut *out, b"", OpCode::Ping, true, false);
+        }
+        partial.clear();
+        bytes = &bytes[end + 1..];
+    }
+    if !bytes.is_empty() {
+        partial.extend_from_slice(bytes);
+    } else if partial.capacity() > 0 && partial.is_empty() {
+        *partial = BytesMut::new();
+    }
+}
+
+impl AsyncWrite for WsWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().frame(cx, &[io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().frame(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    /// Nothing to flush: what is framed is the body's to take.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// The end of the session's output (its `bye` is written): a close frame.
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.link.borrow_mut().close(Some(CloseCode::Normal.into()));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for WsWriter {
+    /// A session that ends without shutting its output down (it was stopped) still closes
+    /// the WebSocket: otherwise the HTTP connection would wait for frames for ever.
+    fn drop(&mut self) {
+        if let Ok(mut link) = self.link.try_borrow_mut() {
+            link.close(Some(CloseCode::Normal.into()));
+        }
+    }
+}
+
+/// Both halves as one stream, for [`Gate::refuse`](crate::server::Gate::refuse): a refusal's
+/// `bye`, its close frame, and the wait for the client's.
+struct WsStream {
+    reader: WsReader,
+    writer: WsWriter,
+}
+
+impl AsyncRead for WsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().reader).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().writer).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().writer).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().writer).poll_shutdown(cx)
+    }
+}
+
+/// The response body: the frames the reader and the writer queue, as the client takes them.
 struct Outbound {
-    pipe: ReadHalf<DuplexStream>,
-    controls: mpsc::Receiver<Control>,
-    /// A partial line read from the pipe; no allocation while there is none.
-    pending: BytesMut,
-    /// Frames ready to go.
-    out: BytesMut,
-    state: OutState,
-}
-
-impl Outbound {
-    /// Frames every complete line in `pending`.
-    fn frame_lines(&mut self) {
-        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
-            let line = self.pending.split_to(end + 1);
-            let line = &line[..end];
-            match std::str::from_utf8(line) {
-                Ok(text) => Parser::write_message(&mut self.out, text, OpCode::Text, true, false),
-                Err(_) => Parser::write_message(
-                    &mut self.out,
-                    String::from_utf8_lossy(line).as_bytes(),
-                    OpCode::Text,
-                    true,
-                    false,
-                ),
-            }
-            if line == b"ping" {
-                // The browser answers this one itself; its pong is a sign of life (`inbound`).
-                Parser::write_message(&mut self.out, b"", OpCode::Ping, true, false);
-            }
-        }
-        if self.pending.is_empty() {
-            self.pending = BytesMut::new();
-        }
-    }
-
-    fn close(&mut self, reason: Option<CloseReason>) {
-        Parser::write_close(&mut self.out, reason, false);
-        self.state = OutState::Closing;
-    }
+    link: Rc<RefCell<Link>>,
 }
 
 impl Stream for Outbound {
     type Item = Result<bytes::Bytes, io::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        while this.state == OutState::Open {
-            match this.controls.poll_recv(cx) {
-                Poll::Ready(Some(Control::Pong(bytes))) => {
-                    Parser::write_message(&mut this.out, &bytes, OpCode::Pong, true, false);
-                    continue;
-                }
-                Poll::Ready(Some(Control::Close(reason))) => {
-                    this.close(reason);
-                    break;
-                }
-                Poll::Ready(None) | Poll::Pending => {}
-            }
-            if this.out.len() >= MAX_CHUNK {
-                break;
-            }
-            if this.pending.capacity() - this.pending.len() < READ_CHUNK / 2 {
-                this.pending.reserve(READ_CHUNK);
-            }
-            match poll_read_buf(Pin::new(&mut this.pipe), cx, &mut this.pending) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    // The session has finished (its `bye` is the last line): say goodbye.
-                    this.frame_lines();
-                    this.close(Some(CloseCode::Normal.into()));
-                }
-                Poll::Ready(Ok(_)) => this.frame_lines(),
-                Poll::Pending => {
-                    if this.pending.is_empty() {
-                        this.pending = BytesMut::new();
-                    }
-                    break;
-                }
-            }
-        }
-        if !this.out.is_empty() {
-            let chunk = this.out.split().freeze();
-            if this.out.capacity() > MAX_CHUNK {
-                this.out = BytesMut::new();
+        let mut link = self.link.borrow_mut();
+        if !link.out.is_empty() {
+            // The whole buffer: the next frames get a new one (see `WsWriter::frame`), and
+            // an idle connection keeps none.
+            let chunk = std::mem::take(&mut link.out).freeze();
+            if let Some(writer) = link.writer.take() {
+                writer.wake();
             }
             return Poll::Ready(Some(Ok(chunk)));
         }
-        match this.state {
-            OutState::Open => Poll::Pending,
-            OutState::Closing | OutState::Done => {
-                this.state = OutState::Done;
-                Poll::Ready(None)
+        if link.closed {
+            return Poll::Ready(None);
+        }
+        if !link.body.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            link.body = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Outbound {
+    /// The HTTP connection is gone: the session's writes fail from now on, as a reset
+    /// socket's would, and a writer waiting for room learns it.
+    fn drop(&mut self) {
+        if let Ok(mut link) = self.link.try_borrow_mut() {
+            link.gone = true;
+            if let Some(writer) = link.writer.take() {
+                writer.wake();
             }
         }
     }
@@ -434,22 +671,239 @@ impl Stream for Outbound {
 mod tests {
     use super::*;
 
-    async fn line_of(text: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_line(&mut out, text, true)
-            .await
-            .expect("a Vec takes it");
+    /// What a text frame of `text` becomes for the session, through a read buffer of
+    /// `room` bytes.
+    fn line_in(text: &[u8], room: usize) -> Vec<u8> {
+        let mut storage = vec![0u8; room];
+        let mut buf = ReadBuf::new(&mut storage);
+        let mut lines = BytesMut::new();
+        Lines {
+            buf: &mut buf,
+            lines: &mut lines,
+        }
+        .line(text, true);
+        let mut all = buf.filled().to_vec();
+        all.extend_from_slice(&lines);
+        all
+    }
+
+    fn line_of(text: &[u8]) -> Vec<u8> {
+        let direct = line_in(text, 64);
+        // The same when the session's buffer has little or no room left.
+        for room in [0, 1, 3] {
+            assert_eq!(line_in(text, room), direct, "with {room} bytes of room");
+        }
+        direct
+    }
+
+    #[test]
+    fn a_frame_is_one_line_whatever_it_holds() {
+        assert_eq!(line_of(b"who"), b"who\n");
+        assert_eq!(line_of(b"who\n"), b"who\n");
+        assert_eq!(line_of(b"who\r\n"), b"who\n");
+        assert_eq!(line_of(b"who\nexit"), b"who\rexit\n");
+        assert_eq!(line_of(b"talk|bob|a\n\nb\n"), b"talk|bob|a\r\rb\n");
+        assert_eq!(line_of(b""), b"\n");
+    }
+
+    /// What `take_text_frame` makes of `raw`: whether it took a frame, the line, what is left.
+    fn taken(raw: &[u8]) -> (bool, Vec<u8>, usize) {
+        let mut raw = BytesMut::from(raw);
+        let mut storage = vec![0u8; 1 << 17];
+        let mut buf = ReadBuf::new(&mut storage);
+        let mut lines = BytesMut::new();
+        let took = take_text_frame(
+            &mut raw,
+            &mut Lines {
+                buf: &mut buf,
+                lines: &mut lines,
+            },
+        );
+        (took, buf.filled().to_vec(), raw.len())
+    }
+
+    /// A frame as a browser sends it: masked.
+    fn client_frame(payload: &[u8], op: OpCode, fin: bool) -> BytesMut {
+        let mut out = BytesMut::new();
+        Parser::write_message(&mut out, payload, op, fin, true);
         out
     }
 
-    #[actix_rt::test]
-    async fn a_frame_is_one_line_whatever_it_holds() {
-        assert_eq!(line_of(b"who").await, b"who\n");
-        assert_eq!(line_of(b"who\n").await, b"who\n");
-        assert_eq!(line_of(b"who\r\n").await, b"who\n");
-        assert_eq!(line_of(b"who\nexit").await, b"who\rexit\n");
-        assert_eq!(line_of(b"talk|bob|a\n\nb\n").await, b"talk|bob|a\r\rb\n");
-        assert_eq!(line_of(b"").await, b"\n");
+    #[test]
+    fn a_whole_masked_text_frame_is_taken_as_the_codec_would_take_it() {
+        for text in [
+            &b""[..],
+            b"who",
+            b"talk|bob|a\nb\r\n",
+            &[b'x'; 125],
+            &[b'y'; 126],
+            &[b'z'; 65535],
+        ] {
+            let mut frames = client_frame(text, OpCode::Text, true);
+            frames.extend_from_slice(&client_frame(b"next", OpCode::Text, true));
+            let first = frames.len() - client_frame(b"next", OpCode::Text, true).len();
+            let (took, line, left) = taken(&frames);
+            assert!(took, "a text frame of {} bytes", text.len());
+            assert_eq!(left, frames.len() - first, "only the first frame is taken");
+            let mut codec = Codec::new().max_size(MIN_MAX_FRAME);
+            let Ok(Some(Frame::Text(by_codec))) = codec.decode(&mut frames) else {
+                panic!("the codec takes it too");
+            };
+            assert_eq!(line, line_in(&by_codec, 1 << 17));
+        }
+    }
+
+    #[test]
+    fn every_other_frame_is_left_to_the_codec() {
+        let text = client_frame(b"who", OpCode::Text, true);
+        // Not whole yet.
+        for cut in 0..text.len() {
+            assert_eq!(taken(&text[..cut]), (false, Vec::new(), cut));
+        }
+        // A fragment, a binary frame, a ping, a close.
+        for frame in [
+            client_frame(b"who", OpCode::Text, false),
+            client_frame(b"who", OpCode::Continue, true),
+            client_frame(b"who", OpCode::Binary, true),
+            client_frame(b"who", OpCode::Ping, true),
+            client_frame(b"", OpCode::Close, true),
+        ] {
+            assert_eq!(taken(&frame), (false, Vec::new(), frame.len()));
+        }
+        // Unmasked (a protocol error the codec reports), an extension bit, a 64-bit length.
+        let mut unmasked = BytesMut::new();
+        Parser::write_message(&mut unmasked, b"who", OpCode::Text, true, false);
+        let mut rsv = text.clone();
+        rsv[0] |= 0x40;
+        let long = client_frame(&[b'x'; 65536], OpCode::Text, true);
+        for frame in [unmasked, rsv, long] {
+            assert_eq!(taken(&frame), (false, Vec::new(), frame.len()));
+        }
+    }
+
+    /// The frames in `out`, as (opcode, payload), parsed as a client would.
+    fn frames(out: &mut BytesMut) -> Vec<(Frame, ())> {
+        let mut codec = Codec::new().client_mode();
+        let mut all = Vec::new();
+        while let Some(frame) = codec.decode(out).expect("valid frames") {
+            all.push((frame, ()));
+        }
+        all
+    }
+
+    fn text(frame: &Frame) -> &[u8] {
+        match frame {
+            Frame::Text(text) => text,
+            other => panic!("not a text frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lines_become_text_frames_across_writes_with_a_websocket_ping_after_ping() {
+        let mut out = BytesMut::new();
+        let mut partial = BytesMut::new();
+        frame_lines(&mut out, &mut partial, b"ok|login|ann\npi");
+        frame_lines(&mut out, &mut partial, b"ng\ntalk|bob|h");
+        frame_lines(&mut out, &mut partial, b"i\n");
+        assert!(partial.is_empty());
+        let frames = frames(&mut out);
+        assert_eq!(frames.len(), 4);
+        assert_eq!(text(&frames[0].0), b"ok|login|ann");
+        assert_eq!(text(&frames[1].0), b"ping");
+        assert!(matches!(&frames[2].0, Frame::Ping(payload) if payload.is_empty()));
+        assert_eq!(text(&frames[3].0), b"talk|bob|hi");
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn the_writer_waits_while_the_client_owes_link_bytes_and_the_body_ends_with_a_close() {
+        let link = Rc::new(RefCell::new(Link::default()));
+        let mut writer = WsWriter {
+            partial: BytesMut::new(),
+            link: link.clone(),
+        };
+        let mut body = Outbound { link: link.clone() };
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Lines of 100 bytes, written as a writer does: each write offers what is left.
+        let lines = [b'x'; 99]
+            .iter()
+            .chain(b"\n")
+            .copied()
+            .cycle()
+            .take(100 * 1000)
+            .collect::<Vec<u8>>();
+        let mut taken = 0;
+        while let Poll::Ready(written) = Pin::new(&mut writer).poll_write(&mut cx, &lines[taken..])
+        {
+            taken += written.expect("the body is there");
+            assert!(taken < 2 * LINK_BYTES, "the writer must wait");
+        }
+        assert!(taken >= LINK_BYTES);
+        assert!(link.borrow().out.len() < LINK_BYTES + 100 + 4);
+        // The body takes the frames: the writer is woken, and may write again.
+        let before = count.0.load(std::sync::atomic::Ordering::Relaxed);
+        let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut body).poll_next(&mut cx) else {
+            panic!("frames are waiting");
+        };
+        assert!(chunk.len() >= LINK_BYTES);
+        assert!(count.0.load(std::sync::atomic::Ordering::Relaxed) > before);
+        assert!(Pin::new(&mut writer)
+            .poll_write(&mut cx, &lines[taken..])
+            .is_ready());
+        // Shutting the output down queues a close frame, and the body ends after it.
+        assert!(Pin::new(&mut writer).poll_shutdown(&mut cx).is_ready());
+        let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut body).poll_next(&mut cx) else {
+            panic!("the last frames are waiting");
+        };
+        let mut chunk = BytesMut::from(&chunk[..]);
+        let frames = frames(&mut chunk);
+        assert!(
+            matches!(frames.last(), Some((Frame::Close(Some(reason)), ())) if reason.code == CloseCode::Normal)
+        );
+        assert!(matches!(
+            Pin::new(&mut body).poll_next(&mut cx),
+            Poll::Ready(None)
+        ));
+    }
+
+    #[test]
+    fn once_the_body_is_gone_writes_fail_and_a_waiting_writer_is_woken() {
+        let link = Rc::new(RefCell::new(Link::default()));
+        let mut writer = WsWriter {
+            partial: BytesMut::new(),
+            link: link.clone(),
+        };
+        let body = Outbound { link: link.clone() };
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let line = [b'y'; 1023]
+            .iter()
+            .chain(b"\n")
+            .copied()
+            .collect::<Vec<u8>>();
+        let lines = line.repeat(100);
+        let mut taken = 0;
+        while let Poll::Ready(written) = Pin::new(&mut writer).poll_write(&mut cx, &lines[taken..])
+        {
+            taken += written.expect("the body is there");
+        }
+        drop(body);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        match Pin::new(&mut writer).poll_write(&mut cx, &line) {
+            Poll::Ready(Err(error)) => assert_eq!(error.kind(), io::ErrorKind::BrokenPipe),
+            other => panic!("expected a broken pipe, got {other:?}"),
+        }
     }
 
     #[test]
