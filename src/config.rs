@@ -45,6 +45,8 @@ const BACKLOG: RangeInclusive<usize> = 1..=10_000_000;
 const RETENTION_DAYS: RangeInclusive<usize> = 0..=36_500;
 /// A page of history must fit in a client's outbound queue many times over.
 const HISTORY_PAGE: RangeInclusive<usize> = 1..=10_000;
+/// Nice values a thread may lower itself to without privileges.
+const WRITER_NICE: RangeInclusive<usize> = 0..=19;
 const PRESENCE: &[(&str, Presence)] = &[("all", Presence::All), ("none", Presence::None)];
 const AUTH_MODES: &[(&str, AuthMode)] =
     &[("open", AuthMode::Open), ("accounts", AuthMode::Accounts)];
@@ -257,6 +259,9 @@ pub struct StoreSettings {
     pub(crate) retention: Option<Duration>,
     /// Most messages one `history` request may ask for.
     pub(crate) max_history_page: usize,
+    /// The writer's scheduling priority (a nice value, 0 to 19): above 0, under a load that
+    /// keeps every core busy, chat goes first and the store keeps what the spare CPU allows.
+    pub(crate) writer_nice: u8,
 }
 
 impl StoreSettings {
@@ -588,11 +593,14 @@ impl Settings {
                 store.max_history_page,
                 HISTORY_PAGE,
             )?;
+            let writer_nice = whole("store.writer_nice", store.writer_nice, WRITER_NICE)?;
             StoreSettings {
                 url,
                 max_backlog,
                 retention,
                 max_history_page,
+                // At most 19 (the range above).
+                writer_nice: u8::try_from(writer_nice).unwrap_or(19),
             }
         };
         let auth = AuthSettings {
@@ -1084,6 +1092,7 @@ struct RawStore {
     max_backlog: Loose,
     retention_days: Loose,
     max_history_page: Loose,
+    writer_nice: Loose,
 }
 
 impl Default for RawStore {
@@ -1093,6 +1102,7 @@ impl Default for RawStore {
             max_backlog: 100_000.into(),
             retention_days: 30.into(),
             max_history_page: 200.into(),
+            writer_nice: 10.into(),
         }
     }
 }
