@@ -14,7 +14,9 @@
 mod accounts;
 mod writer;
 
-use std::{collections::HashMap, path::Path, str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
+
+use rustc_hash::FxHashMap;
 
 use sqlx::{
     migrate::{MigrateError, Migrator},
@@ -207,7 +209,7 @@ impl StoredMessage {
 /// message costs no query for its conversation. Only ids of committed rows are kept; forget
 /// them all ([`ConversationIds::forget`]) after deleting conversations.
 #[derive(Debug, Default)]
-pub struct ConversationIds(HashMap<Conversation, i64>);
+pub struct ConversationIds(FxHashMap<Conversation, i64>);
 
 impl ConversationIds {
     /// Forgets every id (after [`Store::prune`], which deletes conversations left empty).
@@ -673,7 +675,7 @@ fn insert_sqlite(
     handle: std::ptr::NonNull<rusqlite::ffi::sqlite3>,
     messages: &[NewMessage],
     known: &ConversationIds,
-) -> Result<HashMap<Conversation, i64>, rusqlite::Error> {
+) -> Result<FxHashMap<Conversation, i64>, rusqlite::Error> {
     // SAFETY: `handle` comes from `LockedSqliteHandle::as_raw_handle`, an open connection that
     // sqlx's worker does not touch while the lock is held, and the caller holds it until this
     // returns. `from_handle` borrows it: dropping the rusqlite `Connection` (here, on every
@@ -681,7 +683,7 @@ fn insert_sqlite(
     // transaction is committed, or rolled back when dropped on an error, before that.
     let mut connection = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }?;
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut found = HashMap::new();
+    let mut found = FxHashMap::default();
     {
         let mut insert = tx.prepare(SQLITE_INSERT)?;
         for message in messages {
