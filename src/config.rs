@@ -261,6 +261,8 @@ pub struct StoreSettings {
     pub(crate) max_history_page: usize,
     /// The writer's scheduling priority (a nice value, 0 to 19): above 0, under a load that
     /// keeps every core busy, chat goes first and the store keeps what the spare CPU allows.
+    /// 0 by default: what was said is kept, at the price of some throughput when the box is
+    /// saturated (docs/PERFORMANCE.md, "The store's cost", has both).
     pub(crate) writer_nice: u8,
 }
 
@@ -1102,7 +1104,7 @@ impl Default for RawStore {
             max_backlog: 100_000.into(),
             retention_days: 30.into(),
             max_history_page: 200.into(),
-            writer_nice: 10.into(),
+            writer_nice: 0.into(),
         }
     }
 }
@@ -1462,6 +1464,7 @@ mod tests {
         );
         assert_eq!(default.store.max_backlog, 100_000);
         assert_eq!(default.store.max_history_page, 200);
+        assert_eq!(default.store.writer_nice, 0);
         assert_eq!(
             default.store.retention,
             Some(Duration::from_secs(30 * 24 * 3600))
@@ -1488,6 +1491,11 @@ mod tests {
         assert!(error.contains("store.max_history_page"), "{error}");
         let error = error_of(None, &[("CHAT__STORE__MAX_BACKLOG", "0")]);
         assert!(error.contains("store.max_backlog"), "{error}");
+        let nice =
+            Settings::load_from(None, env(&[("CHAT__STORE__WRITER_NICE", "19")])).expect("nice 19");
+        assert_eq!(nice.store.writer_nice, 19);
+        let error = error_of(None, &[("CHAT__STORE__WRITER_NICE", "20")]);
+        assert!(error.contains("store.writer_nice"), "{error}");
     }
 
     #[test]

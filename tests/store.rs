@@ -388,7 +388,10 @@ async fn migrated_from_0002(store: Store) {
         .expect("history");
     assert_eq!(room.len(), 1);
     assert_eq!((room[0].id, room[0].sent_at_ms), (1, 1000));
-    assert_eq!((room[0].sender.as_str(), room[0].text.as_str()), ("A", "in r"));
+    assert_eq!(
+        (room[0].sender.as_str(), room[0].text.as_str()),
+        ("A", "in r")
+    );
     let pair = store
         .history(&Conversation::direct("b", "a"), 10, None)
         .await

@@ -688,16 +688,19 @@ fn insert_sqlite(
         let mut insert = tx.prepare(SQLITE_INSERT)?;
         for message in messages {
             let conversation = &message.conversation;
-            let id = match known.0.get(conversation).or_else(|| found.get(conversation)) {
+            let id = match known
+                .0
+                .get(conversation)
+                .or_else(|| found.get(conversation))
+            {
                 Some(&id) => id,
                 None => {
                     let kind = conversation.kind.as_str();
                     tx.execute(SQLITE_ADD_CONVERSATION, (kind, &conversation.key))?;
-                    let id: i64 = tx.query_row(
-                        SQLITE_CONVERSATION_ID,
-                        (kind, &conversation.key),
-                        |row| row.get(0),
-                    )?;
+                    let id: i64 =
+                        tx.query_row(SQLITE_CONVERSATION_ID, (kind, &conversation.key), |row| {
+                            row.get(0)
+                        })?;
                     found.insert(conversation.clone(), id);
                     id
                 }

@@ -36,9 +36,7 @@ use tokio::{
     time::{interval, timeout, timeout_at, Instant, MissedTickBehavior},
 };
 
-use super::{
-    Account, Conversation, ConversationIds, NewMessage, Store, StoreError, StoredMessage,
-};
+use super::{Account, Conversation, ConversationIds, NewMessage, Store, StoreError, StoredMessage};
 use crate::config::{StoreSettings, StoreUrl};
 
 /// Most messages written in one transaction.
@@ -562,7 +560,11 @@ fn lower_priority(nice: u8) {
         // SAFETY: neither call takes a pointer; `gettid` cannot fail.
         let done = unsafe {
             let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, libc::c_int::from(nice))
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                tid as libc::id_t,
+                libc::c_int::from(nice),
+            )
         };
         if done != 0 {
             warn!(
@@ -733,8 +735,8 @@ impl Writer {
             OPERATION_TIMEOUT,
             self.store.insert_with(batch, &mut self.conversations),
         )
-            .await
-            .unwrap_or(Err(StoreError::TimedOut));
+        .await
+        .unwrap_or(Err(StoreError::TimedOut));
         batch.clear();
         let c = &self.counters;
         c.backlog.fetch_sub(rows, Ordering::Relaxed);
