@@ -45,6 +45,8 @@ const BACKLOG: RangeInclusive<usize> = 1..=10_000_000;
 const RETENTION_DAYS: RangeInclusive<usize> = 0..=36_500;
 /// A page of history must fit in a client's outbound queue many times over.
 const HISTORY_PAGE: RangeInclusive<usize> = 1..=10_000;
+/// Nice values a thread may lower itself to without privileges.
+const WRITER_NICE: RangeInclusive<usize> = 0..=19;
 const PRESENCE: &[(&str, Presence)] = &[("all", Presence::All), ("none", Presence::None)];
 const AUTH_MODES: &[(&str, AuthMode)] =
     &[("open", AuthMode::Open), ("accounts", AuthMode::Accounts)];
@@ -257,6 +259,11 @@ pub struct StoreSettings {
     pub(crate) retention: Option<Duration>,
     /// Most messages one `history` request may ask for.
     pub(crate) max_history_page: usize,
+    /// The writer's scheduling priority (a nice value, 0 to 19): above 0, under a load that
+    /// keeps every core busy, chat goes first and the store keeps what the spare CPU allows.
+    /// 0 by default: what was said is kept, at the price of some throughput when the box is
+    /// saturated (docs/PERFORMANCE.md, "The store's cost", has both).
+    pub(crate) writer_nice: u8,
 }
 
 impl StoreSettings {
@@ -588,11 +595,14 @@ impl Settings {
                 store.max_history_page,
                 HISTORY_PAGE,
             )?;
+            let writer_nice = whole("store.writer_nice", store.writer_nice, WRITER_NICE)?;
             StoreSettings {
                 url,
                 max_backlog,
                 retention,
                 max_history_page,
+                // At most 19 (the range above).
+                writer_nice: u8::try_from(writer_nice).unwrap_or(19),
             }
         };
         let auth = AuthSettings {
@@ -1084,6 +1094,7 @@ struct RawStore {
     max_backlog: Loose,
     retention_days: Loose,
     max_history_page: Loose,
+    writer_nice: Loose,
 }
 
 impl Default for RawStore {
@@ -1093,6 +1104,7 @@ impl Default for RawStore {
             max_backlog: 100_000.into(),
             retention_days: 30.into(),
             max_history_page: 200.into(),
+            writer_nice: 0.into(),
         }
     }
 }
@@ -1452,6 +1464,7 @@ mod tests {
         );
         assert_eq!(default.store.max_backlog, 100_000);
         assert_eq!(default.store.max_history_page, 200);
+        assert_eq!(default.store.writer_nice, 0);
         assert_eq!(
             default.store.retention,
             Some(Duration::from_secs(30 * 24 * 3600))
@@ -1478,6 +1491,11 @@ mod tests {
         assert!(error.contains("store.max_history_page"), "{error}");
         let error = error_of(None, &[("CHAT__STORE__MAX_BACKLOG", "0")]);
         assert!(error.contains("store.max_backlog"), "{error}");
+        let nice =
+            Settings::load_from(None, env(&[("CHAT__STORE__WRITER_NICE", "19")])).expect("nice 19");
+        assert_eq!(nice.store.writer_nice, 19);
+        let error = error_of(None, &[("CHAT__STORE__WRITER_NICE", "20")]);
+        assert!(error.contains("store.writer_nice"), "{error}");
     }
 
     #[test]

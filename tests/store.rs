@@ -319,6 +319,18 @@ async fn pruning(store: Store) {
         .expect("history");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].text, "new");
+    // Everything past its retention goes, its conversation too; ids are not given again.
+    assert_eq!(store.prune(i64::MAX).await.expect("prune"), 1);
+    store
+        .insert(&[say("r", "a", "later")])
+        .await
+        .expect("insert");
+    let later = store
+        .history(&Conversation::room("r"), 10, None)
+        .await
+        .expect("history");
+    assert_eq!(later.len(), 1);
+    assert!(later[0].id > left[0].id, "{later:?} after {left:?}");
 }
 
 async fn reopening(store: Store) {
@@ -337,6 +349,126 @@ async fn reopening(store: Store) {
         .await
         .expect("history");
     assert_eq!(kept.len(), 1);
+}
+
+/// A migrator with this binary's migrations up to `version` only: a database as an older
+/// binary left it.
+fn migrations_up_to(all: sqlx::migrate::Migrator, version: i64) -> sqlx::migrate::Migrator {
+    sqlx::migrate::Migrator {
+        migrations: all
+            .migrations
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect(),
+        ..sqlx::migrate::Migrator::DEFAULT
+    }
+}
+
+/// What a server with migrations 0001 and 0002 wrote (literal values, so the same SQL runs on
+/// both backends): a room line, a live direct message, one queued for the account `b`, and a
+/// fourth message deleted since (so the largest id given out, 4, is above every id left).
+const WRITTEN_BY_0002: &str = "\
+    INSERT INTO accounts (name_key, name, password_hash, created_at_ms) VALUES ('b', 'B', 'x', 0);
+    INSERT INTO messages (sent_at_ms, kind, conversation, room, sender, recipient, body, \
+        recipient_key) VALUES
+        (1000, 'room', 'r', 'R', 'A', NULL, 'in r', NULL),
+        (2000, 'direct', 'a|b', NULL, 'A', 'B', 'live', NULL),
+        (3000, 'direct', 'a|b', NULL, 'A', 'B', 'queued', 'b'),
+        (4000, 'room', 'r', 'R', 'A', NULL, 'deleted', NULL);
+    DELETE FROM messages WHERE body = 'deleted';";
+
+/// After migration 0003 (conversations in a table of their own), everything written before
+/// reads back the same, with the same ids, and a new message gets an id above every id given
+/// out before, even one since deleted: a read position never points past a later message.
+async fn migrated_from_0002(store: Store) {
+    let room = store
+        .history(&Conversation::room("R"), 10, None)
+        .await
+        .expect("history");
+    assert_eq!(room.len(), 1);
+    assert_eq!((room[0].id, room[0].sent_at_ms), (1, 1000));
+    assert_eq!(
+        (room[0].sender.as_str(), room[0].text.as_str()),
+        ("A", "in r")
+    );
+    let pair = store
+        .history(&Conversation::direct("b", "a"), 10, None)
+        .await
+        .expect("history");
+    let texts: Vec<(i64, &str)> = pair.iter().map(|m| (m.id, m.text.as_str())).collect();
+    assert_eq!(texts, [(2, "live"), (3, "queued")]);
+    let missed = store.missed("b", 0, 10).await.expect("missed");
+    assert_eq!(missed.len(), 1);
+    assert_eq!((missed[0].id, missed[0].text.as_str()), (3, "queued"));
+    store
+        .insert(&[say("r", "a", "after")])
+        .await
+        .expect("insert");
+    let room = store
+        .history(&Conversation::room("r"), 10, None)
+        .await
+        .expect("history");
+    let ids: Vec<i64> = room.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [1, 5]);
+}
+
+#[tokio::test]
+async fn sqlite_migration_0003_keeps_messages_and_ids() {
+    let dir = TempDir::new("migrate");
+    let path = dir.0.join("chat.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("a SQLite file");
+    migrations_up_to(sqlx::migrate!("migrations/sqlite"), 2)
+        .run(&pool)
+        .await
+        .expect("migrations 0001 and 0002");
+    sqlx::raw_sql(WRITTEN_BY_0002)
+        .execute(&pool)
+        .await
+        .expect("old rows");
+    pool.close().await;
+    let store = Store::open_sqlite(&path).await.expect("open and migrate");
+    migrated_from_0002(store).await;
+}
+
+#[tokio::test]
+async fn postgres_migration_0003_keeps_messages_and_ids() {
+    let Some((store, schema)) = postgres("migrate").await else {
+        return;
+    };
+    // The schema is fully migrated: start it again from 0002.
+    store.close().await;
+    let mut admin = PgConnection::connect(&schema.url).await.expect("connect");
+    admin
+        .execute(format!("DROP SCHEMA {0} CASCADE; CREATE SCHEMA {0}", schema.name).as_str())
+        .await
+        .expect("an empty schema");
+    let options = PgConnectOptions::from_str(&schema.url)
+        .expect("a PostgreSQL URL")
+        .options([("search_path", schema.name.as_str())]);
+    let pool = sqlx::PgPool::connect_with(options.clone())
+        .await
+        .expect("connect");
+    migrations_up_to(sqlx::migrate!("migrations/postgres"), 2)
+        .run(&pool)
+        .await
+        .expect("migrations 0001 and 0002");
+    sqlx::raw_sql(WRITTEN_BY_0002)
+        .execute(&pool)
+        .await
+        .expect("old rows");
+    pool.close().await;
+    let store = Store::open_postgres(options)
+        .await
+        .expect("open and migrate");
+    migrated_from_0002(store.clone()).await;
+    store.close().await;
+    schema.drop_it().await;
 }
 
 /// A database with a migration this binary does not have is refused with one sentence.
@@ -359,7 +491,7 @@ async fn a_newer_sqlite_database_is_refused() {
     match Store::open(&url).await {
         Err(StoreError::Newer { found, known, .. }) => {
             assert_eq!(found, 99990101000000);
-            assert_eq!(known, 2, "the migrations this binary has");
+            assert_eq!(known, 3, "the migrations this binary has");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

@@ -16,6 +16,8 @@ mod writer;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use sqlx::{
     migrate::{MigrateError, Migrator},
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -45,20 +47,33 @@ macro_rules! stored {
 
 /// SQLite's insert: one row, prepared once per batch and run for each message of it.
 /// `recipient_key` is left NULL: a message delivered live was queued for nobody.
-const SQLITE_INSERT: &str = "INSERT INTO messages (sent_at_ms, kind, conversation, room, sender, \
-                             recipient, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const SQLITE_INSERT: &str = "INSERT INTO messages (sent_at_ms, conversation_id, sender, body) \
+                             VALUES (?1, ?2, ?3, ?4)";
 
-/// PostgreSQL's insert: a whole batch as seven arrays, one statement (so one transaction and
+/// A conversation's row, made the first time it is written to (SQLite; PostgreSQL's takes
+/// arrays, see [`Store::postgres_conversations`]). Nothing happens if it is there already.
+const SQLITE_ADD_CONVERSATION: &str = "INSERT INTO conversations (kind, key) VALUES (?1, ?2) \
+                                       ON CONFLICT (kind, key) DO NOTHING";
+const SQLITE_CONVERSATION_ID: &str = "SELECT id FROM conversations WHERE kind = ?1 AND key = ?2";
+
+/// PostgreSQL's insert: a whole batch as four arrays, one statement (so one transaction and
 /// one round trip) whatever its size, prepared once. `UNNEST` yields the rows in array order,
 /// so ids increase in the order of the batch.
-const POSTGRES_INSERT: &str = "INSERT INTO messages (sent_at_ms, kind, conversation, room, \
-                               sender, recipient, body) SELECT * FROM UNNEST($1::int8[], \
-                               $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                               $7::text[])";
+const POSTGRES_INSERT: &str = "INSERT INTO messages (sent_at_ms, conversation_id, sender, body) \
+                               SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], \
+                               $4::text[])";
 
-/// How long opening the store may take before start-up gives up: a database that does not
-/// answer should stop the server with a sentence, not hang it.
+/// Most conversation ids a writer remembers ([`ConversationIds`]), give or take a batch; past
+/// it, it starts again. About a hundred bytes each.
+const MAX_KNOWN_CONVERSATIONS: usize = 100_000;
+
+/// How long connecting to the store may take before start-up gives up: a database that does
+/// not answer should stop the server with a sentence, not hang it.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long its migrations may take, separately: one that rebuilds a table takes time in
+/// proportion to what is kept (0003 on SQLite: about 3.5 µs a message, 2.1 s for 600,000), and
+/// giving up half-way only rolls it back, to be started again at the next start-up.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why the store could not be opened or used.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +101,7 @@ pub enum StoreError {
 }
 
 /// Whether a message went to a room or to one person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Room,
     Direct,
@@ -102,8 +117,9 @@ impl Kind {
 }
 
 /// One conversation, as history looks it up: a room, or the two parties of direct messages.
-/// The key is folded, so `Rust` and `rust` are one room and `Bob`/`bob` one person.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The key is folded, so `Rust` and `rust` are one room and `Bob`/`bob` one person. In the
+/// database, a row of `conversations`, which messages point at by its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Conversation {
     kind: Kind,
     key: String,
@@ -140,10 +156,9 @@ pub struct NewMessage {
     /// When the server delivered it: milliseconds since the Unix epoch, UTC.
     pub sent_at_ms: i64,
     pub conversation: Conversation,
-    /// The room's name as shown (for a room message).
-    pub room: Option<String>,
     pub sender: String,
-    /// The recipient's name as the sender wrote it (for a direct message).
+    /// The recipient's name as the sender wrote it (for a direct message): whom
+    /// [`Store::queue`] keeps it for. Not stored (the conversation names both parties).
     pub recipient: Option<String>,
     pub text: String,
 }
@@ -154,7 +169,6 @@ impl NewMessage {
         NewMessage {
             sent_at_ms: now_ms(),
             conversation: Conversation::room(room),
-            room: Some(room.to_owned()),
             sender: sender.to_owned(),
             recipient: None,
             text: text.to_owned(),
@@ -166,7 +180,6 @@ impl NewMessage {
         NewMessage {
             sent_at_ms: now_ms(),
             conversation: Conversation::direct(sender, recipient),
-            room: None,
             sender: sender.to_owned(),
             recipient: Some(recipient.to_owned()),
             text: text.to_owned(),
@@ -196,6 +209,32 @@ impl StoredMessage {
     }
 }
 
+/// The ids of the conversations a writer has already looked up or made, so that writing a
+/// message costs no query for its conversation. Only ids of committed rows are kept; forget
+/// them all ([`ConversationIds::forget`]) after deleting conversations.
+#[derive(Debug, Default)]
+pub struct ConversationIds(FxHashMap<Conversation, i64>);
+
+impl ConversationIds {
+    /// Forgets every id (after [`Store::prune`], which deletes conversations left empty).
+    pub fn forget(&mut self) {
+        self.0.clear();
+    }
+
+    /// Keeps the ids `found` (committed).
+    fn learn(&mut self, found: impl IntoIterator<Item = (Conversation, i64)>) {
+        self.0.extend(found);
+    }
+
+    /// Starts again past [`MAX_KNOWN_CONVERSATIONS`]: before a batch, never during one (whose
+    /// conversations must stay known until it is written).
+    fn bound(&mut self) {
+        if self.0.len() >= MAX_KNOWN_CONVERSATIONS {
+            self.0.clear();
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
@@ -213,17 +252,32 @@ impl Store {
     /// `url`.
     pub async fn open(url: &StoreUrl) -> Result<Store, StoreError> {
         let shown = url.to_string();
-        let opening = async {
+        let connecting = async {
             match url {
-                StoreUrl::Sqlite(path) => Self::open_sqlite(path).await,
+                StoreUrl::Sqlite(path) => Self::connect_sqlite(path).await,
                 StoreUrl::Postgres(text) => {
                     let options = PgConnectOptions::from_str(text)?;
-                    Self::open_postgres(options).await
+                    Self::connect_postgres(options).await
                 }
             }
         };
-        match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
-            Ok(Ok(store)) => Ok(store),
+        let store = match tokio::time::timeout(OPEN_TIMEOUT, connecting).await {
+            Ok(Ok(store)) => store,
+            Ok(Err(error)) => {
+                return Err(StoreError::Open {
+                    url: shown,
+                    reason: error.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(StoreError::Open {
+                    url: shown,
+                    reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+                })
+            }
+        };
+        match tokio::time::timeout(MIGRATE_TIMEOUT, store.apply_migrations()).await {
+            Ok(Ok(())) => Ok(store),
             Ok(Err(StoreError::Newer { found, known, .. })) => Err(StoreError::Newer {
                 url: shown,
                 found,
@@ -235,14 +289,31 @@ impl Store {
             }),
             Err(_) => Err(StoreError::Open {
                 url: shown,
-                reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+                reason: format!(
+                    "its migrations did not finish within {} s",
+                    MIGRATE_TIMEOUT.as_secs()
+                ),
             }),
         }
     }
 
-    /// A SQLite file in WAL mode: readers (history) do not wait for the writer, and a commit
-    /// is one append to the log rather than a rewrite of the pages.
+    /// A SQLite file in WAL mode, migrated: readers (history) do not wait for the writer, and a
+    /// commit is one append to the log rather than a rewrite of the pages.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        let store = Self::connect_sqlite(path).await?;
+        store.apply_migrations().await?;
+        Ok(store)
+    }
+
+    /// A PostgreSQL database, migrated (tests pass options with their own `search_path`).
+    pub async fn open_postgres(options: PgConnectOptions) -> Result<Store, StoreError> {
+        let store = Self::connect_postgres(options).await?;
+        store.apply_migrations().await?;
+        Ok(store)
+    }
+
+    /// [`Store::open_sqlite`] before the migrations.
+    async fn connect_sqlite(path: &Path) -> Result<Store, StoreError> {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).map_err(|error| StoreError::Open {
                 url: format!("sqlite://{}", path.display()),
@@ -261,64 +332,136 @@ impl Store {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
-        migrate(&SQLITE_MIGRATIONS, &pool).await?;
         Ok(Store::Sqlite(pool))
     }
 
-    /// A PostgreSQL database (tests pass options with their own `search_path`).
-    pub async fn open_postgres(options: PgConnectOptions) -> Result<Store, StoreError> {
+    /// [`Store::open_postgres`] before the migrations.
+    async fn connect_postgres(options: PgConnectOptions) -> Result<Store, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
-        migrate(&POSTGRES_MIGRATIONS, &pool).await?;
         Ok(Store::Postgres(pool))
     }
 
+    /// Applies the migrations the database lacks (see [`migrate`]).
+    async fn apply_migrations(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => migrate(&SQLITE_MIGRATIONS, pool).await,
+            Store::Postgres(pool) => migrate(&POSTGRES_MIGRATIONS, pool).await,
+        }
+    }
+
     /// Writes `messages` in one transaction, in order, so their ids increase in that order.
+    /// Looks up (or makes) their conversations as it goes; [`Store::insert_with`] remembers
+    /// them from one call to the next.
+    pub async fn insert(&self, messages: &[NewMessage]) -> Result<(), StoreError> {
+        self.insert_with(messages, &mut ConversationIds::default())
+            .await
+    }
+
+    /// [`Store::insert`], taking the ids of conversations from `known` and adding those it
+    /// looks up or makes (the writer's way: a conversation costs a query once, not per
+    /// message).
     ///
     /// SQLite: on the caller's thread, through one of sqlx's connections locked for the
     /// purpose, one prepared one-row `INSERT` per message (see [`insert_sqlite`]). PostgreSQL:
-    /// the whole batch as one statement of seven arrays ([`POSTGRES_INSERT`]), which is one
-    /// round trip and its own transaction; it wrote about 1.4 times the rows per second of
-    /// 200-row `INSERT ... VALUES` statements in a transaction (docs/PERFORMANCE.md).
-    pub async fn insert(&self, messages: &[NewMessage]) -> Result<(), StoreError> {
+    /// the conversations it does not know first, then the whole batch as one statement of four
+    /// arrays ([`POSTGRES_INSERT`]), which is one round trip and its own transaction; it wrote
+    /// about 1.4 times the rows per second of 200-row `INSERT ... VALUES` statements in a
+    /// transaction (docs/PERFORMANCE.md).
+    pub async fn insert_with(
+        &self,
+        messages: &[NewMessage],
+        known: &mut ConversationIds,
+    ) -> Result<(), StoreError> {
+        known.bound();
         match self {
             Store::Sqlite(pool) => {
                 let mut connection = pool.acquire().await?;
                 let mut locked = connection.lock_handle().await?;
-                insert_sqlite(locked.as_raw_handle(), messages)?;
+                let found = insert_sqlite(locked.as_raw_handle(), messages, known)?;
+                known.learn(found);
             }
             Store::Postgres(pool) => {
+                self.postgres_conversations(pool, messages, known).await?;
                 let mut sent_at = Vec::with_capacity(messages.len());
-                let mut kinds = Vec::with_capacity(messages.len());
                 let mut conversations = Vec::with_capacity(messages.len());
-                let mut rooms = Vec::with_capacity(messages.len());
                 let mut senders = Vec::with_capacity(messages.len());
-                let mut recipients = Vec::with_capacity(messages.len());
                 let mut bodies = Vec::with_capacity(messages.len());
                 for message in messages {
+                    let Some(&id) = known.0.get(&message.conversation) else {
+                        return Err(StoreError::Database(sqlx::Error::RowNotFound));
+                    };
                     sent_at.push(message.sent_at_ms);
-                    kinds.push(message.conversation.kind.as_str());
-                    conversations.push(message.conversation.key.as_str());
-                    rooms.push(message.room.as_deref());
+                    conversations.push(id);
                     senders.push(message.sender.as_str());
-                    recipients.push(message.recipient.as_deref());
                     bodies.push(message.text.as_str());
                 }
                 sqlx::query(POSTGRES_INSERT)
                     .bind(sent_at)
-                    .bind(kinds)
                     .bind(conversations)
-                    .bind(rooms)
                     .bind(senders)
-                    .bind(recipients)
                     .bind(bodies)
                     .execute(pool)
                     .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Makes the conversations of `messages` that `known` lacks (if they are not in the
+    /// database already) and learns their ids: two statements of two arrays each, whatever
+    /// their number. Each commits on its own: a conversation made for a batch that then fails
+    /// is merely empty, and retention deletes it.
+    async fn postgres_conversations(
+        &self,
+        pool: &PgPool,
+        messages: &[NewMessage],
+        known: &mut ConversationIds,
+    ) -> Result<(), StoreError> {
+        let mut missing: Vec<&Conversation> = Vec::new();
+        let mut seen = FxHashSet::default();
+        for message in messages {
+            let conversation = &message.conversation;
+            if !known.0.contains_key(conversation) && seen.insert(conversation) {
+                missing.push(conversation);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let kinds: Vec<&str> = missing.iter().map(|c| c.kind.as_str()).collect();
+        let keys: Vec<&str> = missing.iter().map(|c| c.key.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO conversations (kind, key) SELECT * FROM UNNEST($1::text[], $2::text[]) \
+             ON CONFLICT (kind, key) DO NOTHING",
+        )
+        .bind(&kinds)
+        .bind(&keys)
+        .execute(pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT c.id, m.n FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS m (kind, \
+             key, n) JOIN conversations AS c ON c.kind = m.kind AND c.key = m.key",
+        )
+        .bind(&kinds)
+        .bind(&keys)
+        .fetch_all(pool)
+        .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let n: i64 = row.try_get("n")?;
+            // `WITH ORDINALITY` counts from 1.
+            let Some(conversation) = usize::try_from(n - 1).ok().and_then(|i| missing.get(i))
+            else {
+                return Err(StoreError::Database(sqlx::Error::RowNotFound));
+            };
+            found.push(((*conversation).clone(), id));
+        }
+        known.learn(found);
         Ok(())
     }
 
@@ -345,16 +488,18 @@ impl Store {
         let rows = match self {
             Store::Sqlite(pool) => history!(
                 pool,
-                "SELECT id, sent_at_ms, sender, body FROM messages WHERE kind = ?1 AND \
-                 conversation = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4"
+                "SELECT id, sent_at_ms, sender, body FROM messages WHERE conversation_id = \
+                 (SELECT id FROM conversations WHERE kind = ?1 AND key = ?2) AND id < ?3 \
+                 ORDER BY id DESC LIMIT ?4"
             )
             .iter()
             .map(|row| stored!(row))
             .collect::<Result<Vec<_>, _>>()?,
             Store::Postgres(pool) => history!(
                 pool,
-                "SELECT id, sent_at_ms, sender, body FROM messages WHERE kind = $1 AND \
-                 conversation = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
+                "SELECT id, sent_at_ms, sender, body FROM messages WHERE conversation_id = \
+                 (SELECT id FROM conversations WHERE kind = $1 AND key = $2) AND id < $3 \
+                 ORDER BY id DESC LIMIT $4"
             )
             .iter()
             .map(|row| stored!(row))
@@ -367,41 +512,52 @@ impl Store {
 
     /// Keeps the direct message `message` for its recipient, who is offline, so that it is
     /// replayed at the recipient's next login — but only if an account by that name exists.
-    /// One statement (`INSERT … SELECT … WHERE EXISTS`), so an account deleted meanwhile
-    /// cannot leave a message nobody will read. Returns whether it was stored (committed: the
-    /// statement is its own transaction).
+    /// The message is one statement (`INSERT … SELECT … WHERE EXISTS`), so an account deleted
+    /// meanwhile cannot leave a message nobody will read; its conversation is made first if
+    /// need be (a conversation left empty is deleted with retention). Returns whether it was
+    /// stored (committed: the statement is its own transaction).
     pub async fn queue(&self, message: &NewMessage) -> Result<bool, StoreError> {
         let Some(recipient) = message.recipient.as_deref() else {
             return Ok(false);
         };
         let recipient_key = fold_name(recipient);
+        let conversation = &message.conversation;
         macro_rules! queue {
-            ($pool:expr, $sql:literal) => {
-                sqlx::query($sql)
+            ($pool:expr, $add_conversation:literal, $add_message:literal) => {{
+                sqlx::query($add_conversation)
+                    .bind(conversation.kind.as_str())
+                    .bind(conversation.key.as_str())
+                    .bind(&*recipient_key)
+                    .execute($pool)
+                    .await?;
+                sqlx::query($add_message)
                     .bind(message.sent_at_ms)
-                    .bind(message.conversation.kind.as_str())
-                    .bind(message.conversation.key.as_str())
+                    .bind(conversation.kind.as_str())
+                    .bind(conversation.key.as_str())
                     .bind(message.sender.as_str())
-                    .bind(recipient)
                     .bind(message.text.as_str())
                     .bind(&*recipient_key)
                     .execute($pool)
                     .await?
                     .rows_affected()
-            };
+            }};
         }
         let stored = match self {
             Store::Sqlite(pool) => queue!(
                 pool,
-                "INSERT INTO messages (sent_at_ms, kind, conversation, sender, recipient, body, \
-                 recipient_key) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM \
-                 accounts WHERE name_key = ?7)"
+                "INSERT INTO conversations (kind, key) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 \
+                 FROM accounts WHERE name_key = ?3) ON CONFLICT (kind, key) DO NOTHING",
+                "INSERT INTO messages (sent_at_ms, conversation_id, sender, body, recipient_key) \
+                 SELECT ?1, c.id, ?4, ?5, ?6 FROM conversations AS c WHERE c.kind = ?2 AND \
+                 c.key = ?3 AND EXISTS (SELECT 1 FROM accounts WHERE name_key = ?6)"
             ),
             Store::Postgres(pool) => queue!(
                 pool,
-                "INSERT INTO messages (sent_at_ms, kind, conversation, sender, recipient, body, \
-                 recipient_key) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM \
-                 accounts WHERE name_key = $7)"
+                "INSERT INTO conversations (kind, key) SELECT $1, $2 WHERE EXISTS (SELECT 1 \
+                 FROM accounts WHERE name_key = $3) ON CONFLICT (kind, key) DO NOTHING",
+                "INSERT INTO messages (sent_at_ms, conversation_id, sender, body, recipient_key) \
+                 SELECT $1, c.id, $4, $5, $6 FROM conversations AS c WHERE c.kind = $2 AND \
+                 c.key = $3 AND EXISTS (SELECT 1 FROM accounts WHERE name_key = $6)"
             ),
         };
         Ok(stored > 0)
@@ -491,22 +647,44 @@ impl Store {
         Ok(moved > 0)
     }
 
-    /// Deletes messages sent before `cutoff_ms`; returns how many. Messages queued for an
-    /// offline account go too, read or not: a message waits for its recipient at most the
-    /// retention period, like everything else kept (a bound on what an abandoned account
-    /// costs), and the replay simply starts at the oldest one left.
+    /// Deletes messages sent before `cutoff_ms`, and the conversations that this leaves
+    /// empty; returns how many messages. Messages queued for an offline account go too, read
+    /// or not: a message waits for its recipient at most the retention period, like everything
+    /// else kept (a bound on what an abandoned account costs), and the replay simply starts at
+    /// the oldest one left. A writer's [`ConversationIds`] must forget what it knew after this.
+    ///
+    /// Messages are deleted by id, up to the first one sent at or after the cutoff, found by
+    /// reading in id order from the oldest (so through the rows to delete, and no further):
+    /// ids increase with the time of delivery, and there is no index on the time to keep up
+    /// on every write. A message out of order by a few milliseconds (two sessions' clocks
+    /// read an instant apart) may outlive the cutoff until the next pruning.
     pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        macro_rules! prune {
+            ($pool:expr, $messages:literal, $conversations:literal) => {{
+                let done = sqlx::query($messages)
+                    .bind(cutoff_ms)
+                    .execute($pool)
+                    .await?
+                    .rows_affected();
+                sqlx::query($conversations).execute($pool).await?;
+                done
+            }};
+        }
         let done = match self {
-            Store::Sqlite(pool) => sqlx::query("DELETE FROM messages WHERE sent_at_ms < ?1")
-                .bind(cutoff_ms)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Store::Postgres(pool) => sqlx::query("DELETE FROM messages WHERE sent_at_ms < $1")
-                .bind(cutoff_ms)
-                .execute(pool)
-                .await?
-                .rows_affected(),
+            Store::Sqlite(pool) => prune!(
+                pool,
+                "DELETE FROM messages WHERE id < coalesce((SELECT id FROM messages WHERE \
+                 sent_at_ms >= ?1 ORDER BY id LIMIT 1), (SELECT max(id) FROM messages) + 1)",
+                "DELETE FROM conversations WHERE NOT EXISTS (SELECT 1 FROM messages WHERE \
+                 messages.conversation_id = conversations.id)"
+            ),
+            Store::Postgres(pool) => prune!(
+                pool,
+                "DELETE FROM messages WHERE id < coalesce((SELECT id FROM messages WHERE \
+                 sent_at_ms >= $1 ORDER BY id LIMIT 1), (SELECT max(id) FROM messages) + 1)",
+                "DELETE FROM conversations WHERE NOT EXISTS (SELECT 1 FROM messages WHERE \
+                 messages.conversation_id = conversations.id)"
+            ),
         };
         Ok(done)
     }
@@ -536,14 +714,17 @@ impl Store {
 }
 
 /// SQLite's write path: `messages` in one transaction on the connection `handle`, one prepared
-/// one-row `INSERT` run per message, all on this thread.
+/// one-row `INSERT` run per message, all on this thread. A conversation that `known` lacks is
+/// looked up, or made, in the same transaction; returns those, to be learnt once committed
+/// (an id from a transaction rolled back would point at nothing).
 ///
 /// Through sqlx, every statement went to its worker thread with a copy of every argument, and a
 /// batch was a fresh multi-row statement; that cost about as much CPU as SQLite's own work.
 fn insert_sqlite(
     handle: std::ptr::NonNull<rusqlite::ffi::sqlite3>,
     messages: &[NewMessage],
-) -> Result<(), rusqlite::Error> {
+    known: &ConversationIds,
+) -> Result<FxHashMap<Conversation, i64>, rusqlite::Error> {
     // SAFETY: `handle` comes from `LockedSqliteHandle::as_raw_handle`, an open connection that
     // sqlx's worker does not touch while the lock is held, and the caller holds it until this
     // returns. `from_handle` borrows it: dropping the rusqlite `Connection` (here, on every
@@ -551,21 +732,38 @@ fn insert_sqlite(
     // transaction is committed, or rolled back when dropped on an error, before that.
     let mut connection = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }?;
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut found = FxHashMap::default();
     {
         let mut insert = tx.prepare(SQLITE_INSERT)?;
         for message in messages {
+            let conversation = &message.conversation;
+            let id = match known
+                .0
+                .get(conversation)
+                .or_else(|| found.get(conversation))
+            {
+                Some(&id) => id,
+                None => {
+                    let kind = conversation.kind.as_str();
+                    tx.execute(SQLITE_ADD_CONVERSATION, (kind, &conversation.key))?;
+                    let id: i64 =
+                        tx.query_row(SQLITE_CONVERSATION_ID, (kind, &conversation.key), |row| {
+                            row.get(0)
+                        })?;
+                    found.insert(conversation.clone(), id);
+                    id
+                }
+            };
             insert.execute(rusqlite::params![
                 message.sent_at_ms,
-                message.conversation.kind.as_str(),
-                message.conversation.key,
-                message.room,
+                id,
                 message.sender,
-                message.recipient,
                 message.text,
             ])?;
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(found)
 }
 
 /// Applies the migrations the database lacks. One it has that the binary does not means a

@@ -12,16 +12,24 @@ pub async fn queue_messages(store: &Store, from: &str, to: &str, count: usize, t
     let (a, b) = if from <= to { (from, to) } else { (to, from) };
     let conversation = format!("{a}|{b}");
     let mut tx = pool.begin().await.expect("a transaction");
+    sqlx::query(
+        "INSERT INTO conversations (kind, key) VALUES ('direct', ?1) \
+         ON CONFLICT (kind, key) DO NOTHING",
+    )
+    .bind(&conversation)
+    .execute(&mut *tx)
+    .await
+    .expect("make the conversation");
     for i in 1..=count {
         sqlx::query(
-            "INSERT INTO messages (sent_at_ms, kind, conversation, sender, recipient, body, \
-             recipient_key) VALUES (?1, 'direct', ?2, ?3, ?4, ?5, ?4)",
+            "INSERT INTO messages (sent_at_ms, conversation_id, sender, body, recipient_key) \
+             SELECT ?1, id, ?3, ?4, ?5 FROM conversations WHERE kind = 'direct' AND key = ?2",
         )
         .bind(jiff::Timestamp::now().as_millisecond())
         .bind(&conversation)
         .bind(from)
-        .bind(to)
         .bind(format!("{text} {i}"))
+        .bind(to)
         .execute(&mut *tx)
         .await
         .expect("queue a message");
