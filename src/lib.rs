@@ -15,6 +15,7 @@ pub(crate) mod connection;
 pub(crate) mod flood;
 pub(crate) mod metrics;
 pub(crate) mod outbox;
+pub(crate) mod priority;
 pub mod server;
 pub mod signal;
 pub mod store;

@@ -147,7 +147,7 @@ impl HashPool {
 /// Runs `job` on a thread of its own at the lowest scheduling priority and waits for it
 /// (`None` if the thread cannot be made or the job panicked).
 ///
-/// Why the lowest priority (see [`lower_priority`]): even one core's worth of hashing, on a machine with few cores,
+/// Why the lowest priority (see [`crate::priority::idle_this_thread`]): even one core's worth of hashing, on a machine with few cores,
 /// competes with the threads that carry chat; at the lowest priority the scheduler runs chat
 /// first whenever both are ready, so a storm of logins costs other users' messages almost no
 /// latency, and hashes take the time that chat leaves (on a saturated server a login waits,
@@ -165,7 +165,8 @@ where
     std::thread::Builder::new()
         .name("hashing".to_owned())
         .spawn(move || {
-            lower_priority();
+            // Refused (not Linux, say): the hash runs at normal priority.
+            let _ = crate::priority::idle_this_thread();
             let result = job();
             give_back_memory();
             result
@@ -173,25 +174,6 @@ where
         .ok()?
         .join()
         .ok()
-}
-
-/// Gives the calling thread the lowest scheduling priority there is. On Linux a thread's
-/// policy and nice value are its own, so the rest of the process keeps its priority.
-/// `SCHED_IDLE` rather than only nice 19: the scheduler preempts an idle-policy thread as soon as
-/// a normal one wakes, where a nice-19 thread may first finish its time slice (a millisecond or
-/// more), which is a direct message's whole latency budget. Elsewhere, or if refused, the hash
-/// simply runs at normal priority.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid, setpriority and sched_setscheduler only read and set the calling thread's
-    // scheduling state; `param` outlives the call.
-    unsafe {
-        if let Ok(thread) = libc::id_t::try_from(libc::gettid()) {
-            let _ = libc::setpriority(libc::PRIO_PROCESS, thread, 19);
-        }
-        let param = libc::sched_param { sched_priority: 0 };
-        let _ = libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-    }
 }
 
 /// Returns the hash's freed 19 MiB to the system. Each worker runtime has a blocking pool of

@@ -204,7 +204,14 @@ impl StoreHandle {
             .spawn(move || {
                 // Before anything else, so that the threads made from here (sqlx's SQLite
                 // workers, the runtime's) start with the same priority.
-                lower_priority(nice);
+                // Why: the writer is work that may fall behind, and the live path is not. On a
+                // box that chat alone keeps busy, a writer at the same priority takes its CPU
+                // from delivery; at a lower one it writes with what the live path leaves, and
+                // what it cannot keep up with is shed through `store.max_backlog`, counted and
+                // logged (docs/PERFORMANCE.md, "The store's cost", has the trade measured).
+                if let Err(error) = crate::priority::lower_this_thread(nice) {
+                    warn!("store: cannot lower the writer's priority: {error}");
+                }
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -539,41 +546,6 @@ impl SqliteFile {
             )));
         }
         Ok(())
-    }
-}
-
-/// Gives the calling thread the scheduling priority `nice` (0 to 19; 0 changes nothing).
-///
-/// Why: the writer is work that may fall behind, and the live path is not. On a box that
-/// chat alone keeps busy, a writer at the same priority takes its CPU from delivery; at a
-/// lower one it writes with what the live path leaves, and what it cannot keep up with is shed
-/// through `store.max_backlog`, counted and logged, as the store is meant to behave when it is
-/// slow (pairs100 with SQLite: 0.98 times the store-off throughput at nice 10, keeping 28–55 %
-/// of the messages, against 0.88 times and 81–93 % at nice 0, the default; docs/PERFORMANCE.md).
-/// When the box has CPU to spare the priority changes nothing. Linux only, where a thread has a
-/// priority of its own (`setpriority` on its thread id); elsewhere the call would change the
-/// whole process.
-fn lower_priority(nice: u8) {
-    if nice == 0 {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: neither call takes a pointer; `gettid` cannot fail.
-        let done = unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(
-                libc::PRIO_PROCESS,
-                tid as libc::id_t,
-                libc::c_int::from(nice),
-            )
-        };
-        if done != 0 {
-            warn!(
-                "store: cannot lower the writer's priority: {}",
-                std::io::Error::last_os_error()
-            );
-        }
     }
 }
 
