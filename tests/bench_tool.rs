@@ -635,3 +635,47 @@ fn a_rate_limited_run_counts_the_refused_lines_and_says_to_use_the_bench_config(
         run.stdout
     );
 }
+
+/// `--storm`: guessers from their own loopback addresses beside a pairs run, which still
+/// delivers everything; their answers are counted by kind, and every answer is one of them.
+/// (How many answers come in a second depends on the hashing thread, which yields to every
+/// other thread on the box: not asserted.)
+#[test]
+fn a_storm_of_guessers_runs_beside_pairs_and_is_counted() {
+    let server = server();
+    let report = report_on(
+        &server,
+        "pairs",
+        &[
+            "-n",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--storm",
+            "3",
+        ],
+    );
+    assert_clean(&report);
+    assert_eq!(u64_of(&report, "storm_clients"), 3);
+    let answers = u64_of(&report, "storm_answers");
+    let kinds =
+        ["storm_bad_password", "storm_rate_limited", "storm_other"].map(|key| u64_of(&report, key));
+    assert_eq!(kinds.iter().sum::<u64>(), answers, "{report}");
+    // Without a store every name is unknown, and is answered as a wrong password would be.
+    assert_eq!(kinds[2], 0, "{report}");
+}
+
+#[test]
+fn a_storm_needs_pairs_or_room_over_plain_tcp() {
+    let server = server();
+    for (mode, args) in [
+        ("churn", &["-d", "1", "--storm", "2"][..]),
+        ("pairs", &["-n", "2", "--ws", "--storm", "2"][..]),
+    ] {
+        let run = bench_on(&server, mode, args);
+        assert_eq!(run.code, Some(1), "{mode} {args:?}: {}", run.stdout);
+        assert!(run.stderr.contains("--storm"), "{}", run.stderr);
+    }
+}
