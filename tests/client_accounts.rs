@@ -159,51 +159,25 @@ async fn register_and_passwd_take_their_passwords_from_the_lines_after_them() {
 /// that its password prompts, which read /dev/tty without echo, have one.
 #[cfg(unix)]
 mod on_a_terminal {
-    use std::{
-        fs::File,
-        io::{Read, Write},
-        os::unix::process::CommandExt,
-        process::Command,
-        sync::mpsc::{self, Receiver},
-        time::Instant,
-    };
+    use std::{fs::File, io::Write, os::unix::process::CommandExt, process::Command};
 
     use nix::pty::{openpty, Winsize};
 
     use super::{register, server, TempDir};
-    use crate::common::process::{wait_with_deadline, PROCESS_TIMEOUT};
+    use crate::common::{
+        process::{wait_with_deadline, PROCESS_TIMEOUT},
+        screen::Screen,
+    };
 
-    struct Screen {
+    /// The terminal, and where keys are typed into it.
+    struct Terminal {
         keys: File,
-        chunks: Receiver<Vec<u8>>,
-        shown: Vec<u8>,
-        seen: usize,
+        screen: Screen,
     }
 
-    impl Screen {
-        /// Waits (bounded) until `text` shows after what earlier waits found; returns what
-        /// came before it.
+    impl Terminal {
         fn wait_for(&mut self, text: &str) -> String {
-            let deadline = Instant::now() + PROCESS_TIMEOUT;
-            loop {
-                let unseen = &self.shown[self.seen..];
-                if let Some(at) = unseen
-                    .windows(text.len())
-                    .position(|window| window == text.as_bytes())
-                {
-                    let before = String::from_utf8_lossy(&unseen[..at]).into_owned();
-                    self.seen += at + text.len();
-                    return before;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.chunks.recv_timeout(left) {
-                    Ok(chunk) => self.shown.extend_from_slice(&chunk),
-                    Err(_) => panic!(
-                        "the terminal never showed {text:?}; it showed {:?}",
-                        String::from_utf8_lossy(&self.shown)
-                    ),
-                }
-            }
+            self.screen.wait_for(text)
         }
 
         fn type_keys(&mut self, keys: &str) {
@@ -245,22 +219,8 @@ mod on_a_terminal {
         let mut child = command.spawn().expect("start the client binary");
         drop(pty.slave);
         let keys = File::from(pty.master);
-        let mut reader = keys.try_clone().expect("a second handle");
-        let (sender, chunks) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = reader.read(&mut buf) {
-                if sender.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut screen = Screen {
-            keys,
-            chunks,
-            shown: Vec::new(),
-            seen: 0,
-        };
+        let screen = Screen::read(keys.try_clone().expect("a second handle"));
+        let mut screen = Terminal { keys, screen };
 
         screen.wait_for("Password for alice: ");
         screen.type_keys("correct horse\r");
@@ -278,7 +238,7 @@ mod on_a_terminal {
         screen.type_keys("/quit\r");
         let status = wait_with_deadline(&mut child, PROCESS_TIMEOUT).expect("the client exits");
         assert!(status.success(), "{status:?}");
-        let all = String::from_utf8_lossy(&screen.shown).into_owned();
+        let all = screen.screen.shown();
         assert!(
             !all.contains("horse") && !all.contains("battery"),
             "a password was echoed: {all:?}"

@@ -8,15 +8,18 @@ mod common;
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::OwnedFd,
     process::{Child, Command},
-    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    sync::mpsc,
     time::Instant,
 };
 
-use common::process::{wait_with_deadline, ServerProcess, PROCESS_TIMEOUT};
+use common::{
+    process::{wait_with_deadline, ServerProcess, PROCESS_TIMEOUT},
+    screen::Screen,
+};
 use nix::{
     pty::{openpty, Winsize},
     sys::termios::{tcgetattr, LocalFlags},
@@ -30,11 +33,8 @@ struct TerminalClient {
     keys: File,
     /// Kept open to read the terminal's mode after the client exits.
     slave: OwnedFd,
-    /// Everything the client has written to the terminal, as read so far.
-    screen: Vec<u8>,
-    /// How far `wait_for` has looked: each wait finds text that came after the last one.
-    seen: usize,
-    chunks: Receiver<Vec<u8>>,
+    /// What the client has written to the terminal.
+    screen: Screen,
 }
 
 impl TerminalClient {
@@ -69,24 +69,12 @@ impl TerminalClient {
             .spawn()
             .expect("start the client binary");
         let keys = File::from(pty.master);
-        let mut screen = keys.try_clone().expect("a second handle on the master");
-        let (sender, chunks) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            // Ends with an error (EIO) once no one holds the slave side any more.
-            while let Ok(n @ 1..) = screen.read(&mut buf) {
-                if sender.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
+        let screen = Screen::read(keys.try_clone().expect("a second handle on the master"));
         TerminalClient {
             child,
             keys,
             slave: pty.slave,
-            screen: Vec::new(),
-            seen: 0,
-            chunks,
+            screen,
         }
     }
 
@@ -99,26 +87,7 @@ impl TerminalClient {
     /// [`TerminalClient::wait_for`], returning what the terminal showed between the end of
     /// the previous wait and `text`.
     fn wait_for_after(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + PROCESS_TIMEOUT;
-        loop {
-            let unseen = &self.screen[self.seen..];
-            if let Some(at) = unseen
-                .windows(text.len())
-                .position(|window| window == text.as_bytes())
-            {
-                let before = String::from_utf8_lossy(&unseen[..at]).into_owned();
-                self.seen += at + text.len();
-                return before;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.chunks.recv_timeout(left) {
-                Ok(chunk) => self.screen.extend_from_slice(&chunk),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
-                    "the terminal never showed {text:?}; it showed {:?}",
-                    String::from_utf8_lossy(&self.screen)
-                ),
-            }
-        }
+        self.screen.wait_for(text)
     }
 
     /// Waits for the prompt drawn after everything shown so far: rustyline is then reading keys
@@ -140,10 +109,7 @@ impl TerminalClient {
     /// Whether anything the terminal has shown so far (read by earlier waits, or waiting to
     /// be read) contains `text`.
     fn screen_shows(&mut self, text: &str) -> bool {
-        while let Ok(chunk) = self.chunks.try_recv() {
-            self.screen.extend_from_slice(&chunk);
-        }
-        String::from_utf8_lossy(&self.screen).contains(text)
+        self.screen.shows(text)
     }
 
     /// Waits (bounded) for the client to exit and returns its exit code.

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
 
 pub mod accounts;
 pub mod process;
+pub mod screen;
 pub mod temp;
 
 use actor_chat::{
