@@ -39,10 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::connection::Security;
 
 use crate::{
-    accounts::{
-        hashing::{self, HashPool},
-        throttle::Throttle,
-    },
+    accounts::{hashing::HashPool, throttle::Throttle},
     actors::{
         chat_server::{RefreshAccounts, Stopping},
         session::PendingLogins,
@@ -146,10 +143,10 @@ impl Server {
             Placement::Workers => threads.iter().map(Arbiter::handle).collect(),
             Placement::CurrentThread => vec![Arbiter::current()],
         };
-        // Detached: it only fills a cache (see `hashing::warm_up`). Without a store there are
-        // no accounts, and nothing for the time of an answer to tell.
+        let hashing = Arc::new(HashPool::per_core());
+        // Without a store there are no accounts, and nothing for the time of an answer to tell.
         if store.is_some() {
-            drop(tokio::task::spawn_blocking(hashing::warm_up));
+            hashing.warm_up();
         }
         let metrics = Arc::new(Metrics::new(store.as_ref()));
         let chat_settings = settings.clone();
@@ -183,7 +180,7 @@ impl Server {
                 shutdown: stop.clone(),
                 store: store.clone(),
                 metrics: metrics.clone(),
-                hashing: Arc::new(HashPool::per_core()),
+                hashing,
                 throttle: Arc::new(Throttle::new()),
             }),
             next_conn: AtomicU64::new(0),

@@ -2,24 +2,29 @@
 //!
 //! One hash costs tens of milliseconds of one core and 19 MiB of memory, on purpose. Run on an
 //! actor's thread, it would stall every connection served there; run without a bound, a storm
-//! of logins would take every core and a lot of memory. So hashing runs on tokio's blocking
-//! threads, one hash per core but one at a time (at least one: [`HashPool`]), each on a thread
-//! of the lowest scheduling priority (so chat goes first whenever both are ready), and only a
-//! bounded number of requests may wait for their turn: past that, a login is told
-//! `rate-limited|login` at once rather than queued.
+//! of logins would take every core and a lot of memory. So hashes run on a few threads of their
+//! own ([`HashPool`]: one per core but one, at least one), at the lowest scheduling priority (so
+//! chat goes first whenever both are ready), each keeping its 19 MiB from one hash to the next
+//! ([`Hasher`]); and only a bounded number of requests may wait for their turn: past that, a
+//! login is told `rate-limited|login` at once rather than queued.
 
 use std::{
     num::NonZeroUsize,
+    panic::{self, AssertUnwindSafe},
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, OnceLock,
+        mpsc, Arc, OnceLock,
     },
+    time::Duration,
 };
 
 use argon2::{
-    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
-    Algorithm, Argon2, Params, Version,
+    password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString},
+    Algorithm, Argon2, Block, Params, Version,
 };
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::priority::Yielding;
 use tokio::sync::Semaphore;
 
 /// OWASP's recommendation for argon2id: 19 MiB of memory, 2 passes, 1 lane.
@@ -27,13 +32,32 @@ const MEMORY_KIB: u32 = 19_456;
 const PASSES: u32 = 2;
 const LANES: u32 = 1;
 
-/// Requests that may wait for a hashing thread, per core.
+/// The most memory a stored hash may ask for to be checked (a hash made with stronger
+/// parameters than today's still verifies; a damaged one cannot make the server take gigabytes).
+const MAX_VERIFY_MEMORY_KIB: u32 = 16 * MEMORY_KIB;
+
+/// Requests that may wait for a hashing thread, per thread.
 const WAITING_PER_CORE: usize = 32;
+
+/// How often a hashing thread steps aside for chat while it hashes (see
+/// [`crate::priority::Yielding`]): a thread that chat is waiting for waits at most about this
+/// long, rather than a scheduler tick (4 ms).
+const YIELD_EVERY: Duration = Duration::from_micros(100);
+
+/// How long a hashing thread keeps its memory with nothing to do: through a burst of logins it
+/// is reused; on a quiet server it is given back.
+const RELEASE_AFTER: Duration = Duration::from_secs(60);
 
 /// Why a password could not be hashed.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot hash the password: {0}")]
 pub struct HashError(String);
+
+impl From<argon2::password_hash::Error> for HashError {
+    fn from(error: argon2::password_hash::Error) -> HashError {
+        HashError(error.to_string())
+    }
+}
 
 /// The hasher, with the OWASP parameters (argon2's own defaults are the same; spelt out so that
 /// an upgrade of the crate cannot change them silently).
@@ -42,52 +66,134 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hashes `password` with a fresh random salt, into a PHC string
-/// (`$argon2id$v=19$m=19456,t=2,p=1$SALT$HASH`). Slow on purpose: call it on a
-/// [`HashPool`] (or any thread that may block).
-pub fn hash_password(password: &str) -> Result<String, HashError> {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|error| HashError(error.to_string()))
+/// Hashes and checks passwords in working memory it keeps from one call to the next.
+///
+/// Why keep it: argon2 fills 19 MiB per hash. Allocated afresh each time, that is 4,864 new
+/// pages for the kernel to fault in and zero, and, when freed, an unmap that makes every core
+/// running one of the server's threads flush its TLB — interruptions that chat's threads pay
+/// for in latency during a storm of logins, whatever the hashing thread's priority. Kept, the
+/// same pages are simply written again. [`Hasher::release`] gives them back.
+#[derive(Default)]
+pub struct Hasher {
+    memory: Vec<Block>,
 }
 
-/// Whether `password` matches the PHC string `phc`, compared in constant time (argon2's
-/// `verify_password`), with the parameters the hash was made with. A string that is not a
-/// valid hash matches nothing. Slow on purpose, like [`hash_password`].
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => argon2().verify_password(password.as_bytes(), &hash).is_ok(),
-        Err(_) => false,
+impl Hasher {
+    /// Hashes `password` with a fresh random salt, into a PHC string
+    /// (`$argon2id$v=19$m=19456,t=2,p=1$SALT$HASH`). Slow on purpose: call it on a
+    /// [`HashPool`] (or any thread that may block).
+    pub fn hash(&mut self, password: &str) -> Result<String, HashError> {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut salt_bytes = [0; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+        let argon2 = argon2();
+        let output_len = argon2
+            .params()
+            .output_len()
+            .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+        let hash = Output::init_with(output_len, |out| {
+            self.fill(&argon2, password.as_bytes(), salt_bytes, out)
+        })?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(argon2.params())?,
+            salt: Some(salt.as_salt()),
+            hash: Some(hash),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// Whether `password` matches the PHC string `phc`, with the algorithm, version and
+    /// parameters the hash was made with, compared in constant time (`Output`'s equality). A
+    /// string that is not a valid argon2 hash, or asks for more than [`MAX_VERIFY_MEMORY_KIB`],
+    /// matches nothing. Slow on purpose, like [`Hasher::hash`].
+    pub fn verify(&mut self, password: &str, phc: &str) -> bool {
+        self.try_verify(password, phc).unwrap_or(false)
+    }
+
+    fn try_verify(&mut self, password: &str, phc: &str) -> Option<bool> {
+        let phc = PasswordHash::new(phc).ok()?;
+        let (salt, expected) = (phc.salt?, phc.hash?);
+        let algorithm = Algorithm::try_from(phc.algorithm).ok()?;
+        let version = match phc.version {
+            Some(version) => Version::try_from(version).ok()?,
+            None => Version::default(),
+        };
+        let params = Params::try_from(&phc).ok()?;
+        if params.m_cost() > MAX_VERIFY_MEMORY_KIB {
+            return None;
+        }
+        let mut salt_bytes = [0; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes).ok()?;
+        let argon2 = Argon2::new(algorithm, version, params);
+        let computed = Output::init_with(expected.len(), |out| {
+            self.fill(&argon2, password.as_bytes(), salt_bytes, out)
+        });
+        // More than today's memory (an older, stronger hash): not kept for the next call.
+        if argon2.params().m_cost() > MEMORY_KIB {
+            self.release();
+        }
+        Some(computed.ok()? == expected)
+    }
+
+    /// Spends what checking a password against a real account would, for a name that has no
+    /// account, so that the time of the answer does not tell the two apart.
+    pub(crate) fn verify_nothing(&mut self, password: &str) {
+        let dummy = dummy_hash(self);
+        let _ = self.verify(password, dummy);
+    }
+
+    /// Gives the working memory back to the system (the next hash takes it again).
+    pub fn release(&mut self) {
+        if self.memory.capacity() > 0 {
+            self.memory = Vec::new();
+            give_back_memory();
+        }
+    }
+
+    /// Runs `argon2` over the kept memory, grown first if these parameters need more.
+    fn fill(
+        &mut self,
+        argon2: &Argon2<'_>,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), argon2::password_hash::Error> {
+        let blocks = argon2.params().block_count();
+        if self.memory.len() < blocks {
+            self.memory.resize(blocks, Block::default());
+        }
+        Ok(argon2.hash_password_into_with_memory(password, salt, out, &mut self.memory)?)
     }
 }
 
-/// Spends what checking a password against a real account would, for a name that has no
-/// account, so that the time of the answer does not tell the two apart.
-pub(crate) fn verify_nothing(password: &str) {
-    let _ = verify_password(password, dummy_hash());
+/// [`Hasher::hash`] once, for a caller with no pool (the operator's `account` commands).
+pub fn hash_password(password: &str) -> Result<String, HashError> {
+    Hasher::default().hash(password)
 }
 
-/// The hash an unknown name is checked against, made once.
-fn dummy_hash() -> &'static str {
+/// The hash an unknown name is checked against, made once (by the first hasher that needs it,
+/// normally a pool thread right at start: [`HashPool::warm_up`]).
+fn dummy_hash(hasher: &mut Hasher) -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_password("no account has this").unwrap_or_default())
-}
-
-/// Makes the dummy hash now (at start, on a blocking thread), so that not even the first
-/// unknown name takes longer to refuse than a wrong password.
-pub(crate) fn warm_up() {
-    let _ = dummy_hash();
+    DUMMY.get_or_init(|| hasher.hash("no account has this").unwrap_or_default())
 }
 
 /// Too many hashing requests are waiting: the answer is `rate-limited`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PoolBusy;
 
-/// At most one hash per core at a time, on tokio's blocking threads, and a bounded queue.
+/// Work for a hashing thread.
+type Job = Box<dyn FnOnce(&mut Hasher) + Send>;
+
+/// A few hashing threads at the lowest priority, each with its own [`Hasher`], and a bounded
+/// queue in front of them.
 pub(crate) struct HashPool {
-    /// One permit per hash that may run at once.
+    /// To the hashing threads; they stop when the pool is dropped.
+    jobs: Sender<Job>,
+    /// One permit per hashing thread: a request waits for one here, where waiting costs
+    /// nothing, rather than on a blocking thread.
     running: Arc<Semaphore>,
     /// Requests waiting or running.
     taken: AtomicUsize,
@@ -96,17 +202,27 @@ pub(crate) struct HashPool {
 }
 
 impl HashPool {
-    /// A pool of `threads` hashes at once, with room for [`WAITING_PER_CORE`] per thread to
-    /// wait.
+    /// A pool of `threads` hashing threads, with room for [`WAITING_PER_CORE`] requests per
+    /// thread to wait.
     pub(crate) fn new(threads: NonZeroUsize) -> HashPool {
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        for _ in 0..threads.get() {
+            let queue = queue.clone();
+            // A thread that cannot be made is one fewer; with none at all, `run` finds the
+            // queue closed and answers `PoolBusy`.
+            let _ = std::thread::Builder::new()
+                .name("hashing".to_owned())
+                .spawn(move || hash_until_dropped(&queue));
+        }
         HashPool {
+            jobs,
             running: Arc::new(Semaphore::new(threads.get())),
             taken: AtomicUsize::new(0),
             max_taken: threads.get() * (WAITING_PER_CORE + 1),
         }
     }
 
-    /// One hash at a time per core but one (at least one): with a hash on every core, a storm
+    /// One hashing thread per core but one (at least one): with a hash on every core, a storm
     /// of wrong passwords that gets past the throttle (many addresses, many accounts) took the
     /// cores from chat — direct-message p99 went from 4.7 ms to 48–76 ms on 2 cores.
     pub(crate) fn per_core() -> HashPool {
@@ -114,13 +230,24 @@ impl HashPool {
         Self::new(NonZeroUsize::new(cores.saturating_sub(1)).unwrap_or(NonZeroUsize::MIN))
     }
 
-    /// Runs `job` (a hash or a verification) when a thread is free, off the caller's thread;
+    /// Makes the hash that unknown names are checked against now, in the background, so that
+    /// not even the first unknown name takes longer to refuse than a wrong password.
+    pub(crate) fn warm_up(&self) {
+        let _ = self.jobs.send(Box::new(|hasher: &mut Hasher| {
+            dummy_hash(hasher);
+            // Nothing may follow for a long time: a server that has not yet seen a login
+            // should not hold 19 MiB for one.
+            hasher.release();
+        }));
+    }
+
+    /// Runs `job` (a hash or a verification) on a hashing thread when one is free;
     /// [`PoolBusy`] at once when too many are waiting already. If the caller stops waiting, a
-    /// job that has started still finishes (and holds its place until then).
+    /// job that has started still finishes (and holds its thread until then).
     pub(crate) async fn run<T, F>(&self, job: F) -> Result<T, PoolBusy>
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut Hasher) -> T + Send + 'static,
     {
         if self.taken.fetch_add(1, Ordering::AcqRel) >= self.max_taken {
             self.taken.fetch_sub(1, Ordering::AcqRel);
@@ -134,53 +261,61 @@ impl HashPool {
             .acquire_owned()
             .await
             .map_err(|_| PoolBusy)?;
-        let result = tokio::task::spawn_blocking(move || {
-            let result = at_low_priority(job);
+        let (done, result) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |hasher: &mut Hasher| {
+                let _ = done.send(job(hasher));
+            }))
+            .map_err(|_| PoolBusy)?;
+        // Waited for on a blocking thread rather than with an async channel: to tokio, a
+        // running blocking task is work in progress, so its paused clock (in tests) does not
+        // jump ahead while a hash is being computed.
+        tokio::task::spawn_blocking(move || {
+            let result = result.recv().ok();
             drop(permit);
             result
         })
-        .await;
-        result.ok().flatten().ok_or(PoolBusy)
+        .await
+        .ok()
+        .flatten()
+        .ok_or(PoolBusy)
     }
 }
 
-/// Runs `job` on a thread of its own at the lowest scheduling priority and waits for it
-/// (`None` if the thread cannot be made or the job panicked).
+/// A hashing thread: lowers its own priority, then runs jobs until the pool is dropped, giving
+/// its memory back after [`RELEASE_AFTER`] with nothing to do.
 ///
-/// Why the lowest priority (see [`crate::priority::idle_this_thread`]): even one core's worth of hashing, on a machine with few cores,
-/// competes with the threads that carry chat; at the lowest priority the scheduler runs chat
-/// first whenever both are ready, so a storm of logins costs other users' messages almost no
-/// latency, and hashes take the time that chat leaves (on a saturated server a login waits,
-/// which is the right way round). Why a thread of its own rather than lowering the blocking
-/// thread we are on: that thread goes on to serve other blocking work, and an unprivileged
-/// thread cannot raise its priority back. A thread costs tens of microseconds against a hash's
-/// tens of milliseconds. And why this blocking thread waits for it rather than handing the job
-/// over: a running blocking task is work in progress to tokio, whose paused clock (in tests)
-/// must not jump ahead while a hash is being computed.
-fn at_low_priority<T, F>(job: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    std::thread::Builder::new()
-        .name("hashing".to_owned())
-        .spawn(move || {
-            // Refused (not Linux, say): the hash runs at normal priority.
-            let _ = crate::priority::idle_this_thread();
-            let result = job();
-            give_back_memory();
-            result
-        })
-        .ok()?
-        .join()
-        .ok()
+/// Why the lowest priority (see [`crate::priority::idle_this_thread`]): even one core's worth of
+/// hashing, on a machine with few cores, competes with the threads that carry chat; at the
+/// lowest priority the scheduler runs chat first whenever both are ready, so a storm of logins
+/// costs other users' messages little latency, and hashes take the time that chat leaves (on a
+/// saturated server a login waits, which is the right way round).
+fn hash_until_dropped(queue: &Receiver<Job>) {
+    // Refused (not Linux, say): the hashes run at normal priority, or without stepping aside.
+    let _ = crate::priority::idle_this_thread();
+    let yielding = crate::priority::Yielding::for_this_thread(YIELD_EVERY).ok();
+    let mut hasher = Hasher::default();
+    loop {
+        match queue.recv_timeout(RELEASE_AFTER) {
+            Ok(job) => {
+                yielding.as_ref().map(Yielding::arm);
+                // A job that panics (none should) loses its answer, which its caller sees as
+                // `PoolBusy`, not the thread.
+                let panicked = panic::catch_unwind(AssertUnwindSafe(|| job(&mut hasher))).is_err();
+                yielding.as_ref().map(Yielding::disarm);
+                if panicked {
+                    hasher.release();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => hasher.release(),
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
-/// Returns the hash's freed 19 MiB to the system. Each worker runtime has a blocking pool of
-/// its own, so hashes run on many threads, and glibc keeps a freed buffer in its thread's arena
-/// for the next allocation there: measured 630–810 MB of resident memory after a few hundred
-/// logins, never given back. `malloc_trim` releases what the arenas hold free (microseconds,
-/// against a hash's tens of milliseconds).
+/// Returns freed hashing memory to the system: glibc may keep a freed buffer in its thread's
+/// arena for the next allocation there (measured: hundreds of MB of resident memory, never given
+/// back, when every hash allocated its own). `malloc_trim` releases what the arenas hold free.
 fn give_back_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only takes a size and works on the allocator's own state.
@@ -202,19 +337,67 @@ impl Drop for Place<'_> {
 mod tests {
     use super::*;
 
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
     #[test]
     fn a_hash_is_an_argon2id_phc_string_with_the_owasp_parameters_and_its_own_salt() {
-        let first = hash_password("correct horse").expect("hashes");
-        let second = hash_password("correct horse").expect("hashes");
+        let mut hasher = Hasher::default();
+        let first = hasher.hash("correct horse").expect("hashes");
+        let second = hasher.hash("correct horse").expect("hashes");
         assert!(
             first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{first}"
         );
         assert_ne!(first, second, "a fresh salt each time");
-        assert!(verify_password("correct horse", &first));
-        assert!(verify_password("correct horse", &second));
-        assert!(!verify_password("correct horsf", &first));
-        assert!(!verify_password("correct horse", "not a hash"));
+        assert!(hasher.verify("correct horse", &first));
+        assert!(hasher.verify("correct horse", &second));
+        assert!(!hasher.verify("correct horsf", &first));
+        assert!(!hasher.verify("correct horse", "not a hash"));
+        // A standard PHC string: the argon2 crate's own verifier agrees.
+        let parsed = PasswordHash::new(&first).expect("a PHC string");
+        assert!(argon2().verify_password(b"correct horse", &parsed).is_ok());
+    }
+
+    #[test]
+    fn a_hash_made_with_other_parameters_is_checked_with_its_own() {
+        let params = Params::new(8_192, 1, 2, Some(24)).expect("valid parameters");
+        let salt = SaltString::generate(&mut OsRng);
+        let other = Argon2::new(Algorithm::Argon2i, Version::V0x10, params)
+            .hash_password(b"battery staple", &salt)
+            .expect("hashes")
+            .to_string();
+        let mut hasher = Hasher::default();
+        assert!(hasher.verify("battery staple", &other), "{other}");
+        assert!(!hasher.verify("battery stapler", &other));
+        let greedy = other.replace("m=8192", &format!("m={}", MAX_VERIFY_MEMORY_KIB + 8));
+        assert!(
+            !hasher.verify("battery staple", &greedy),
+            "too much memory asked"
+        );
+    }
+
+    #[test]
+    fn a_hasher_keeps_its_memory_until_released() {
+        let mut hasher = Hasher::default();
+        let hash = hasher.hash("correct horse").expect("hashes");
+        assert_eq!(
+            hasher.memory.len(),
+            MEMORY_KIB as usize,
+            "one block per KiB"
+        );
+        let kept = hasher.memory.as_ptr();
+        assert!(hasher.verify("correct horse", &hash));
+        assert_eq!(
+            hasher.memory.as_ptr(),
+            kept,
+            "the same memory, not a new one"
+        );
+        hasher.release();
+        assert_eq!(hasher.memory.capacity(), 0);
+        assert!(
+            hasher.verify("correct horse", &hash),
+            "taken again when needed"
+        );
     }
 
     #[test]
@@ -238,7 +421,7 @@ mod tests {
                     released.clone(),
                 );
                 jobs.push(tokio::spawn(async move {
-                    pool.run(move || {
+                    pool.run(move |_: &mut Hasher| {
                         let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
                         let _ = released.lock().map(|r| r.recv());
@@ -251,7 +434,11 @@ mod tests {
             while pool.taken.load(Ordering::SeqCst) < WAITING_PER_CORE + 1 {
                 tokio::task::yield_now().await;
             }
-            assert_eq!(pool.run(|| ()).await, Err(PoolBusy), "the queue is full");
+            assert_eq!(
+                pool.run(|_: &mut Hasher| ()).await,
+                Err(PoolBusy),
+                "the queue is full"
+            );
             for _ in 0..=WAITING_PER_CORE {
                 release.send(()).expect("a job is waiting");
             }
@@ -259,7 +446,7 @@ mod tests {
                 assert_eq!(job.await.expect("no panic"), Ok(()));
             }
             assert_eq!(most.load(Ordering::SeqCst), 1, "one at a time");
-            assert_eq!(pool.run(|| 7).await, Ok(7), "room again");
+            assert_eq!(pool.run(|_: &mut Hasher| 7).await, Ok(7), "room again");
         });
     }
 }

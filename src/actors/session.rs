@@ -49,7 +49,7 @@ use super::chat_server::{
 };
 use crate::{
     accounts::{
-        hashing::{self, HashPool, PoolBusy},
+        hashing::{HashPool, Hasher, PoolBusy},
         password_problem,
         throttle::Throttle,
         LoginKind, STORE_WAIT,
@@ -775,10 +775,10 @@ impl Session {
                 None => None,
             };
             let matches = hashing
-                .run(move || match account {
-                    Some(account) => hashing::verify_password(&password, &account.password_hash),
+                .run(move |hasher: &mut Hasher| match account {
+                    Some(account) => hasher.verify(&password, &account.password_hash),
                     None => {
-                        hashing::verify_nothing(&password);
+                        hasher.verify_nothing(&password);
                         false
                     }
                 })
@@ -841,7 +841,7 @@ impl Session {
             }
             let made = async {
                 let hash = hashing
-                    .run(move || hashing::hash_password(&password))
+                    .run(move |hasher: &mut Hasher| hasher.hash(&password))
                     .await?
                     .map_err(|error| {
                         debug!("{error}");
@@ -908,13 +908,13 @@ impl Session {
         let attempt = async move {
             let account = store.account(&name, STORE_WAIT).await?;
             let hash = hashing
-                .run(move || match account {
-                    Some(account) if hashing::verify_password(&old, &account.password_hash) => {
-                        hashing::hash_password(&new).ok()
+                .run(move |hasher: &mut Hasher| match account {
+                    Some(account) if hasher.verify(&old, &account.password_hash) => {
+                        hasher.hash(&new).ok()
                     }
                     Some(_) => None,
                     None => {
-                        hashing::verify_nothing(&old);
+                        hasher.verify_nothing(&old);
                         None
                     }
                 })
