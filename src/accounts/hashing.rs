@@ -368,6 +368,10 @@ mod tests {
             .to_string();
         let mut hasher = Hasher::default();
         assert!(hasher.verify("battery staple", &other), "{other}");
+        // Again with more memory kept than these parameters use (after a hash of today's).
+        hasher.hash("correct horse").expect("hashes");
+        assert!(hasher.memory.len() > 8_192);
+        assert!(hasher.verify("battery staple", &other), "{other}");
         assert!(!hasher.verify("battery stapler", &other));
         let greedy = other.replace("m=8192", &format!("m={}", MAX_VERIFY_MEMORY_KIB + 8));
         assert!(
