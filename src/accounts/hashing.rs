@@ -74,7 +74,7 @@ fn argon2() -> Argon2<'static> {
 /// for in latency during a storm of logins, whatever the hashing thread's priority. Kept, the
 /// same pages are simply written again. [`Hasher::release`] gives them back.
 #[derive(Default)]
-pub struct Hasher {
+pub(crate) struct Hasher {
     memory: Vec<Block>,
 }
 
@@ -82,7 +82,7 @@ impl Hasher {
     /// Hashes `password` with a fresh random salt, into a PHC string
     /// (`$argon2id$v=19$m=19456,t=2,p=1$SALT$HASH`). Slow on purpose: call it on a
     /// [`HashPool`] (or any thread that may block).
-    pub fn hash(&mut self, password: &str) -> Result<String, HashError> {
+    pub(crate) fn hash(&mut self, password: &str) -> Result<String, HashError> {
         let salt = SaltString::generate(&mut OsRng);
         let mut salt_bytes = [0; 64];
         let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
@@ -108,7 +108,7 @@ impl Hasher {
     /// parameters the hash was made with, compared in constant time (`Output`'s equality). A
     /// string that is not a valid argon2 hash, or asks for more than [`MAX_VERIFY_MEMORY_KIB`],
     /// matches nothing. Slow on purpose, like [`Hasher::hash`].
-    pub fn verify(&mut self, password: &str, phc: &str) -> bool {
+    pub(crate) fn verify(&mut self, password: &str, phc: &str) -> bool {
         self.try_verify(password, phc).unwrap_or(false)
     }
 
@@ -145,7 +145,7 @@ impl Hasher {
     }
 
     /// Gives the working memory back to the system (the next hash takes it again).
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if self.memory.capacity() > 0 {
             self.memory = Vec::new();
             give_back_memory();
