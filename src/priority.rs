@@ -1,5 +1,6 @@
 //! Lowering the scheduling priority of the calling thread, for work that must give way to chat:
-//! password hashing (always) and the store's writer (when `store.writer_nice` asks for it).
+//! password hashing (always, and stepping aside while it hashes: [`Yielding`]) and the store's
+//! writer (when `store.writer_nice` asks for it).
 //!
 //! On Linux a thread's nice value and scheduling policy are its own (`setpriority` on its
 //! thread id, `sched_setscheduler` on thread 0, the caller), so the rest of the process keeps
@@ -124,14 +125,11 @@ impl Yielding {
         Ok(Yielding { period })
     }
 
-    /// Starts the signals: the thread steps aside every period until [`Yielding::disarm`].
-    pub(crate) fn arm(&self) {
+    /// Starts the signals: the thread steps aside every period until the guard is dropped.
+    #[must_use = "the signals stop when the guard is dropped"]
+    pub(crate) fn arm(&self) -> Armed<'_> {
         self.set(self.period);
-    }
-
-    /// Stops the signals.
-    pub(crate) fn disarm(&self) {
-        self.set(std::time::Duration::ZERO);
+        Armed(self)
     }
 
     fn set(&self, period: std::time::Duration) {
@@ -152,6 +150,15 @@ impl Yielding {
             }
         }
         let _ = period;
+    }
+}
+
+/// An armed [`Yielding`]: dropping it stops the signals.
+pub(crate) struct Armed<'a>(&'a Yielding);
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.0.set(std::time::Duration::ZERO);
     }
 }
 
@@ -196,7 +203,7 @@ mod tests {
             }
         };
         assert_eq!(interval(&yielding), (0, 0), "made disarmed");
-        yielding.arm();
+        let armed = yielding.arm();
         assert_eq!(interval(&yielding), (0, 100_000));
         // Busy for a while, taking the signals (a missing handler would kill the process).
         let start = std::time::Instant::now();
@@ -204,7 +211,7 @@ mod tests {
         while start.elapsed() < std::time::Duration::from_millis(20) {
             spins = std::hint::black_box(spins + 1);
         }
-        yielding.disarm();
+        drop(armed);
         assert_eq!(interval(&yielding), (0, 0), "disarmed");
         // SAFETY: a query only; `action` is written by the call.
         let handler = unsafe {
