@@ -220,25 +220,25 @@ mod on_a_terminal {
         drop(pty.slave);
         let keys = File::from(pty.master);
         let screen = Screen::read(keys.try_clone().expect("a second handle"));
-        let mut screen = Terminal { keys, screen };
+        let mut terminal = Terminal { keys, screen };
 
-        screen.wait_for("Password for alice: ");
-        screen.type_keys("correct horse\r");
-        screen.wait_for("* logged in as alice");
-        screen.wait_for("> ");
-        screen.type_keys("/passwd\r");
-        screen.wait_for("Current password: ");
-        screen.type_keys("correct horse\r");
-        screen.wait_for("New password: ");
-        screen.type_keys("battery staple\r");
-        screen.wait_for("The same again: ");
-        screen.type_keys("battery staple\r");
-        screen.wait_for("* your password is changed");
-        screen.wait_for("> ");
-        screen.type_keys("/quit\r");
+        terminal.wait_for("Password for alice: ");
+        terminal.type_keys("correct horse\r");
+        terminal.wait_for("* logged in as alice");
+        terminal.wait_for("> ");
+        terminal.type_keys("/passwd\r");
+        terminal.wait_for("Current password: ");
+        terminal.type_keys("correct horse\r");
+        terminal.wait_for("New password: ");
+        terminal.type_keys("battery staple\r");
+        terminal.wait_for("The same again: ");
+        terminal.type_keys("battery staple\r");
+        terminal.wait_for("* your password is changed");
+        terminal.wait_for("> ");
+        terminal.type_keys("/quit\r");
         let status = wait_with_deadline(&mut child, PROCESS_TIMEOUT).expect("the client exits");
         assert!(status.success(), "{status:?}");
-        let all = screen.screen.shown();
+        let all = terminal.screen.shown();
         assert!(
             !all.contains("horse") && !all.contains("battery"),
             "a password was echoed: {all:?}"
