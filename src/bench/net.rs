@@ -152,7 +152,8 @@ impl PongSlot {
 
     /// The payload to answer, if a ping is waiting: one atomic load otherwise.
     fn take(&self) -> Option<Bytes> {
-        if !self.due.swap(false, Ordering::AcqRel) {
+        // The load first: a swap on every write would be a locked instruction each time.
+        if !self.due.load(Ordering::Relaxed) || !self.due.swap(false, Ordering::AcqRel) {
             return None;
         }
         Some(std::mem::take(
@@ -263,8 +264,7 @@ impl WsWriter {
                 &self.partial[..]
             };
             // A text frame carries UTF-8; the tool only writes that, but never sends otherwise.
-            std::str::from_utf8(text)
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            std::str::from_utf8(text).map_err(invalid)?;
             Parser::write_message(&mut self.out, text, WsOpCode::Text, true, true);
             self.partial.clear();
             used += end + 1;

@@ -112,20 +112,20 @@ pub(crate) async fn upgrade(req: HttpRequest, payload: Payload, web: Data<Web>) 
     };
     let max_frame = MIN_MAX_FRAME.max(4 * web.max_line_bytes);
     let (reader, writer, body) = adapters(payload, max_frame);
-    let transport = WsTransport {
-        reader,
-        writer,
-        secure: web.secure || proxied_over_https(&web, &req),
-    };
     match web.gate.slot(peer) {
-        Ok(slot) => web.gate.admit_here(transport, peer, slot),
-        Err(reason) => {
-            let stream = WsStream {
-                reader: transport.reader,
-                writer: transport.writer,
+        Ok(slot) => {
+            let transport = WsTransport {
+                reader,
+                writer,
+                secure: web.secure || proxied_over_https(&web, &req),
             };
-            web.gate.refuse(stream, peer, reason);
+            web.gate.admit_here(transport, peer, slot);
         }
+        // Both halves as one stream: a refusal's `bye`, its close frame, and the wait for the
+        // client's.
+        Err(reason) => web
+            .gate
+            .refuse(tokio::io::join(reader, writer), peer, reason),
     }
     match response.message_body(BodyStream::new(body).boxed()) {
         Ok(response) => response.into(),
@@ -231,6 +231,12 @@ struct Link {
 impl Link {
     fn wake_body(&mut self) {
         if let Some(waker) = self.body.take() {
+            waker.wake();
+        }
+    }
+
+    fn wake_writer(&mut self) {
+        if let Some(waker) = self.writer.take() {
             waker.wake();
         }
     }
@@ -590,41 +596,6 @@ impl Drop for WsWriter {
     }
 }
 
-/// Both halves as one stream, for [`Gate::refuse`](crate::server::Gate::refuse): a refusal's
-/// `bye`, its close frame, and the wait for the client's.
-struct WsStream {
-    reader: WsReader,
-    writer: WsWriter,
-}
-
-impl AsyncRead for WsStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().reader).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for WsStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().writer).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().writer).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().writer).poll_shutdown(cx)
-    }
-}
-
 /// The response body: the frames the reader and the writer queue, as the client takes them.
 struct Outbound {
     link: Rc<RefCell<Link>>,
@@ -639,9 +610,7 @@ impl Stream for Outbound {
             // The whole buffer: the next frames get a new one (see `WsWriter::frame`), and
             // an idle connection keeps none.
             let chunk = std::mem::take(&mut link.out).freeze();
-            if let Some(writer) = link.writer.take() {
-                writer.wake();
-            }
+            link.wake_writer();
             return Poll::Ready(Some(Ok(chunk)));
         }
         if link.closed {
@@ -660,15 +629,18 @@ impl Drop for Outbound {
     fn drop(&mut self) {
         if let Ok(mut link) = self.link.try_borrow_mut() {
             link.gone = true;
-            if let Some(writer) = link.writer.take() {
-                writer.wake();
-            }
+            link.wake_writer();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
     use super::*;
 
     /// What a text frame of `text` becomes for the session, through a read buffer of
@@ -781,12 +753,12 @@ mod tests {
         }
     }
 
-    /// The frames in `out`, as (opcode, payload), parsed as a client would.
-    fn frames(out: &mut BytesMut) -> Vec<(Frame, ())> {
+    /// The frames in `out`, parsed as a client would.
+    fn frames(out: &mut BytesMut) -> Vec<Frame> {
         let mut codec = Codec::new().client_mode();
         let mut all = Vec::new();
         while let Some(frame) = codec.decode(out).expect("valid frames") {
-            all.push((frame, ()));
+            all.push(frame);
         }
         all
     }
@@ -808,31 +780,47 @@ mod tests {
         assert!(partial.is_empty());
         let frames = frames(&mut out);
         assert_eq!(frames.len(), 4);
-        assert_eq!(text(&frames[0].0), b"ok|login|ann");
-        assert_eq!(text(&frames[1].0), b"ping");
-        assert!(matches!(&frames[2].0, Frame::Ping(payload) if payload.is_empty()));
-        assert_eq!(text(&frames[3].0), b"talk|bob|hi");
+        assert_eq!(text(&frames[0]), b"ok|login|ann");
+        assert_eq!(text(&frames[1]), b"ping");
+        assert!(matches!(&frames[2], Frame::Ping(payload) if payload.is_empty()));
+        assert_eq!(text(&frames[3]), b"talk|bob|hi");
     }
 
     /// A waker that counts its wake-ups.
-    struct Count(std::sync::atomic::AtomicUsize);
+    struct Count(AtomicUsize);
 
     impl std::task::Wake for Count {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    impl Count {
+        /// A waker that counts into a new `Count`, and the count.
+        fn waker() -> (Arc<Count>, Waker) {
+            let count = Arc::new(Count(AtomicUsize::new(0)));
+            (count.clone(), Waker::from(count))
+        }
+
+        fn get(&self) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    /// A session's writer and the response body, linked as [`adapters`] links them.
+    fn writer_and_body() -> (Rc<RefCell<Link>>, WsWriter, Outbound) {
+        let link = Rc::new(RefCell::new(Link::default()));
+        let writer = WsWriter {
+            partial: BytesMut::new(),
+            link: link.clone(),
+        };
+        (link.clone(), writer, Outbound { link })
     }
 
     #[test]
     fn the_writer_waits_while_the_client_owes_link_bytes_and_the_body_ends_with_a_close() {
-        let link = Rc::new(RefCell::new(Link::default()));
-        let mut writer = WsWriter {
-            partial: BytesMut::new(),
-            link: link.clone(),
-        };
-        let mut body = Outbound { link: link.clone() };
-        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (link, mut writer, mut body) = writer_and_body();
+        let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
         // Lines of 100 bytes, written as a writer does: each write offers what is left.
         let lines = [b'x'; 99]
@@ -851,12 +839,12 @@ mod tests {
         assert!(taken >= LINK_BYTES);
         assert!(link.borrow().out.len() < LINK_BYTES + 100 + 4);
         // The body takes the frames: the writer is woken, and may write again.
-        let before = count.0.load(std::sync::atomic::Ordering::Relaxed);
+        let before = count.get();
         let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut body).poll_next(&mut cx) else {
             panic!("frames are waiting");
         };
         assert!(chunk.len() >= LINK_BYTES);
-        assert!(count.0.load(std::sync::atomic::Ordering::Relaxed) > before);
+        assert!(count.get() > before);
         assert!(Pin::new(&mut writer)
             .poll_write(&mut cx, &lines[taken..])
             .is_ready());
@@ -868,7 +856,7 @@ mod tests {
         let mut chunk = BytesMut::from(&chunk[..]);
         let frames = frames(&mut chunk);
         assert!(
-            matches!(frames.last(), Some((Frame::Close(Some(reason)), ())) if reason.code == CloseCode::Normal)
+            matches!(frames.last(), Some(Frame::Close(Some(reason))) if reason.code == CloseCode::Normal)
         );
         assert!(matches!(
             Pin::new(&mut body).poll_next(&mut cx),
@@ -878,14 +866,8 @@ mod tests {
 
     #[test]
     fn once_the_body_is_gone_writes_fail_and_a_waiting_writer_is_woken() {
-        let link = Rc::new(RefCell::new(Link::default()));
-        let mut writer = WsWriter {
-            partial: BytesMut::new(),
-            link: link.clone(),
-        };
-        let body = Outbound { link: link.clone() };
-        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (_, mut writer, body) = writer_and_body();
+        let (count, waker) = Count::waker();
         let mut cx = Context::from_waker(&waker);
         let line = [b'y'; 1023]
             .iter()
@@ -899,7 +881,7 @@ mod tests {
             taken += written.expect("the body is there");
         }
         drop(body);
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(count.get(), 1);
         match Pin::new(&mut writer).poll_write(&mut cx, &line) {
             Poll::Ready(Err(error)) => assert_eq!(error.kind(), io::ErrorKind::BrokenPipe),
             other => panic!("expected a broken pipe, got {other:?}"),
