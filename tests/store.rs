@@ -42,6 +42,15 @@ async fn sqlite(name: &str) -> (Store, TempDir) {
 /// A fresh PostgreSQL store in a schema of its own, or `None` (after saying so) when no
 /// server is configured and none is required.
 async fn postgres(name: &str) -> Option<(Store, Schema)> {
+    let (options, schema) = postgres_schema(name).await?;
+    let store = Store::open_postgres(options)
+        .await
+        .expect("open the PostgreSQL store");
+    Some((store, schema))
+}
+
+/// An empty schema of its own and options that connect to it, or `None` as for [`postgres`].
+async fn postgres_schema(name: &str) -> Option<(PgConnectOptions, Schema)> {
     let required = std::env::var_os("ACTOR_CHAT_REQUIRE_POSTGRES").is_some();
     let Ok(url) = std::env::var("CHAT_TEST_POSTGRES_URL") else {
         assert!(
@@ -66,10 +75,7 @@ async fn postgres(name: &str) -> Option<(Store, Schema)> {
     let options = PgConnectOptions::from_str(&url)
         .expect("a PostgreSQL URL")
         .options([("search_path", schema.as_str())]);
-    let store = Store::open_postgres(options)
-        .await
-        .expect("open the PostgreSQL store");
-    Some((store, Schema { url, name: schema }))
+    Some((options, Schema { url, name: schema }))
 }
 
 /// A test's PostgreSQL schema, dropped when the test is done with it.
@@ -351,18 +357,31 @@ async fn reopening(store: Store) {
     assert_eq!(kept.len(), 1);
 }
 
-/// A migrator with this binary's migrations up to `version` only: a database as an older
-/// binary left it.
-fn migrations_up_to(all: sqlx::migrate::Migrator, version: i64) -> sqlx::migrate::Migrator {
+/// Leaves the database behind `pool` as a binary with migrations 0001 and 0002 only (of
+/// `all`, this binary's) would have: migrated that far, with [`WRITTEN_BY_0002`] in it.
+async fn written_by_0002<DB>(all: sqlx::migrate::Migrator, pool: sqlx::Pool<DB>)
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     sqlx::migrate::Migrator {
         migrations: all
             .migrations
             .iter()
-            .filter(|m| m.version <= version)
+            .filter(|m| m.version <= 2)
             .cloned()
             .collect(),
         ..sqlx::migrate::Migrator::DEFAULT
     }
+    .run(&pool)
+    .await
+    .expect("migrations 0001 and 0002");
+    sqlx::raw_sql(WRITTEN_BY_0002)
+        .execute(&pool)
+        .await
+        .expect("old rows");
+    pool.close().await;
 }
 
 /// What a server with migrations 0001 and 0002 wrote (literal values, so the same SQL runs on
@@ -423,46 +442,20 @@ async fn sqlite_migration_0003_keeps_messages_and_ids() {
     let pool = sqlx::SqlitePool::connect_with(options)
         .await
         .expect("a SQLite file");
-    migrations_up_to(sqlx::migrate!("migrations/sqlite"), 2)
-        .run(&pool)
-        .await
-        .expect("migrations 0001 and 0002");
-    sqlx::raw_sql(WRITTEN_BY_0002)
-        .execute(&pool)
-        .await
-        .expect("old rows");
-    pool.close().await;
+    written_by_0002(sqlx::migrate!("migrations/sqlite"), pool).await;
     let store = Store::open_sqlite(&path).await.expect("open and migrate");
     migrated_from_0002(store).await;
 }
 
 #[tokio::test]
 async fn postgres_migration_0003_keeps_messages_and_ids() {
-    let Some((store, schema)) = postgres("migrate").await else {
+    let Some((options, schema)) = postgres_schema("migrate").await else {
         return;
     };
-    // The schema is fully migrated: start it again from 0002.
-    store.close().await;
-    let mut admin = PgConnection::connect(&schema.url).await.expect("connect");
-    admin
-        .execute(format!("DROP SCHEMA {0} CASCADE; CREATE SCHEMA {0}", schema.name).as_str())
-        .await
-        .expect("an empty schema");
-    let options = PgConnectOptions::from_str(&schema.url)
-        .expect("a PostgreSQL URL")
-        .options([("search_path", schema.name.as_str())]);
     let pool = sqlx::PgPool::connect_with(options.clone())
         .await
         .expect("connect");
-    migrations_up_to(sqlx::migrate!("migrations/postgres"), 2)
-        .run(&pool)
-        .await
-        .expect("migrations 0001 and 0002");
-    sqlx::raw_sql(WRITTEN_BY_0002)
-        .execute(&pool)
-        .await
-        .expect("old rows");
-    pool.close().await;
+    written_by_0002(sqlx::migrate!("migrations/postgres"), pool).await;
     let store = Store::open_postgres(options)
         .await
         .expect("open and migrate");

@@ -251,7 +251,6 @@ impl Store {
     /// Opens (creating a SQLite file and its folder if need be) and migrates the store at
     /// `url`.
     pub async fn open(url: &StoreUrl) -> Result<Store, StoreError> {
-        let shown = url.to_string();
         let connecting = async {
             match url {
                 StoreUrl::Sqlite(path) => Self::connect_sqlite(path).await,
@@ -261,39 +260,32 @@ impl Store {
                 }
             }
         };
+        let failed = |reason| StoreError::Open {
+            url: url.to_string(),
+            reason,
+        };
         let store = match tokio::time::timeout(OPEN_TIMEOUT, connecting).await {
             Ok(Ok(store)) => store,
-            Ok(Err(error)) => {
-                return Err(StoreError::Open {
-                    url: shown,
-                    reason: error.to_string(),
-                })
-            }
+            Ok(Err(error)) => return Err(failed(error.to_string())),
             Err(_) => {
-                return Err(StoreError::Open {
-                    url: shown,
-                    reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
-                })
+                let waited = OPEN_TIMEOUT.as_secs();
+                return Err(failed(format!("no answer within {waited} s")));
             }
         };
         match tokio::time::timeout(MIGRATE_TIMEOUT, store.apply_migrations()).await {
             Ok(Ok(())) => Ok(store),
             Ok(Err(StoreError::Newer { found, known, .. })) => Err(StoreError::Newer {
-                url: shown,
+                url: url.to_string(),
                 found,
                 known,
             }),
-            Ok(Err(error)) => Err(StoreError::Open {
-                url: shown,
-                reason: error.to_string(),
-            }),
-            Err(_) => Err(StoreError::Open {
-                url: shown,
-                reason: format!(
-                    "its migrations did not finish within {} s",
-                    MIGRATE_TIMEOUT.as_secs()
-                ),
-            }),
+            Ok(Err(error)) => Err(failed(error.to_string())),
+            Err(_) => {
+                let waited = MIGRATE_TIMEOUT.as_secs();
+                Err(failed(format!(
+                    "its migrations did not finish within {waited} s"
+                )))
+            }
         }
     }
 
@@ -385,7 +377,7 @@ impl Store {
                 known.learn(found);
             }
             Store::Postgres(pool) => {
-                self.postgres_conversations(pool, messages, known).await?;
+                Self::postgres_conversations(pool, messages, known).await?;
                 let mut sent_at = Vec::with_capacity(messages.len());
                 let mut conversations = Vec::with_capacity(messages.len());
                 let mut senders = Vec::with_capacity(messages.len());
@@ -416,7 +408,6 @@ impl Store {
     /// their number. Each commits on its own: a conversation made for a batch that then fails
     /// is merely empty, and retention deletes it.
     async fn postgres_conversations(
-        &self,
         pool: &PgPool,
         messages: &[NewMessage],
         known: &mut ConversationIds,
@@ -659,14 +650,17 @@ impl Store {
     /// on every write. A message out of order by a few milliseconds (two sessions' clocks
     /// read an instant apart) may outlive the cutoff until the next pruning.
     pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        const EMPTY_CONVERSATIONS: &str = "DELETE FROM conversations WHERE NOT EXISTS (SELECT 1 \
+                                           FROM messages WHERE messages.conversation_id = \
+                                           conversations.id)";
         macro_rules! prune {
-            ($pool:expr, $messages:literal, $conversations:literal) => {{
+            ($pool:expr, $messages:literal) => {{
                 let done = sqlx::query($messages)
                     .bind(cutoff_ms)
                     .execute($pool)
                     .await?
                     .rows_affected();
-                sqlx::query($conversations).execute($pool).await?;
+                sqlx::query(EMPTY_CONVERSATIONS).execute($pool).await?;
                 done
             }};
         }
@@ -674,16 +668,12 @@ impl Store {
             Store::Sqlite(pool) => prune!(
                 pool,
                 "DELETE FROM messages WHERE id < coalesce((SELECT id FROM messages WHERE \
-                 sent_at_ms >= ?1 ORDER BY id LIMIT 1), (SELECT max(id) FROM messages) + 1)",
-                "DELETE FROM conversations WHERE NOT EXISTS (SELECT 1 FROM messages WHERE \
-                 messages.conversation_id = conversations.id)"
+                 sent_at_ms >= ?1 ORDER BY id LIMIT 1), (SELECT max(id) FROM messages) + 1)"
             ),
             Store::Postgres(pool) => prune!(
                 pool,
                 "DELETE FROM messages WHERE id < coalesce((SELECT id FROM messages WHERE \
-                 sent_at_ms >= $1 ORDER BY id LIMIT 1), (SELECT max(id) FROM messages) + 1)",
-                "DELETE FROM conversations WHERE NOT EXISTS (SELECT 1 FROM messages WHERE \
-                 messages.conversation_id = conversations.id)"
+                 sent_at_ms >= $1 ORDER BY id LIMIT 1), (SELECT max(id) FROM messages) + 1)"
             ),
         };
         Ok(done)
