@@ -88,6 +88,23 @@ async fn room_history_pages_back_oldest_first_for_members_only() {
     }
     alice.send("history|#rust|200|0").await;
     alice.expect("error|bad-arguments|history").await;
+    // Paging back from another conversation's message is refused too (unless it is newer
+    // than the room's newest: that, like any id past the newest, gives the newest page).
+    alice.send("talk|bob|elsewhere").await;
+    bob.expect("talk|alice|elsewhere").await;
+    alice.send("say|rust|line 6").await;
+    bob.expect("say|Rust|alice|line 6").await;
+    alice.send("history|bob|1").await;
+    let elsewhere = read_history(&mut alice, "bob").await;
+    assert_eq!(texts(&elsewhere), ["elsewhere"]);
+    alice
+        .send(&format!("history|#rust|5|{}", elsewhere[0].0))
+        .await;
+    alice.expect("error|bad-arguments|history").await;
+    alice
+        .send(&format!("history|#rust|1|{}", u64::MAX >> 1))
+        .await;
+    assert_eq!(texts(&read_history(&mut alice, "#rust").await), ["line 6"]);
     alice.send("history|#bad name|3").await;
     alice.expect("error|bad-name|#bad name").await;
     // Other commands go on as before.
@@ -165,7 +182,7 @@ async fn a_broken_store_costs_history_not_chat() {
     alice.send("history|#rust|5").await;
     assert_eq!(texts(&read_history(&mut alice, "#rust").await), ["kept"]);
 
-    // Someone else takes the table away: every write and read fails from now on.
+    // Someone else takes the tables away: every write and read fails from now on.
     break_store(&dir.db()).await;
     for i in 0..20 {
         alice.send(&format!("say|rust|live {i}")).await;
@@ -182,14 +199,16 @@ async fn a_broken_store_costs_history_not_chat() {
     server.shutdown().await;
 }
 
-/// Renames the messages table from a connection of the test's own.
+/// Renames the tables of messages and conversations from a connection of the test's own.
 async fn break_store(db: &Path) {
     let store = Store::open_sqlite(db).await.expect("open the same file");
     if let Store::Sqlite(pool) = &store {
-        sqlx::query("ALTER TABLE messages RENAME TO messages_gone")
-            .execute(pool)
-            .await
-            .expect("rename the table");
+        for table in ["messages", "conversations"] {
+            sqlx::query(&format!("ALTER TABLE {table} RENAME TO {table}_gone"))
+                .execute(pool)
+                .await
+                .expect("rename the table");
+        }
     }
     store.close().await;
 }

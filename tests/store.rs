@@ -6,7 +6,7 @@
 
 use std::{path::PathBuf, str::FromStr, time::Duration};
 
-use actor_chat::store::{Conversation, NewMessage, Store, StoreError};
+use actor_chat::store::{Conversation, ConversationIds, NewMessage, Store, StoreError};
 use sqlx::{postgres::PgConnectOptions, Connection, Executor, PgConnection};
 
 /// A folder of its own for one test, removed when dropped.
@@ -128,6 +128,7 @@ both_backends! {
     opening_twice_applies_migrations_once => reopening;
     offline_messages_queue_replay_and_keep_a_read_position => offline_queue;
     accounts_are_made_found_changed_listed_and_removed => accounts;
+    history_follows_each_conversation_across_batches_and_queued_messages => chains;
 }
 
 /// Creates the account `name` as the accounts feature does (the hash is not looked at here).
@@ -284,6 +285,110 @@ async fn paging(store: Store) {
         .await
         .expect("nothing before the first");
     assert!(none.is_empty());
+}
+
+/// Each conversation's messages, however they were written: interleaved with others in one
+/// batch, over several batches, queued for an offline account between them, and after the
+/// writer has forgotten what it knew.
+async fn chains(store: Store) {
+    add_account(&store, "bob").await;
+    let mut known = ConversationIds::default();
+    let old: Vec<NewMessage> = ["old", "old too"]
+        .iter()
+        .map(|text| NewMessage {
+            sent_at_ms: 1_000,
+            ..say("Rust", "alice", text)
+        })
+        .collect();
+    store.insert_with(&old, &mut known).await.expect("insert");
+    let old_ids: Vec<i64> = store
+        .history(&Conversation::room("rust"), 2, None)
+        .await
+        .expect("history")
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(old_ids.len(), 2);
+    let batch = |from: usize, to: usize| -> Vec<NewMessage> {
+        (from..to)
+            .flat_map(|i| {
+                [
+                    say("Rust", "alice", &format!("r{i}")),
+                    NewMessage::direct("alice", "bob", &format!("d{i}")),
+                    say("Go", "carol", &format!("g{i}")),
+                ]
+            })
+            .collect()
+    };
+    store
+        .insert_with(&batch(0, 100), &mut known)
+        .await
+        .expect("a first batch");
+    let queued = NewMessage::direct("carol", "bob", "queued");
+    assert!(store.queue(&queued).await.expect("queue"));
+    assert!(store
+        .queue(&NewMessage::direct("alice", "bob", "d100"))
+        .await
+        .expect("queue"));
+    known.forget_one(&Conversation::direct("alice", "bob"));
+    store
+        .insert_with(&batch(101, 200), &mut known)
+        .await
+        .expect("a second batch");
+    known.forget();
+    store
+        .insert_with(&batch(200, 250), &mut known)
+        .await
+        .expect("a third batch");
+    let texts = |page: &[actor_chat::store::StoredMessage]| -> Vec<String> {
+        page.iter().map(|m| m.text.clone()).collect()
+    };
+    let direct = Conversation::direct("bob", "alice");
+    let newest = store.history(&direct, 200, None).await.expect("history");
+    let expected: Vec<String> = (50..250).map(|i| format!("d{i}")).collect();
+    assert_eq!(texts(&newest), expected);
+    assert!(newest.windows(2).all(|w| w[0].id < w[1].id));
+    let older = store
+        .history(&direct, 200, Some(newest[0].id))
+        .await
+        .expect("the page before");
+    let expected: Vec<String> = (0..50).map(|i| format!("d{i}")).collect();
+    assert_eq!(texts(&older), expected);
+    let go = store
+        .history(&Conversation::room("go"), 3, None)
+        .await
+        .expect("history");
+    assert_eq!(texts(&go), ["g247", "g248", "g249"]);
+    let queued_only = store
+        .history(&Conversation::direct("bob", "carol"), 10, None)
+        .await
+        .expect("history");
+    assert_eq!(texts(&queued_only), ["queued"]);
+    // Paging back from past the newest is the newest page; from another conversation's
+    // message, refused; from a message deleted by retention, empty.
+    let past = store
+        .history(&Conversation::room("go"), 1, Some(i64::MAX))
+        .await
+        .expect("history");
+    assert_eq!(texts(&past), ["g249"]);
+    match store.history(&direct, 10, Some(go[0].id)).await {
+        Err(StoreError::NotInConversation(id)) => assert_eq!(id, go[0].id),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Retention deletes by id up to the first recent message: the two old ones here.
+    assert_eq!(store.prune(2_000).await.expect("prune"), 2);
+    let rust = Conversation::room("rust");
+    let gone = store
+        .history(&rust, 10, Some(old_ids[1]))
+        .await
+        .expect("history");
+    assert!(gone.is_empty(), "{gone:?}");
+    let left = store.history(&rust, 1000, None).await.expect("history");
+    let expected: Vec<String> = (0..250)
+        .filter(|&i| i != 100)
+        .map(|i| format!("r{i}"))
+        .collect();
+    assert_eq!(texts(&left), expected);
 }
 
 async fn separation(store: Store) {
@@ -484,7 +589,7 @@ async fn a_newer_sqlite_database_is_refused() {
     match Store::open(&url).await {
         Err(StoreError::Newer { found, known, .. }) => {
             assert_eq!(found, 99990101000000);
-            assert_eq!(known, 3, "the migrations this binary has");
+            assert_eq!(known, 4, "the migrations this binary has");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

@@ -634,6 +634,9 @@ impl Session {
                     metrics.events_sent(EventVerb::End, 1);
                     let _ = session.connection.outbox().send_line(&lines);
                 }
+                HistoryOutcome::Found(Err(StoreError::NotInConversation(_))) => session.reply(
+                    &Event::Error(ErrorKind::BadArguments, Verb::History.as_str()),
+                ),
                 HistoryOutcome::Found(Err(error)) => {
                     debug!("conn {}: history of {target}: {error}", session.conn);
                     session.reply(&Event::Error(ErrorKind::StoreUnavailable, &target));

@@ -14,7 +14,7 @@
 mod accounts;
 mod writer;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{collections::hash_map::Entry, path::Path, str::FromStr, time::Duration};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -45,23 +45,34 @@ macro_rules! stored {
     };
 }
 
-/// SQLite's insert: one row, prepared once per batch and run for each message of it.
-/// `recipient_key` is left NULL: a message delivered live was queued for nobody.
-const SQLITE_INSERT: &str = "INSERT INTO messages (sent_at_ms, conversation_id, sender, body) \
-                             VALUES (?1, ?2, ?3, ?4)";
+/// SQLite's insert: one row, prepared once per batch and run for each message of it, linked
+/// to the conversation's message before it (migration 0004). `recipient_key` is left NULL: a
+/// message delivered live was queued for nobody.
+const SQLITE_INSERT: &str = "INSERT INTO messages (sent_at_ms, conversation_id, previous_id, \
+                             sender, body) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 /// A conversation's row, made the first time it is written to (SQLite; PostgreSQL's takes
 /// arrays, see [`Store::postgres_conversations`]). Nothing happens if it is there already.
 const SQLITE_ADD_CONVERSATION: &str = "INSERT INTO conversations (kind, key) VALUES (?1, ?2) \
                                        ON CONFLICT (kind, key) DO NOTHING";
-const SQLITE_CONVERSATION_ID: &str = "SELECT id FROM conversations WHERE kind = ?1 AND key = ?2";
+const SQLITE_CONVERSATION: &str =
+    "SELECT id, last_id FROM conversations WHERE kind = ?1 AND key = ?2";
+/// Where a conversation's chain now ends, once per conversation a batch wrote to.
+const SQLITE_SET_LAST: &str = "UPDATE conversations SET last_id = ?2 WHERE id = ?1";
 
-/// PostgreSQL's insert: a whole batch as four arrays, one statement (so one transaction and
-/// one round trip) whatever its size, prepared once. `UNNEST` yields the rows in array order,
-/// so ids increase in the order of the batch.
-const POSTGRES_INSERT: &str = "INSERT INTO messages (sent_at_ms, conversation_id, sender, body) \
-                               SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], \
-                               $4::text[])";
+/// PostgreSQL's insert: a whole batch as six arrays, and the new ends of its conversations'
+/// chains as two more, one statement (so one transaction and one round trip) whatever its
+/// size, prepared once. The ids were taken from the table's sequence first
+/// ([`POSTGRES_NEXT_IDS`]), so that each message can name the one before it.
+const POSTGRES_INSERT: &str = "WITH added AS (INSERT INTO messages (id, previous_id, \
+                               sent_at_ms, conversation_id, sender, body) SELECT * FROM \
+                               UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], \
+                               $5::text[], $6::text[])) UPDATE conversations AS c SET last_id \
+                               = u.last_id FROM UNNEST($7::int8[], $8::int8[]) AS u (id, \
+                               last_id) WHERE c.id = u.id";
+/// `$1` ids from the sequence that `id BIGSERIAL` made, in increasing order.
+const POSTGRES_NEXT_IDS: &str = "SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id \
+                                 FROM generate_series(1, $1) ORDER BY 1";
 
 /// Most conversation ids a writer remembers ([`ConversationIds`]), give or take a batch; past
 /// it, it starts again. About a hundred bytes each.
@@ -94,6 +105,10 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the store did not answer in time")]
     TimedOut,
+    /// `history|TARGET|N|BEFORE_ID` with an id of another conversation's message: a page
+    /// starts from one of the conversation's own (see [`Store::history`]).
+    #[error("message {0} is not one of this conversation's")]
+    NotInConversation(i64),
     /// The SQLite file was removed, replaced or made read-only under the running server:
     /// SQLite would go on writing to the file it has open, which is gone or not to be written.
     #[error("the store's file {0}")]
@@ -209,20 +224,44 @@ impl StoredMessage {
     }
 }
 
-/// The ids of the conversations a writer has already looked up or made, so that writing a
-/// message costs no query for its conversation. Only ids of committed rows are kept; forget
-/// them all ([`ConversationIds::forget`]) after deleting conversations.
+/// A conversation's row as a writer knows it: its id, and its newest message (0 for none),
+/// which the next message written to it points back at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chain {
+    id: i64,
+    last_id: i64,
+}
+
+impl Chain {
+    /// The previous message of the next one: SQL's NULL for the first.
+    fn previous(self) -> Option<i64> {
+        (self.last_id > 0).then_some(self.last_id)
+    }
+}
+
+/// The conversations a writer has already looked up or made, with the newest message of each,
+/// so that writing a message costs no query for its conversation. Only what is committed is
+/// kept. Forget it all ([`ConversationIds::forget`]) after deleting conversations, or after a
+/// write that failed (it may have been committed after all); forget a conversation written to
+/// another way ([`Store::queue`]).
 #[derive(Debug, Default)]
-pub struct ConversationIds(FxHashMap<Conversation, i64>);
+pub struct ConversationIds(FxHashMap<Conversation, Chain>);
 
 impl ConversationIds {
-    /// Forgets every id (after [`Store::prune`], which deletes conversations left empty).
+    /// Forgets every conversation (after [`Store::prune`], which deletes conversations left
+    /// empty, or a failed write).
     pub fn forget(&mut self) {
         self.0.clear();
     }
 
-    /// Keeps the ids `found` (committed).
-    fn learn(&mut self, found: impl IntoIterator<Item = (Conversation, i64)>) {
+    /// Forgets `conversation`, whose chain was extended by something else than
+    /// [`Store::insert_with`].
+    pub fn forget_one(&mut self, conversation: &Conversation) {
+        self.0.remove(conversation);
+    }
+
+    /// Keeps what `found` says (committed).
+    fn learn(&mut self, found: impl IntoIterator<Item = (Conversation, Chain)>) {
         self.0.extend(found);
     }
 
@@ -357,12 +396,16 @@ impl Store {
     /// looks up or makes (the writer's way: a conversation costs a query once, not per
     /// message).
     ///
+    /// Each message points at the one before it in its conversation, and each conversation
+    /// written to at its newest message (migration 0004 says why).
+    ///
     /// SQLite: on the caller's thread, through one of sqlx's connections locked for the
     /// purpose, one prepared one-row `INSERT` per message (see [`insert_sqlite`]). PostgreSQL:
-    /// the conversations it does not know first, then the whole batch as one statement of four
-    /// arrays ([`POSTGRES_INSERT`]), which is one round trip and its own transaction; it wrote
-    /// about 1.4 times the rows per second of 200-row `INSERT ... VALUES` statements in a
-    /// transaction (docs/PERFORMANCE.md).
+    /// the conversations it does not know first, then as many ids from the sequence as there
+    /// are messages, then the whole batch as one statement of arrays ([`POSTGRES_INSERT`]),
+    /// which is one round trip and its own transaction; a statement of arrays wrote about 1.4
+    /// times the rows per second of 200-row `INSERT ... VALUES` statements in a transaction
+    /// (docs/PERFORMANCE.md).
     pub async fn insert_with(
         &self,
         messages: &[NewMessage],
@@ -378,26 +421,56 @@ impl Store {
             }
             Store::Postgres(pool) => {
                 Self::postgres_conversations(pool, messages, known).await?;
+                let count = i64::try_from(messages.len()).unwrap_or(i64::MAX);
+                let ids: Vec<i64> = sqlx::query_scalar(POSTGRES_NEXT_IDS)
+                    .bind(count)
+                    .fetch_all(pool)
+                    .await?;
+                if ids.len() != messages.len() {
+                    return Err(StoreError::Database(sqlx::Error::RowNotFound));
+                }
+                let mut chains: FxHashMap<&Conversation, Chain> = FxHashMap::default();
+                let mut previous = Vec::with_capacity(messages.len());
                 let mut sent_at = Vec::with_capacity(messages.len());
                 let mut conversations = Vec::with_capacity(messages.len());
                 let mut senders = Vec::with_capacity(messages.len());
                 let mut bodies = Vec::with_capacity(messages.len());
-                for message in messages {
-                    let Some(&id) = known.0.get(&message.conversation) else {
-                        return Err(StoreError::Database(sqlx::Error::RowNotFound));
+                for (message, &id) in messages.iter().zip(&ids) {
+                    let conversation = &message.conversation;
+                    let chain = match chains.entry(conversation) {
+                        Entry::Occupied(entry) => entry.into_mut(),
+                        Entry::Vacant(entry) => match known.0.get(conversation) {
+                            Some(&chain) => entry.insert(chain),
+                            None => return Err(StoreError::Database(sqlx::Error::RowNotFound)),
+                        },
                     };
+                    previous.push(chain.previous());
+                    chain.last_id = id;
                     sent_at.push(message.sent_at_ms);
-                    conversations.push(id);
+                    conversations.push(chain.id);
                     senders.push(message.sender.as_str());
                     bodies.push(message.text.as_str());
                 }
+                let (touched, ends): (Vec<i64>, Vec<i64>) = chains
+                    .values()
+                    .map(|chain| (chain.id, chain.last_id))
+                    .unzip();
                 sqlx::query(POSTGRES_INSERT)
+                    .bind(&ids)
+                    .bind(previous)
                     .bind(sent_at)
                     .bind(conversations)
                     .bind(senders)
                     .bind(bodies)
+                    .bind(touched)
+                    .bind(ends)
                     .execute(pool)
                     .await?;
+                let written: Vec<(Conversation, Chain)> = chains
+                    .into_iter()
+                    .map(|(conversation, chain)| (conversation.clone(), chain))
+                    .collect();
+                known.learn(written);
             }
         }
         Ok(())
@@ -434,8 +507,8 @@ impl Store {
         .execute(pool)
         .await?;
         let rows = sqlx::query(
-            "SELECT c.id, m.n FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS m (kind, \
-             key, n) JOIN conversations AS c ON c.kind = m.kind AND c.key = m.key",
+            "SELECT c.id, c.last_id, m.n FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS \
+             m (kind, key, n) JOIN conversations AS c ON c.kind = m.kind AND c.key = m.key",
         )
         .bind(&kinds)
         .bind(&keys)
@@ -443,94 +516,181 @@ impl Store {
         .await?;
         let mut found = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: i64 = row.try_get("id")?;
+            let chain = Chain {
+                id: row.try_get("id")?,
+                last_id: row.try_get("last_id")?,
+            };
             let n: i64 = row.try_get("n")?;
             // `WITH ORDINALITY` counts from 1.
             let Some(conversation) = usize::try_from(n - 1).ok().and_then(|i| missing.get(i))
             else {
                 return Err(StoreError::Database(sqlx::Error::RowNotFound));
             };
-            found.push(((*conversation).clone(), id));
+            found.push(((*conversation).clone(), chain));
         }
         known.learn(found);
         Ok(())
     }
 
     /// The last `limit` messages of `conversation` with an id below `before` (all, without
-    /// it), oldest first.
+    /// it), oldest first: from the newest (or the one `before` points back at) along the
+    /// chain, one lookup by id per message.
+    ///
+    /// `before` is meant to be one of the conversation's own messages (the oldest the asker
+    /// has), or any id above its newest. An id deleted by retention gives an empty page
+    /// (retention deletes the oldest messages first, so nothing before it is left); another
+    /// conversation's message is [`StoreError::NotInConversation`], since finding where it
+    /// falls in this one would take a walk along the whole chain.
     pub async fn history(
         &self,
         conversation: &Conversation,
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let before = before.unwrap_or(i64::MAX);
-        macro_rules! history {
+        let Some(newest) = self.page_start(conversation, before).await? else {
+            return Ok(Vec::new());
+        };
+        macro_rules! page {
             ($pool:expr, $sql:literal) => {
                 sqlx::query($sql)
-                    .bind(conversation.kind.as_str())
-                    .bind(&conversation.key)
-                    .bind(before)
+                    .bind(newest)
                     .bind(i64::from(limit))
                     .fetch_all($pool)
                     .await?
+                    .iter()
+                    .map(|row| stored!(row))
+                    .collect::<Result<Vec<_>, _>>()?
             };
         }
-        let rows = match self {
-            Store::Sqlite(pool) => history!(
+        // `depth` stops the walk at `limit` rows: a bound that holds on both backends, where
+        // an outer `LIMIT` stops PostgreSQL's recursion but not SQLite's.
+        let mut messages = match self {
+            Store::Sqlite(pool) => page!(
                 pool,
-                "SELECT id, sent_at_ms, sender, body FROM messages WHERE conversation_id = \
-                 (SELECT id FROM conversations WHERE kind = ?1 AND key = ?2) AND id < ?3 \
-                 ORDER BY id DESC LIMIT ?4"
-            )
-            .iter()
-            .map(|row| stored!(row))
-            .collect::<Result<Vec<_>, _>>()?,
-            Store::Postgres(pool) => history!(
+                "WITH RECURSIVE page (id, previous_id, sent_at_ms, sender, body, depth) AS ( \
+                 SELECT id, previous_id, sent_at_ms, sender, body, CAST(1 AS BIGINT) FROM \
+                 messages WHERE id = ?1 UNION ALL SELECT m.id, m.previous_id, m.sent_at_ms, \
+                 m.sender, m.body, page.depth + 1 FROM page JOIN messages AS m ON m.id = \
+                 page.previous_id WHERE page.depth < ?2) SELECT id, sent_at_ms, sender, body \
+                 FROM page"
+            ),
+            Store::Postgres(pool) => page!(
                 pool,
-                "SELECT id, sent_at_ms, sender, body FROM messages WHERE conversation_id = \
-                 (SELECT id FROM conversations WHERE kind = $1 AND key = $2) AND id < $3 \
-                 ORDER BY id DESC LIMIT $4"
-            )
-            .iter()
-            .map(|row| stored!(row))
-            .collect::<Result<Vec<_>, _>>()?,
+                "WITH RECURSIVE page (id, previous_id, sent_at_ms, sender, body, depth) AS ( \
+                 SELECT id, previous_id, sent_at_ms, sender, body, CAST(1 AS BIGINT) FROM \
+                 messages WHERE id = $1 UNION ALL SELECT m.id, m.previous_id, m.sent_at_ms, \
+                 m.sender, m.body, page.depth + 1 FROM page JOIN messages AS m ON m.id = \
+                 page.previous_id WHERE page.depth < $2) SELECT id, sent_at_ms, sender, body \
+                 FROM page"
+            ),
         };
-        let mut messages = rows;
         messages.reverse();
         Ok(messages)
+    }
+
+    /// The newest message of a page of [`Store::history`]: `conversation`'s newest, or the
+    /// one before `before` (see there); `None` for an empty page.
+    async fn page_start(
+        &self,
+        conversation: &Conversation,
+        before: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some((id, last_id)) = self.chain_end(conversation).await? else {
+            return Ok(None);
+        };
+        let before = match before {
+            Some(before) if before <= last_id => before,
+            _ => return Ok((last_id > 0).then_some(last_id)),
+        };
+        match self.link(before).await? {
+            Some((owner, previous)) if owner == id => Ok(previous),
+            Some(_) => Err(StoreError::NotInConversation(before)),
+            None => Ok(None),
+        }
+    }
+
+    /// `conversation`'s id and newest message (0 for none), if it has a row.
+    async fn chain_end(
+        &self,
+        conversation: &Conversation,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        macro_rules! chain_end {
+            ($pool:expr, $sql:expr) => {
+                sqlx::query_as($sql)
+                    .bind(conversation.kind.as_str())
+                    .bind(&conversation.key)
+                    .fetch_optional($pool)
+                    .await?
+            };
+        }
+        Ok(match self {
+            Store::Sqlite(pool) => chain_end!(pool, SQLITE_CONVERSATION),
+            Store::Postgres(pool) => chain_end!(
+                pool,
+                "SELECT id, last_id FROM conversations WHERE kind = $1 AND key = $2"
+            ),
+        })
+    }
+
+    /// The message `id`'s conversation and the message before it there, if it exists.
+    async fn link(&self, id: i64) -> Result<Option<(i64, Option<i64>)>, StoreError> {
+        macro_rules! link {
+            ($pool:expr, $sql:literal) => {
+                sqlx::query_as($sql).bind(id).fetch_optional($pool).await?
+            };
+        }
+        Ok(match self {
+            Store::Sqlite(pool) => link!(
+                pool,
+                "SELECT conversation_id, previous_id FROM messages WHERE id = ?1"
+            ),
+            Store::Postgres(pool) => link!(
+                pool,
+                "SELECT conversation_id, previous_id FROM messages WHERE id = $1"
+            ),
+        })
     }
 
     /// Keeps the direct message `message` for its recipient, who is offline, so that it is
     /// replayed at the recipient's next login — but only if an account by that name exists.
     /// The message is one statement (`INSERT … SELECT … WHERE EXISTS`), so an account deleted
     /// meanwhile cannot leave a message nobody will read; its conversation is made first if
-    /// need be (a conversation left empty is deleted with retention). Returns whether it was
-    /// stored (committed: the statement is its own transaction).
+    /// need be (a conversation left empty is deleted with retention), and its chain extended in
+    /// the same transaction. Returns whether it was stored (committed). A writer's
+    /// [`ConversationIds`] must forget the conversation after this.
     pub async fn queue(&self, message: &NewMessage) -> Result<bool, StoreError> {
         let Some(recipient) = message.recipient.as_deref() else {
             return Ok(false);
         };
         let recipient_key = fold_name(recipient);
         let conversation = &message.conversation;
+        // The message and the new end of its conversation's chain, in one transaction.
         macro_rules! queue {
-            ($pool:expr, $add_conversation:literal, $add_message:literal) => {{
+            ($pool:expr, $add_conversation:literal, $add_message:literal, $set_last:literal) => {{
+                let mut transaction = $pool.begin().await?;
                 sqlx::query($add_conversation)
                     .bind(conversation.kind.as_str())
                     .bind(conversation.key.as_str())
                     .bind(&*recipient_key)
-                    .execute($pool)
+                    .execute(&mut *transaction)
                     .await?;
-                sqlx::query($add_message)
+                let added: Option<i64> = sqlx::query_scalar($add_message)
                     .bind(message.sent_at_ms)
                     .bind(conversation.kind.as_str())
                     .bind(conversation.key.as_str())
                     .bind(message.sender.as_str())
                     .bind(message.text.as_str())
                     .bind(&*recipient_key)
-                    .execute($pool)
-                    .await?
-                    .rows_affected()
+                    .fetch_optional(&mut *transaction)
+                    .await?;
+                if let Some(id) = added {
+                    sqlx::query($set_last)
+                        .bind(id)
+                        .execute(&mut *transaction)
+                        .await?;
+                }
+                transaction.commit().await?;
+                added.is_some()
             }};
         }
         let stored = match self {
@@ -538,20 +698,26 @@ impl Store {
                 pool,
                 "INSERT INTO conversations (kind, key) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 \
                  FROM accounts WHERE name_key = ?3) ON CONFLICT (kind, key) DO NOTHING",
-                "INSERT INTO messages (sent_at_ms, conversation_id, sender, body, recipient_key) \
-                 SELECT ?1, c.id, ?4, ?5, ?6 FROM conversations AS c WHERE c.kind = ?2 AND \
-                 c.key = ?3 AND EXISTS (SELECT 1 FROM accounts WHERE name_key = ?6)"
+                "INSERT INTO messages (sent_at_ms, conversation_id, previous_id, sender, body, \
+                 recipient_key) SELECT ?1, c.id, nullif(c.last_id, 0), ?4, ?5, ?6 FROM \
+                 conversations AS c WHERE c.kind = ?2 AND c.key = ?3 AND EXISTS (SELECT 1 FROM \
+                 accounts WHERE name_key = ?6) RETURNING id",
+                "UPDATE conversations SET last_id = ?1 WHERE id = (SELECT conversation_id FROM \
+                 messages WHERE id = ?1)"
             ),
             Store::Postgres(pool) => queue!(
                 pool,
                 "INSERT INTO conversations (kind, key) SELECT $1, $2 WHERE EXISTS (SELECT 1 \
                  FROM accounts WHERE name_key = $3) ON CONFLICT (kind, key) DO NOTHING",
-                "INSERT INTO messages (sent_at_ms, conversation_id, sender, body, recipient_key) \
-                 SELECT $1, c.id, $4, $5, $6 FROM conversations AS c WHERE c.kind = $2 AND \
-                 c.key = $3 AND EXISTS (SELECT 1 FROM accounts WHERE name_key = $6)"
+                "INSERT INTO messages (sent_at_ms, conversation_id, previous_id, sender, body, \
+                 recipient_key) SELECT $1, c.id, nullif(c.last_id, 0), $4, $5, $6 FROM \
+                 conversations AS c WHERE c.kind = $2 AND c.key = $3 AND EXISTS (SELECT 1 FROM \
+                 accounts WHERE name_key = $6) RETURNING id",
+                "UPDATE conversations SET last_id = $1 WHERE id = (SELECT conversation_id FROM \
+                 messages WHERE id = $1)"
             ),
         };
-        Ok(stored > 0)
+        Ok(stored)
     }
 
     /// The account `name`'s read position: the id of the last queued message its client has
@@ -650,9 +816,11 @@ impl Store {
     /// on every write. A message out of order by a few milliseconds (two sessions' clocks
     /// read an instant apart) may outlive the cutoff until the next pruning.
     pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        const EMPTY_CONVERSATIONS: &str = "DELETE FROM conversations WHERE NOT EXISTS (SELECT 1 \
-                                           FROM messages WHERE messages.conversation_id = \
-                                           conversations.id)";
+        // Retention deletes every id below some id, so a conversation whose newest message is
+        // below the oldest one left has none left (or never had one: `last_id` 0).
+        const EMPTY_CONVERSATIONS: &str = "DELETE FROM conversations WHERE last_id < coalesce(\
+                                           (SELECT min(id) FROM messages), \
+                                           9223372036854775807)";
         macro_rules! prune {
             ($pool:expr, $messages:literal) => {{
                 let done = sqlx::query($messages)
@@ -704,9 +872,11 @@ impl Store {
 }
 
 /// SQLite's write path: `messages` in one transaction on the connection `handle`, one prepared
-/// one-row `INSERT` run per message, all on this thread. A conversation that `known` lacks is
-/// looked up, or made, in the same transaction; returns those, to be learnt once committed
-/// (an id from a transaction rolled back would point at nothing).
+/// one-row `INSERT` run per message, all on this thread, each pointing at the message before
+/// it in its conversation; then the new end of each conversation's chain. A conversation that
+/// `known` lacks is looked up, or made, in the same transaction. Returns every conversation
+/// written to as it now stands, to be learnt once committed (what a transaction rolled back
+/// wrote is not there).
 ///
 /// Through sqlx, every statement went to its worker thread with a copy of every argument, and a
 /// batch was a fresh multi-row statement; that cost about as much CPU as SQLite's own work.
@@ -714,7 +884,7 @@ fn insert_sqlite(
     handle: std::ptr::NonNull<rusqlite::ffi::sqlite3>,
     messages: &[NewMessage],
     known: &ConversationIds,
-) -> Result<FxHashMap<Conversation, i64>, rusqlite::Error> {
+) -> Result<Vec<(Conversation, Chain)>, rusqlite::Error> {
     // SAFETY: `handle` comes from `LockedSqliteHandle::as_raw_handle`, an open connection that
     // sqlx's worker does not touch while the lock is held, and the caller holds it until this
     // returns. `from_handle` borrows it: dropping the rusqlite `Connection` (here, on every
@@ -722,38 +892,48 @@ fn insert_sqlite(
     // transaction is committed, or rolled back when dropped on an error, before that.
     let mut connection = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }?;
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut found = FxHashMap::default();
+    let mut written: FxHashMap<&Conversation, Chain> = FxHashMap::default();
     {
         let mut insert = tx.prepare(SQLITE_INSERT)?;
         for message in messages {
             let conversation = &message.conversation;
-            let id = match known
-                .0
-                .get(conversation)
-                .or_else(|| found.get(conversation))
-            {
-                Some(&id) => id,
-                None => {
-                    let kind = conversation.kind.as_str();
-                    tx.execute(SQLITE_ADD_CONVERSATION, (kind, &conversation.key))?;
-                    let id: i64 =
-                        tx.query_row(SQLITE_CONVERSATION_ID, (kind, &conversation.key), |row| {
-                            row.get(0)
-                        })?;
-                    found.insert(conversation.clone(), id);
-                    id
-                }
+            let chain = match written.entry(conversation) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => match known.0.get(conversation) {
+                    Some(&chain) => entry.insert(chain),
+                    None => {
+                        let kind = conversation.kind.as_str();
+                        tx.execute(SQLITE_ADD_CONVERSATION, (kind, &conversation.key))?;
+                        let chain =
+                            tx.query_row(SQLITE_CONVERSATION, (kind, &conversation.key), |row| {
+                                Ok(Chain {
+                                    id: row.get(0)?,
+                                    last_id: row.get(1)?,
+                                })
+                            })?;
+                        entry.insert(chain)
+                    }
+                },
             };
             insert.execute(rusqlite::params![
                 message.sent_at_ms,
-                id,
+                chain.id,
+                chain.previous(),
                 message.sender,
                 message.text,
             ])?;
+            chain.last_id = tx.last_insert_rowid();
+        }
+        let mut set_last = tx.prepare(SQLITE_SET_LAST)?;
+        for chain in written.values() {
+            set_last.execute((chain.id, chain.last_id))?;
         }
     }
     tx.commit()?;
-    Ok(found)
+    Ok(written
+        .into_iter()
+        .map(|(conversation, chain)| (conversation.clone(), chain))
+        .collect())
 }
 
 /// Applies the migrations the database lacks. One it has that the binary does not means a

@@ -637,6 +637,9 @@ impl Writer {
                             .unwrap_or(Err(StoreError::TimedOut)),
                         Err(error) => Err(error),
                     };
+                    // Its conversation's chain now ends at that message (or may: a timed-out
+                    // statement can still commit).
+                    self.conversations.forget_one(&message.conversation);
                     if let Err(error) = &stored {
                         if self.may_report() {
                             warn!("store: cannot keep a message for an offline user: {error}");
@@ -721,6 +724,8 @@ impl Writer {
                 c.largest_batch.fetch_max(rows as u64, Ordering::Relaxed);
             }
             Err(error) => {
+                // Where the chains end is read again from the database.
+                self.conversations.forget();
                 c.dropped.fetch_add(rows as u64, Ordering::Relaxed);
                 if self.may_report() {
                     warn!("store: cannot write {rows} messages, not kept: {error}");
