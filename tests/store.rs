@@ -394,7 +394,8 @@ async fn chains(store: Store) {
 async fn separation(store: Store) {
     store
         .insert(&[
-            NewMessage::direct("alice", "Bob", "hi bob"),
+            // A tab and a backslash are text like any other (PostgreSQL's COPY escapes them).
+            NewMessage::direct("alice", "Bob", "hi\tbob \\o/ \\N"),
             NewMessage::direct("bob", "alice", "hi alice"),
             NewMessage::direct("alice", "carol", "hi carol"),
             say("alice", "bob", "a room called alice"),
@@ -406,7 +407,7 @@ async fn separation(store: Store) {
         .await
         .expect("history");
     let texts: Vec<&str> = pair.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["hi bob", "hi alice"]);
+    assert_eq!(texts, ["hi\tbob \\o/ \\N", "hi alice"]);
     let room = store
         .history(&Conversation::room("alice"), 10, None)
         .await
