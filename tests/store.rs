@@ -503,9 +503,11 @@ const WRITTEN_BY_0002: &str = "\
         (4000, 'room', 'r', 'R', 'A', NULL, 'deleted', NULL);
     DELETE FROM messages WHERE body = 'deleted';";
 
-/// After migration 0003 (conversations in a table of their own), everything written before
-/// reads back the same, with the same ids, and a new message gets an id above every id given
-/// out before, even one since deleted: a read position never points past a later message.
+/// After migrations 0003 (conversations in a table of their own) and 0004 (history follows a
+/// chain of previous ids, made from what was there), everything written before reads back the
+/// same, with the same ids, pages back along the chain, and a new message gets an id above
+/// every id given out before, even one since deleted: a read position never points past a
+/// later message.
 async fn migrated_from_0002(store: Store) {
     let room = store
         .history(&Conversation::room("R"), 10, None)
@@ -523,6 +525,12 @@ async fn migrated_from_0002(store: Store) {
         .expect("history");
     let texts: Vec<(i64, &str)> = pair.iter().map(|m| (m.id, m.text.as_str())).collect();
     assert_eq!(texts, [(2, "live"), (3, "queued")]);
+    let before = store
+        .history(&Conversation::direct("a", "b"), 10, Some(3))
+        .await
+        .expect("history");
+    assert_eq!(before.len(), 1);
+    assert_eq!((before[0].id, before[0].text.as_str()), (2, "live"));
     let missed = store.missed("b", 0, 10).await.expect("missed");
     assert_eq!(missed.len(), 1);
     assert_eq!((missed[0].id, missed[0].text.as_str()), (3, "queued"));
@@ -539,7 +547,7 @@ async fn migrated_from_0002(store: Store) {
 }
 
 #[tokio::test]
-async fn sqlite_migration_0003_keeps_messages_and_ids() {
+async fn sqlite_migrations_from_0002_keep_messages_ids_and_history() {
     let dir = TempDir::new("migrate");
     let path = dir.0.join("chat.db");
     let options = sqlx::sqlite::SqliteConnectOptions::new()
@@ -554,7 +562,7 @@ async fn sqlite_migration_0003_keeps_messages_and_ids() {
 }
 
 #[tokio::test]
-async fn postgres_migration_0003_keeps_messages_and_ids() {
+async fn postgres_migrations_from_0002_keep_messages_ids_and_history() {
     let Some((options, schema)) = postgres_schema("migrate").await else {
         return;
     };

@@ -60,13 +60,16 @@ const SQLITE_CONVERSATION: &str =
 /// Where a conversation's chain now ends, once per conversation a batch wrote to.
 const SQLITE_SET_LAST: &str = "UPDATE conversations SET last_id = ?2 WHERE id = ?1";
 
-/// PostgreSQL's insert: the whole batch as one `COPY` in its text format (see
-/// [`insert_postgres`]), and then the new ends of its conversations' chains as two arrays.
-const POSTGRES_COPY: &str = "COPY messages (id, previous_id, sent_at_ms, conversation_id, \
-                             sender, body) FROM STDIN";
-const POSTGRES_SET_LAST: &str = "UPDATE conversations AS c SET last_id = u.last_id FROM \
-                                 UNNEST($1::int8[], $2::int8[]) AS u (id, last_id) WHERE c.id \
-                                 = u.id";
+/// PostgreSQL's insert: a whole batch as six arrays, and the new ends of its conversations'
+/// chains as two more, one statement (so one transaction and one round trip) whatever its
+/// size, prepared once. The ids were taken from the table's sequence first
+/// ([`POSTGRES_NEXT_IDS`]), so that each message can name the one before it.
+const POSTGRES_INSERT: &str = "WITH added AS (INSERT INTO messages (id, previous_id, \
+                               sent_at_ms, conversation_id, sender, body) SELECT * FROM \
+                               UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], \
+                               $5::text[], $6::text[])) UPDATE conversations AS c SET last_id \
+                               = u.last_id FROM UNNEST($7::int8[], $8::int8[]) AS u (id, \
+                               last_id) WHERE c.id = u.id";
 /// `$1` ids from the sequence that `id BIGSERIAL` made (named by PostgreSQL's rule), in
 /// increasing order. The name is a literal so that it is resolved once per statement:
 /// `pg_get_serial_sequence` would look it up in the catalogue for every row, and did take a
@@ -421,7 +424,55 @@ impl Store {
             }
             Store::Postgres(pool) => {
                 Self::postgres_conversations(pool, messages, known).await?;
-                let written = insert_postgres(pool, messages, known).await?;
+                let count = i64::try_from(messages.len()).unwrap_or(i64::MAX);
+                let ids: Vec<i64> = sqlx::query_scalar(POSTGRES_NEXT_IDS)
+                    .bind(count)
+                    .fetch_all(pool)
+                    .await?;
+                if ids.len() != messages.len() {
+                    return Err(StoreError::Database(sqlx::Error::RowNotFound));
+                }
+                let mut chains: FxHashMap<&Conversation, Chain> = FxHashMap::default();
+                let mut previous = Vec::with_capacity(messages.len());
+                let mut sent_at = Vec::with_capacity(messages.len());
+                let mut conversations = Vec::with_capacity(messages.len());
+                let mut senders = Vec::with_capacity(messages.len());
+                let mut bodies = Vec::with_capacity(messages.len());
+                for (message, &id) in messages.iter().zip(&ids) {
+                    let conversation = &message.conversation;
+                    let chain = match chains.entry(conversation) {
+                        Entry::Occupied(entry) => entry.into_mut(),
+                        Entry::Vacant(entry) => match known.0.get(conversation) {
+                            Some(&chain) => entry.insert(chain),
+                            None => return Err(StoreError::Database(sqlx::Error::RowNotFound)),
+                        },
+                    };
+                    previous.push(chain.previous());
+                    chain.last_id = id;
+                    sent_at.push(message.sent_at_ms);
+                    conversations.push(chain.id);
+                    senders.push(message.sender.as_str());
+                    bodies.push(message.text.as_str());
+                }
+                let (touched, ends): (Vec<i64>, Vec<i64>) = chains
+                    .values()
+                    .map(|chain| (chain.id, chain.last_id))
+                    .unzip();
+                sqlx::query(POSTGRES_INSERT)
+                    .bind(&ids)
+                    .bind(previous)
+                    .bind(sent_at)
+                    .bind(conversations)
+                    .bind(senders)
+                    .bind(bodies)
+                    .bind(touched)
+                    .bind(ends)
+                    .execute(pool)
+                    .await?;
+                let written: Vec<(Conversation, Chain)> = chains
+                    .into_iter()
+                    .map(|(conversation, chain)| (conversation.clone(), chain))
+                    .collect();
                 known.learn(written);
             }
         }
@@ -886,94 +937,6 @@ fn insert_sqlite(
         .into_iter()
         .map(|(conversation, chain)| (conversation.clone(), chain))
         .collect())
-}
-
-/// PostgreSQL's write path: `messages` in one transaction, each pointing at the message before
-/// it in its conversation, whose ids are taken from the sequence first; then the new end of
-/// each conversation's chain. Returns every conversation written to as it now stands, to be
-/// learnt once committed; `known` must hold them all ([`Store::postgres_conversations`]).
-///
-/// The rows go as one `COPY`: PostgreSQL's own CPU is what a batch costs the box, and `COPY`
-/// cost it about half of an `INSERT … SELECT * FROM UNNEST(arrays)` (docs/PERFORMANCE.md).
-async fn insert_postgres(
-    pool: &PgPool,
-    messages: &[NewMessage],
-    known: &ConversationIds,
-) -> Result<Vec<(Conversation, Chain)>, StoreError> {
-    let count = i64::try_from(messages.len()).unwrap_or(i64::MAX);
-    let mut transaction = pool.begin().await?;
-    let ids: Vec<i64> = sqlx::query_scalar(POSTGRES_NEXT_IDS)
-        .bind(count)
-        .fetch_all(&mut *transaction)
-        .await?;
-    if ids.len() != messages.len() {
-        return Err(StoreError::Database(sqlx::Error::RowNotFound));
-    }
-    let mut chains: FxHashMap<&Conversation, Chain> = FxHashMap::default();
-    let mut rows = Vec::with_capacity(messages.len() * 96);
-    for (message, &id) in messages.iter().zip(&ids) {
-        let conversation = &message.conversation;
-        let chain = match chains.entry(conversation) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => match known.0.get(conversation) {
-                Some(&chain) => entry.insert(chain),
-                None => return Err(StoreError::Database(sqlx::Error::RowNotFound)),
-            },
-        };
-        copy_row(&mut rows, id, chain, message);
-        chain.last_id = id;
-    }
-    let mut copy = transaction.copy_in_raw(POSTGRES_COPY).await?;
-    copy.send(rows).await?;
-    copy.finish().await?;
-    let (touched, ends): (Vec<i64>, Vec<i64>) = chains
-        .values()
-        .map(|chain| (chain.id, chain.last_id))
-        .unzip();
-    sqlx::query(POSTGRES_SET_LAST)
-        .bind(touched)
-        .bind(ends)
-        .execute(&mut *transaction)
-        .await?;
-    transaction.commit().await?;
-    Ok(chains
-        .into_iter()
-        .map(|(conversation, chain)| (conversation.clone(), chain))
-        .collect())
-}
-
-/// One row of [`POSTGRES_COPY`] in `COPY`'s text format: the message `id`, which follows the
-/// end of `chain`. Columns are separated by tabs, `\N` is NULL, and a backslash, tab, newline
-/// or carriage return inside a text is written as its backslash escape (the protocol lets a
-/// text hold a tab and a backslash, never a NUL, which PostgreSQL's text could not hold).
-fn copy_row(rows: &mut Vec<u8>, id: i64, chain: &Chain, message: &NewMessage) {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let _ = write!(rows, "{id}\t");
-    match chain.previous() {
-        Some(previous) => {
-            let _ = write!(rows, "{previous}\t");
-        }
-        None => rows.extend_from_slice(b"\\N\t"),
-    }
-    let _ = write!(rows, "{}\t{}\t", message.sent_at_ms, chain.id);
-    copy_text(rows, &message.sender);
-    rows.push(b'\t');
-    copy_text(rows, &message.text);
-    rows.push(b'\n');
-}
-
-/// `text` as a column of `COPY`'s text format (see [`copy_row`]).
-fn copy_text(rows: &mut Vec<u8>, text: &str) {
-    for byte in text.bytes() {
-        match byte {
-            b'\\' => rows.extend_from_slice(b"\\\\"),
-            b'\t' => rows.extend_from_slice(b"\\t"),
-            b'\n' => rows.extend_from_slice(b"\\n"),
-            b'\r' => rows.extend_from_slice(b"\\r"),
-            _ => rows.push(byte),
-        }
-    }
 }
 
 /// Applies the migrations the database lacks. One it has that the binary does not means a
