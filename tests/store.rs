@@ -394,7 +394,7 @@ async fn chains(store: Store) {
 async fn separation(store: Store) {
     store
         .insert(&[
-            // A tab and a backslash are text like any other (PostgreSQL's COPY escapes them).
+            // A tab and a backslash are text like any other.
             NewMessage::direct("alice", "Bob", "hi\tbob \\o/ \\N"),
             NewMessage::direct("bob", "alice", "hi alice"),
             NewMessage::direct("alice", "carol", "hi carol"),
@@ -432,7 +432,9 @@ async fn pruning(store: Store) {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].text, "new");
     // Everything past its retention goes, its conversation too; ids are not given again.
+    assert_eq!(conversation_rows(&store).await, 1);
     assert_eq!(store.prune(i64::MAX).await.expect("prune"), 1);
+    assert_eq!(conversation_rows(&store).await, 0);
     store
         .insert(&[say("r", "a", "later")])
         .await
@@ -443,6 +445,16 @@ async fn pruning(store: Store) {
         .expect("history");
     assert_eq!(later.len(), 1);
     assert!(later[0].id > left[0].id, "{later:?} after {left:?}");
+}
+
+/// How many conversations have a row.
+async fn conversation_rows(store: &Store) -> i64 {
+    const COUNT: &str = "SELECT count(*) FROM conversations";
+    match store {
+        Store::Sqlite(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
+        Store::Postgres(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
+    }
+    .expect("count the conversations")
 }
 
 async fn reopening(store: Store) {
@@ -633,6 +645,42 @@ async fn the_handle_writes_behind_and_history_sees_what_was_queued() {
     assert_eq!(stats.dropped, 0);
     assert!(stats.batches >= 3, "at most 1000 a batch: {stats:?}");
     handle.stop(Duration::from_secs(10)).await;
+}
+
+/// The writer's own bookkeeping of where each conversation ends: a message queued for an
+/// offline account between two written behind, in one conversation, is in its history between
+/// them (the writer forgets the conversation's end after queueing, and reads it again).
+#[actix_rt::test]
+async fn the_handle_chains_queued_and_written_messages_in_order() {
+    let dir = TempDir::new("handle-chain");
+    let url = format!("sqlite://{}", dir.0.join("chat.db").display());
+    let settings = actor_chat::config::Settings::builder()
+        .set("store.url", &url)
+        .build()
+        .expect("settings");
+    let handle = actor_chat::store::StoreHandle::start(settings.store())
+        .await
+        .expect("open")
+        .expect("a store");
+    let wait = Duration::from_secs(10);
+    assert!(handle
+        .create_account("bob", "$argon2id$x".to_owned(), wait)
+        .await
+        .expect("an account"));
+    handle.keep(NewMessage::direct("alice", "bob", "live before"));
+    assert!(handle
+        .queue(NewMessage::direct("alice", "bob", "queued"))
+        .outcome(wait)
+        .await
+        .expect("queued"));
+    handle.keep(NewMessage::direct("alice", "bob", "live after"));
+    let all = handle
+        .history(Conversation::direct("bob", "alice"), 10, None, wait)
+        .await
+        .expect("history");
+    let texts: Vec<&str> = all.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["live before", "queued", "live after"]);
+    handle.stop(wait).await;
 }
 
 /// Past `store.max_backlog` waiting messages, `keep` drops and counts instead of waiting: here

@@ -57,8 +57,11 @@ const SQLITE_ADD_CONVERSATION: &str = "INSERT INTO conversations (kind, key) VAL
                                        ON CONFLICT (kind, key) DO NOTHING";
 const SQLITE_CONVERSATION: &str =
     "SELECT id, last_id FROM conversations WHERE kind = ?1 AND key = ?2";
-/// Where a conversation's chain now ends, once per conversation a batch wrote to.
-const SQLITE_SET_LAST: &str = "UPDATE conversations SET last_id = ?2 WHERE id = ?1";
+/// Where a conversation's chain now ends, once per conversation a batch wrote to. Never back
+/// (here and in every other statement that moves it): a write given up on after a timeout may
+/// still commit later (PostgreSQL), and must not undo the end a later write moved past it.
+const SQLITE_SET_LAST: &str =
+    "UPDATE conversations SET last_id = ?2 WHERE id = ?1 AND last_id < ?2";
 
 /// PostgreSQL's insert: a whole batch as six arrays, and the new ends of its conversations'
 /// chains as two more, one statement (so one transaction and one round trip) whatever its
@@ -69,7 +72,7 @@ const POSTGRES_INSERT: &str = "WITH added AS (INSERT INTO messages (id, previous
                                UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], \
                                $5::text[], $6::text[])) UPDATE conversations AS c SET last_id \
                                = u.last_id FROM UNNEST($7::int8[], $8::int8[]) AS u (id, \
-                               last_id) WHERE c.id = u.id";
+                               last_id) WHERE c.id = u.id AND c.last_id < u.last_id";
 /// `$1` ids from the sequence that `id BIGSERIAL` made (named by PostgreSQL's rule), in
 /// increasing order. The name is a literal so that it is resolved once per statement:
 /// `pg_get_serial_sequence` would look it up in the catalogue for every row, and did take a
@@ -540,8 +543,9 @@ impl Store {
     /// chain, one lookup by id per message.
     ///
     /// `before` is meant to be one of the conversation's own messages (the oldest the asker
-    /// has), or any id above its newest. An id deleted by retention gives an empty page
-    /// (retention deletes the oldest messages first, so nothing before it is left); another
+    /// has), or any id above its newest. An id that is no message gives an empty page: one
+    /// deleted by retention had nothing older left (retention deletes the oldest messages
+    /// first), and one never given to a message was never shown to anyone. Another
     /// conversation's message is [`StoreError::NotInConversation`], since finding where it
     /// falls in this one would take a walk along the whole chain.
     pub async fn history(
@@ -550,7 +554,10 @@ impl Store {
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let Some(newest) = self.page_start(conversation, before).await? else {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let Some((id, newest)) = self.page_start(conversation, before).await? else {
             return Ok(Vec::new());
         };
         macro_rules! page {
@@ -558,6 +565,7 @@ impl Store {
                 sqlx::query($sql)
                     .bind(newest)
                     .bind(i64::from(limit))
+                    .bind(id)
                     .fetch_all($pool)
                     .await?
                     .iter()
@@ -566,16 +574,18 @@ impl Store {
             };
         }
         // `depth` stops the walk at `limit` rows: a bound that holds on both backends, where
-        // an outer `LIMIT` stops PostgreSQL's recursion but not SQLite's.
-        let mut messages = match self {
+        // an outer `LIMIT` stops PostgreSQL's recursion but not SQLite's. Each step stays in
+        // the conversation, so that no link, however it came to be, can show another
+        // conversation's messages.
+        let messages = match self {
             Store::Sqlite(pool) => page!(
                 pool,
                 "WITH RECURSIVE page (id, previous_id, sent_at_ms, sender, body, depth) AS ( \
                  SELECT id, previous_id, sent_at_ms, sender, body, CAST(1 AS BIGINT) FROM \
                  messages WHERE id = ?1 UNION ALL SELECT m.id, m.previous_id, m.sent_at_ms, \
                  m.sender, m.body, page.depth + 1 FROM page JOIN messages AS m ON m.id = \
-                 page.previous_id WHERE page.depth < ?2) SELECT id, sent_at_ms, sender, body \
-                 FROM page"
+                 page.previous_id AND m.conversation_id = ?3 WHERE page.depth < ?2) SELECT id, \
+                 sent_at_ms, sender, body FROM page ORDER BY depth DESC"
             ),
             Store::Postgres(pool) => page!(
                 pool,
@@ -583,30 +593,30 @@ impl Store {
                  SELECT id, previous_id, sent_at_ms, sender, body, CAST(1 AS BIGINT) FROM \
                  messages WHERE id = $1 UNION ALL SELECT m.id, m.previous_id, m.sent_at_ms, \
                  m.sender, m.body, page.depth + 1 FROM page JOIN messages AS m ON m.id = \
-                 page.previous_id WHERE page.depth < $2) SELECT id, sent_at_ms, sender, body \
-                 FROM page"
+                 page.previous_id AND m.conversation_id = $3 WHERE page.depth < $2) SELECT id, \
+                 sent_at_ms, sender, body FROM page ORDER BY depth DESC"
             ),
         };
-        messages.reverse();
         Ok(messages)
     }
 
-    /// The newest message of a page of [`Store::history`]: `conversation`'s newest, or the
-    /// one before `before` (see there); `None` for an empty page.
+    /// The conversation's id and the newest message of a page of [`Store::history`]:
+    /// `conversation`'s newest, or the one before `before` (see there); `None` for an empty
+    /// page.
     async fn page_start(
         &self,
         conversation: &Conversation,
         before: Option<i64>,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<(i64, i64)>, StoreError> {
         let Some((id, last_id)) = self.chain_end(conversation).await? else {
             return Ok(None);
         };
         let before = match before {
             Some(before) if before <= last_id => before,
-            _ => return Ok((last_id > 0).then_some(last_id)),
+            _ => return Ok((last_id > 0).then_some((id, last_id))),
         };
         match self.link(before).await? {
-            Some((owner, previous)) if owner == id => Ok(previous),
+            Some((owner, previous)) if owner == id => Ok(previous.map(|previous| (id, previous))),
             Some(_) => Err(StoreError::NotInConversation(before)),
             None => Ok(None),
         }
@@ -656,10 +666,10 @@ impl Store {
 
     /// Keeps the direct message `message` for its recipient, who is offline, so that it is
     /// replayed at the recipient's next login — but only if an account by that name exists.
-    /// The message is one statement (`INSERT … SELECT … WHERE EXISTS`), so an account deleted
-    /// meanwhile cannot leave a message nobody will read; its conversation is made first if
-    /// need be (a conversation left empty is deleted with retention), and its chain extended in
-    /// the same transaction. Returns whether it was stored (committed). A writer's
+    /// One transaction: the conversation made if need be (one left empty is deleted with
+    /// retention), the message as one statement (`INSERT … SELECT … WHERE EXISTS`, so an
+    /// account deleted meanwhile cannot leave a message nobody will read), and the
+    /// conversation's chain extended to it. Returns whether it was stored (committed). A writer's
     /// [`ConversationIds`] must forget the conversation after this.
     pub async fn queue(&self, message: &NewMessage) -> Result<bool, StoreError> {
         let Some(recipient) = message.recipient.as_deref() else {
@@ -706,7 +716,7 @@ impl Store {
                  conversations AS c WHERE c.kind = ?2 AND c.key = ?3 AND EXISTS (SELECT 1 FROM \
                  accounts WHERE name_key = ?6) RETURNING id",
                 "UPDATE conversations SET last_id = ?1 WHERE id = (SELECT conversation_id FROM \
-                 messages WHERE id = ?1)"
+                 messages WHERE id = ?1) AND last_id < ?1"
             ),
             Store::Postgres(pool) => queue!(
                 pool,
@@ -717,7 +727,7 @@ impl Store {
                  conversations AS c WHERE c.kind = $2 AND c.key = $3 AND EXISTS (SELECT 1 FROM \
                  accounts WHERE name_key = $6) RETURNING id",
                 "UPDATE conversations SET last_id = $1 WHERE id = (SELECT conversation_id FROM \
-                 messages WHERE id = $1)"
+                 messages WHERE id = $1) AND last_id < $1"
             ),
         };
         Ok(stored)

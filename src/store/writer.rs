@@ -553,7 +553,7 @@ struct Writer {
     /// The SQLite file, to check before a message is stored for an offline user.
     file: Option<SqliteFile>,
     store: Store,
-    /// The ids of the conversations written to so far.
+    /// The conversations written to so far: their ids and newest messages.
     conversations: ConversationIds,
     counters: Arc<Counters>,
     retention: Option<Duration>,
