@@ -582,19 +582,21 @@ impl Store {
                 pool,
                 "WITH RECURSIVE page (id, previous_id, sent_at_ms, sender, body, depth) AS ( \
                  SELECT id, previous_id, sent_at_ms, sender, body, CAST(1 AS BIGINT) FROM \
-                 messages WHERE id = ?1 UNION ALL SELECT m.id, m.previous_id, m.sent_at_ms, \
-                 m.sender, m.body, page.depth + 1 FROM page JOIN messages AS m ON m.id = \
-                 page.previous_id AND m.conversation_id = ?3 WHERE page.depth < ?2) SELECT id, \
-                 sent_at_ms, sender, body FROM page ORDER BY depth DESC"
+                 messages WHERE id = ?1 AND conversation_id = ?3 UNION ALL SELECT m.id, \
+                 m.previous_id, m.sent_at_ms, m.sender, m.body, page.depth + 1 FROM page JOIN \
+                 messages AS m ON m.id = page.previous_id AND m.conversation_id = ?3 WHERE \
+                 page.depth < ?2) SELECT id, sent_at_ms, sender, body FROM page ORDER BY \
+                 depth DESC"
             ),
             Store::Postgres(pool) => page!(
                 pool,
                 "WITH RECURSIVE page (id, previous_id, sent_at_ms, sender, body, depth) AS ( \
                  SELECT id, previous_id, sent_at_ms, sender, body, CAST(1 AS BIGINT) FROM \
-                 messages WHERE id = $1 UNION ALL SELECT m.id, m.previous_id, m.sent_at_ms, \
-                 m.sender, m.body, page.depth + 1 FROM page JOIN messages AS m ON m.id = \
-                 page.previous_id AND m.conversation_id = $3 WHERE page.depth < $2) SELECT id, \
-                 sent_at_ms, sender, body FROM page ORDER BY depth DESC"
+                 messages WHERE id = $1 AND conversation_id = $3 UNION ALL SELECT m.id, \
+                 m.previous_id, m.sent_at_ms, m.sender, m.body, page.depth + 1 FROM page JOIN \
+                 messages AS m ON m.id = page.previous_id AND m.conversation_id = $3 WHERE \
+                 page.depth < $2) SELECT id, sent_at_ms, sender, body FROM page ORDER BY \
+                 depth DESC"
             ),
         };
         Ok(messages)
@@ -669,15 +671,14 @@ impl Store {
     /// One transaction: the conversation made if need be (one left empty is deleted with
     /// retention), the message as one statement (`INSERT … SELECT … WHERE EXISTS`, so an
     /// account deleted meanwhile cannot leave a message nobody will read), and the
-    /// conversation's chain extended to it. Returns whether it was stored (committed). A writer's
-    /// [`ConversationIds`] must forget the conversation after this.
+    /// conversation's chain extended to it. Returns whether it was stored (committed). A
+    /// writer's [`ConversationIds`] must forget the conversation after this.
     pub async fn queue(&self, message: &NewMessage) -> Result<bool, StoreError> {
         let Some(recipient) = message.recipient.as_deref() else {
             return Ok(false);
         };
         let recipient_key = fold_name(recipient);
         let conversation = &message.conversation;
-        // The message and the new end of its conversation's chain, in one transaction.
         macro_rules! queue {
             ($pool:expr, $add_conversation:literal, $add_message:literal, $set_last:literal) => {{
                 let mut transaction = $pool.begin().await?;
