@@ -616,21 +616,31 @@ async fn a_newer_sqlite_database_is_refused() {
     }
 }
 
-/// The write-behind handle: messages are kept in order, history waits for what was queued
-/// before it, and a backlog past its limit drops (and counts) rather than waits.
-#[actix_rt::test]
-async fn the_handle_writes_behind_and_history_sees_what_was_queued() {
-    let dir = TempDir::new("handle");
+/// A write-behind handle on a SQLite file in `dir` that keeps at most `max_backlog` messages
+/// waiting, and the file's URL.
+async fn sqlite_handle(
+    dir: &TempDir,
+    max_backlog: i64,
+) -> (actor_chat::store::StoreHandle, String) {
     let url = format!("sqlite://{}", dir.0.join("chat.db").display());
     let settings = actor_chat::config::Settings::builder()
         .set("store.url", &url)
-        .set("store.max_backlog", 5000)
+        .set("store.max_backlog", max_backlog)
         .build()
         .expect("settings");
     let handle = actor_chat::store::StoreHandle::start(settings.store())
         .await
         .expect("open")
         .expect("a store");
+    (handle, url)
+}
+
+/// The write-behind handle: messages are kept in order, history waits for what was queued
+/// before it, and a backlog past its limit drops (and counts) rather than waits.
+#[actix_rt::test]
+async fn the_handle_writes_behind_and_history_sees_what_was_queued() {
+    let dir = TempDir::new("handle");
+    let (handle, _) = sqlite_handle(&dir, 5000).await;
     for i in 0..3000 {
         handle.keep(say("r", "a", &format!("m{i}")));
     }
@@ -653,15 +663,7 @@ async fn the_handle_writes_behind_and_history_sees_what_was_queued() {
 #[actix_rt::test]
 async fn the_handle_chains_queued_and_written_messages_in_order() {
     let dir = TempDir::new("handle-chain");
-    let url = format!("sqlite://{}", dir.0.join("chat.db").display());
-    let settings = actor_chat::config::Settings::builder()
-        .set("store.url", &url)
-        .build()
-        .expect("settings");
-    let handle = actor_chat::store::StoreHandle::start(settings.store())
-        .await
-        .expect("open")
-        .expect("a store");
+    let (handle, _) = sqlite_handle(&dir, 100_000).await;
     let wait = Duration::from_secs(10);
     assert!(handle
         .create_account("bob", "$argon2id$x".to_owned(), wait)
@@ -688,17 +690,7 @@ async fn the_handle_chains_queued_and_written_messages_in_order() {
 #[actix_rt::test]
 async fn a_full_backlog_drops_and_counts_rather_than_waits() {
     let dir = TempDir::new("backlog");
-    let path = dir.0.join("chat.db");
-    let url = format!("sqlite://{}", path.display());
-    let settings = actor_chat::config::Settings::builder()
-        .set("store.url", &url)
-        .set("store.max_backlog", 10)
-        .build()
-        .expect("settings");
-    let handle = actor_chat::store::StoreHandle::start(settings.store())
-        .await
-        .expect("open")
-        .expect("a store");
+    let (handle, url) = sqlite_handle(&dir, 10).await;
     let mut lock = sqlx::SqliteConnection::connect(&url)
         .await
         .expect("a second connection");
