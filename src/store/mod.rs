@@ -427,55 +427,7 @@ impl Store {
             }
             Store::Postgres(pool) => {
                 Self::postgres_conversations(pool, messages, known).await?;
-                let count = i64::try_from(messages.len()).unwrap_or(i64::MAX);
-                let ids: Vec<i64> = sqlx::query_scalar(POSTGRES_NEXT_IDS)
-                    .bind(count)
-                    .fetch_all(pool)
-                    .await?;
-                if ids.len() != messages.len() {
-                    return Err(StoreError::Database(sqlx::Error::RowNotFound));
-                }
-                let mut chains: FxHashMap<&Conversation, Chain> = FxHashMap::default();
-                let mut previous = Vec::with_capacity(messages.len());
-                let mut sent_at = Vec::with_capacity(messages.len());
-                let mut conversations = Vec::with_capacity(messages.len());
-                let mut senders = Vec::with_capacity(messages.len());
-                let mut bodies = Vec::with_capacity(messages.len());
-                for (message, &id) in messages.iter().zip(&ids) {
-                    let conversation = &message.conversation;
-                    let chain = match chains.entry(conversation) {
-                        Entry::Occupied(entry) => entry.into_mut(),
-                        Entry::Vacant(entry) => match known.0.get(conversation) {
-                            Some(&chain) => entry.insert(chain),
-                            None => return Err(StoreError::Database(sqlx::Error::RowNotFound)),
-                        },
-                    };
-                    previous.push(chain.previous());
-                    chain.last_id = id;
-                    sent_at.push(message.sent_at_ms);
-                    conversations.push(chain.id);
-                    senders.push(message.sender.as_str());
-                    bodies.push(message.text.as_str());
-                }
-                let (touched, ends): (Vec<i64>, Vec<i64>) = chains
-                    .values()
-                    .map(|chain| (chain.id, chain.last_id))
-                    .unzip();
-                sqlx::query(POSTGRES_INSERT)
-                    .bind(&ids)
-                    .bind(previous)
-                    .bind(sent_at)
-                    .bind(conversations)
-                    .bind(senders)
-                    .bind(bodies)
-                    .bind(touched)
-                    .bind(ends)
-                    .execute(pool)
-                    .await?;
-                let written: Vec<(Conversation, Chain)> = chains
-                    .into_iter()
-                    .map(|(conversation, chain)| (conversation.clone(), chain))
-                    .collect();
+                let written = insert_postgres(pool, messages, known).await?;
                 known.learn(written);
             }
         }
@@ -883,6 +835,67 @@ impl Store {
             Store::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// PostgreSQL's write path: as many ids from the sequence as there are messages, then the
+/// batch as one statement ([`POSTGRES_INSERT`]) that also moves the chains' ends. `known` must
+/// hold every conversation of `messages` ([`Store::postgres_conversations`]). Returns every
+/// conversation written to as it now stands, to be learnt (the statement is its own
+/// transaction, committed when it returns).
+async fn insert_postgres(
+    pool: &PgPool,
+    messages: &[NewMessage],
+    known: &ConversationIds,
+) -> Result<Vec<(Conversation, Chain)>, StoreError> {
+    let count = i64::try_from(messages.len()).unwrap_or(i64::MAX);
+    let ids: Vec<i64> = sqlx::query_scalar(POSTGRES_NEXT_IDS)
+        .bind(count)
+        .fetch_all(pool)
+        .await?;
+    if ids.len() != messages.len() {
+        return Err(StoreError::Database(sqlx::Error::RowNotFound));
+    }
+    let mut chains: FxHashMap<&Conversation, Chain> = FxHashMap::default();
+    let mut previous = Vec::with_capacity(messages.len());
+    let mut sent_at = Vec::with_capacity(messages.len());
+    let mut conversations = Vec::with_capacity(messages.len());
+    let mut senders = Vec::with_capacity(messages.len());
+    let mut bodies = Vec::with_capacity(messages.len());
+    for (message, &id) in messages.iter().zip(&ids) {
+        let conversation = &message.conversation;
+        let chain = match chains.entry(conversation) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => match known.0.get(conversation) {
+                Some(&chain) => entry.insert(chain),
+                None => return Err(StoreError::Database(sqlx::Error::RowNotFound)),
+            },
+        };
+        previous.push(chain.previous());
+        chain.last_id = id;
+        sent_at.push(message.sent_at_ms);
+        conversations.push(chain.id);
+        senders.push(message.sender.as_str());
+        bodies.push(message.text.as_str());
+    }
+    let (touched, ends): (Vec<i64>, Vec<i64>) = chains
+        .values()
+        .map(|chain| (chain.id, chain.last_id))
+        .unzip();
+    sqlx::query(POSTGRES_INSERT)
+        .bind(&ids)
+        .bind(previous)
+        .bind(sent_at)
+        .bind(conversations)
+        .bind(senders)
+        .bind(bodies)
+        .bind(touched)
+        .bind(ends)
+        .execute(pool)
+        .await?;
+    Ok(chains
+        .into_iter()
+        .map(|(conversation, chain)| (conversation.clone(), chain))
+        .collect())
 }
 
 /// SQLite's write path: `messages` in one transaction on the connection `handle`, one prepared
