@@ -418,19 +418,18 @@ impl Store {
         known: &mut ConversationIds,
     ) -> Result<(), StoreError> {
         known.bound();
-        match self {
+        let written = match self {
             Store::Sqlite(pool) => {
                 let mut connection = pool.acquire().await?;
                 let mut locked = connection.lock_handle().await?;
-                let found = insert_sqlite(locked.as_raw_handle(), messages, known)?;
-                known.learn(found);
+                insert_sqlite(locked.as_raw_handle(), messages, known)?
             }
             Store::Postgres(pool) => {
                 Self::postgres_conversations(pool, messages, known).await?;
-                let written = insert_postgres(pool, messages, known).await?;
-                known.learn(written);
+                insert_postgres(pool, messages, known).await?
             }
-        }
+        };
+        known.learn(written);
         Ok(())
     }
 
